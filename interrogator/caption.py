@@ -1,0 +1,91 @@
+"""Captioning with BLIP-2 (or BLIP v1), loaded from a local folder only."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import torch
+
+from .errors import ModelLoadError
+
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+@dataclass
+class Captioner:
+    """A captioning model and its processor; ``caption`` runs one ``generate`` per batch."""
+
+    model: torch.nn.Module
+    processor: object
+    device: torch.device
+    dtype: torch.dtype
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0
+    num_beams: int = 1
+
+    def transform(self, image) -> torch.Tensor:
+        """Preprocess one RGB image to pixel values (runs in loader workers)."""
+        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+
+    @torch.inference_mode()
+    def caption(self, pixels: torch.Tensor) -> List[str]:
+        """One caption per image of a preprocessed batch."""
+        if pixels.shape[0] == 0:
+            return []
+        out = self.model.generate(
+            pixel_values=pixels.to(self.device, self.dtype, non_blocking=True),
+            max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
+            num_beams=self.num_beams, do_sample=False)
+        return [text.strip() for text in self.processor.batch_decode(out, skip_special_tokens=True)]
+
+
+def captioner_kind(path: str) -> str:
+    """'blip-2' or 'blip', from the folder's config.json model_type."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"config key 'blip_path': no config.json in captioner folder {path}")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        raise ModelLoadError(f"config key 'blip_path': {config_file} is not a valid model config") from None
+    if model_type not in ("blip-2", "blip"):
+        raise ModelLoadError(f"config key 'blip_path': model_type {model_type!r} in {config_file} "
+                             f"is not a captioner this tool loads (expected 'blip-2' or 'blip')")
+    return model_type
+
+
+def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
+                   max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
+    """Blip2/Blip processor + model from ``path`` with local_files_only, SDPA attention."""
+    import transformers as tf
+    kind = captioner_kind(path)
+    if not any((Path(path) / f).is_file() for f in PROCESSOR_FILES):
+        raise ModelLoadError(f"config key 'blip_path': captioner folder {path} has no processor "
+                             f"(expected {' or '.join(PROCESSOR_FILES)} and tokenizer files)")
+    processor_cls, model_cls = ((tf.Blip2Processor, tf.Blip2ForConditionalGeneration) if kind == "blip-2"
+                                else (tf.BlipProcessor, tf.BlipForConditionalGeneration))
+    try:
+        processor = processor_cls.from_pretrained(path, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    kwargs = {"local_files_only": True, "dtype": dtype, "attn_implementation": "sdpa"}
+    if load_in_8bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelLoadError("config key 'load_in_8bit' is true but bitsandbytes is not installed "
+                                 "(pip install 'interrogator[quant]')") from None
+        kwargs["quantization_config"] = tf.BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = model_cls.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"config key 'blip_path': cannot load the {kind} model in {path}: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    if not load_in_8bit:
+        model = model.to(device)
+    model.eval()
+    return Captioner(model, processor, torch.device(device), dtype, max_new_tokens, min_new_tokens, num_beams)

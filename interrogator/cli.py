@@ -1,0 +1,175 @@
+"""``python -m interrogator <subcommand>``: submit, precompute-labels, embed, score, merge, make-demo-models."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from .offline import enforce_offline
+
+enforce_offline()
+
+from .config import load_config  # noqa: E402
+from .errors import InterrogatorError  # noqa: E402
+
+
+def _shard(text: str):
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/N, got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"expected i/N with 0 <= i < N, got {text!r}")
+    return index, count
+
+
+def cmd_submit(args) -> int:
+    from .pipeline import run
+    config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device)
+    result = run(config, shard=args.shard, progress=not args.no_progress)
+    print(result.summary())
+    return 0
+
+
+def cmd_precompute_labels(args) -> int:
+    from .clip import load_clip
+    from .labels import LabelCache, load_tables
+    from .pipeline import _bar_factory
+    config = load_config(args.config, label_cache=args.label_cache, device=args.device)
+    if config.label_cache is None:
+        raise InterrogatorError("config key 'label_cache' is not set: name the folder to fill "
+                                "(in the config or with --label-cache)")
+    if config.demo:
+        from .demo import ensure_demo_models
+        ensure_demo_models(config)
+    config.require_paths("clip_path", "dicts")
+    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=_bar_factory(True))
+    for name, table in tables.items():
+        print(f"{name}: {len(table.labels)} labels, {'cache hit' if table.from_cache else 'encoded'}")
+    print(f"label cache: {config.label_cache}")
+    return 0
+
+
+def _sentence_model(args):
+    from .embed import load_sentence_model
+    if args.embedding_path:
+        return load_sentence_model(str(Path(args.embedding_path).resolve()), args.device or "cpu")
+    if not args.config:
+        raise InterrogatorError("give --config or --embedding-path to name the sentence model")
+    config = load_config(args.config, device=args.device)
+    config.require_paths("embedding_path")
+    return load_sentence_model(config.embedding_path, config.resolved_device(), config.embedding_dir)
+
+
+def cmd_embed(args) -> int:
+    from .embed import embed_prompts
+    from .score import read_prompts
+    from .submission import write_submission
+    prompts = read_prompts(args.prompts)
+    model = _sentence_model(args)
+    vectors = embed_prompts(model, prompts.prompt.tolist(), args.batch_size)
+    path = write_submission(prompts.imgId.tolist(), vectors, args.output)
+    print(f"submission: {path} ({len(prompts)} images x {vectors.shape[1]})")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .embed import embed_prompts
+    from .score import cosine_per_image, read_prompts
+    from .submission import read_submission
+    ids, vectors = read_submission(args.submission)
+    prompts = read_prompts(args.prompts)
+    truth = embed_prompts(_sentence_model(args), prompts.prompt.tolist(), args.batch_size)
+    scores = cosine_per_image(ids, vectors, prompts.imgId.tolist(), truth)
+    for image_id, value in scores.items():
+        print(f"{image_id} {value:.6f}")
+    print(f"score {sum(scores.values()) / len(scores):.6f}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from .submission import merge_submissions
+    path = merge_submissions(args.shards, args.output)
+    print(f"submission: {path}")
+    return 0
+
+
+def cmd_make_demo_models(args) -> int:
+    from .demo import make_demo_models
+    paths = make_demo_models(args.folder, force=args.force)
+    print(f"captioner: {paths.blip_path}\nclip: {paths.clip_path}\nsentence model: {paths.embedding_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m interrogator", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="images -> submission CSV (same as submit.py)")
+    p.add_argument("--config", required=True, help="JSON config")
+    p.add_argument("--output", help="submission path (overrides the config's output)")
+    p.add_argument("--batch-size", type=int, help="override batch_size")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("precompute-labels", help="fill the label-embedding cache ahead of time")
+    p.add_argument("--config", required=True)
+    p.add_argument("--label-cache", help="cache folder (overrides the config's label_cache)")
+    p.add_argument("--device")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_precompute_labels)
+
+    for name, func, helptext in (("embed", cmd_embed, "prompts CSV (imgId,prompt) -> submission CSV"),
+                                 ("score", cmd_score, "per-image cosine of a submission against true prompts")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "embed":
+            p.add_argument("--prompts", required=True, help="CSV with columns imgId,prompt")
+            p.add_argument("--output", required=True, help="submission path")
+        else:
+            p.add_argument("--submission", required=True, help="submission CSV")
+            p.add_argument("--prompts", required=True, help="CSV with the true prompts (imgId,prompt)")
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--config", help="JSON config (its embedding_path)")
+        group.add_argument("--embedding-path", help="sentence-transformers model folder")
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--device", help="cpu or cuda (default: the config's, else cpu)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("merge", help="join shard submissions into one validated submission")
+    p.add_argument("shards", nargs="+", help="shard CSVs")
+    p.add_argument("--output", required=True)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
+    p.add_argument("--folder", default=str(Path(__file__).resolve().parent.parent / "demo_models"))
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_make_demo_models)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except InterrogatorError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no submission was written at the output path", file=sys.stderr)
+        return 130

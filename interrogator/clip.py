@@ -1,0 +1,145 @@
+"""CLIP from a local open_clip checkpoint: image features and fast exact label encoding."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelLoadError
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
+
+
+def _register_model_configs() -> None:
+    """Make the architectures in interrogator/model_configs known to open_clip (idempotent)."""
+    import open_clip
+    from open_clip import factory
+    if MODEL_CONFIG_DIR not in factory._MODEL_CONFIG_PATHS:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@dataclass
+class Clip:
+    """An open_clip model with its preprocess and tokenizer, on one device."""
+
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor, batch_size: int = 0) -> torch.Tensor:
+        """L2-normalised image features (B, D) for a preprocessed batch."""
+        pixels = pixels.to(self.device, self.dtype, non_blocking=True)
+        step = batch_size or pixels.shape[0]
+        feats = [self.model.encode_image(pixels[i:i + step]) for i in range(0, pixels.shape[0], step)]
+        return F.normalize(torch.cat(feats).float(), dim=-1).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_labels(self, labels: Sequence[str], batch_size: int = 1024, progress=None) -> torch.Tensor:
+        """L2-normalised text features (N, D) in label order, computed exactly but fast.
+
+        Labels are sorted by token count and each batch's context is cut after its
+        longest sequence: the text transformer is causal, so tokens after a
+        sequence's EOT cannot change the EOT feature.
+        """
+        tokens = self.tokenizer(list(labels))
+        lengths = token_lengths(tokens)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        out = torch.empty((len(labels), self.embed_dim), dtype=self.dtype, device=self.device)
+        for start in range(0, len(labels), batch_size):
+            idx = order[start:start + batch_size]
+            cut = int(lengths[idx].max())
+            batch = tokens[idx, :cut].to(self.device, non_blocking=True)
+            out[idx.to(self.device)] = self.encode_text_tokens(batch).to(self.dtype)
+            if progress is not None:
+                progress.update(len(idx))
+        return out
+
+    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Normalised features of token rows that may be shorter than the full context."""
+        model = self.model
+        if not _supports_cut_context(model) or tokens.shape[1] == model.positional_embedding.shape[0]:
+            full = tokens
+            if tokens.shape[1] < self.context_length:
+                full = F.pad(tokens, (0, self.context_length - tokens.shape[1]))
+            return F.normalize(model.encode_text(full).float(), dim=-1)
+        from open_clip.transformer import text_global_pool
+        n = tokens.shape[1]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype)
+        x = x + model.positional_embedding[:n].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+        x = model.ln_final(x)
+        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        return F.normalize(x.float(), dim=-1)
+
+    def count_tokens(self, texts: Sequence[str]) -> List[int]:
+        """Token count of each text including start and end tokens, not capped at the context."""
+        return token_lengths(self.tokenizer(list(texts), context_length=UNCAPPED_CONTEXT)).tolist()
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model, "context_length", 77))
+
+    @property
+    def embed_dim(self) -> int:
+        proj = self.model.text_projection
+        if isinstance(proj, torch.nn.Linear):
+            return proj.out_features
+        return proj.shape[1] if proj is not None else self.model.transformer.width
+
+    def text_fingerprint(self) -> str:
+        """sha256 of the text tower's weights as loaded: the checkpoint identity for the label cache."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            if name.startswith("visual."):
+                continue
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def token_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """Length of each token row up to and including its last non-zero token."""
+    nonzero = tokens != 0
+    positions = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
+    return (positions * nonzero).max(dim=1).values
+
+
+def _supports_cut_context(model) -> bool:
+    return (hasattr(model, "positional_embedding") and getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", "argmax") in ("argmax", "eos"))
+
+
+def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Clip:
+    """open_clip's create_model_and_transforms on a local checkpoint file (never a download)."""
+    import open_clip
+    _register_model_configs()
+    if name not in open_clip.list_models():
+        raise ModelLoadError(f"config key 'clip_model': unknown open_clip architecture {name!r} "
+                             f"(known: ViT-L-14, ViT-H-14, ... or a JSON in {MODEL_CONFIG_DIR})")
+    if not Path(checkpoint).is_file():
+        raise ModelLoadError(f"config key 'clip_path': expected a checkpoint file (.pt/.bin/.safetensors), got {checkpoint}")
+    precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=str(checkpoint), device=device, precision=precision, weights_only=True)
+    except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"config key 'clip_path': checkpoint {checkpoint} does not match "
+                             f"clip_model {name!r}: {first[:300]}") from None
+    except Exception as exc:  # pickle errors, corrupt zip, truncated safetensors
+        raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    model.eval()
+    return Clip(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name),
+                name=name, device=torch.device(device), dtype=dtype)

@@ -1,0 +1,165 @@
+"""The one config dataclass, loaded from JSON and validated before any model loads.
+
+Paths written in a config file resolve against that file's folder; paths passed
+as overrides (command line, ``execute()`` arguments) resolve against the
+current directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DICTS = REPO_ROOT / "dicts"
+
+PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
+             "data_path", "output", "label_cache")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+@dataclass
+class Config:
+    """Every setting of a run. See the README's config reference."""
+
+    blip_path: Optional[str] = None
+    clip_path: Optional[str] = None
+    embedding_path: Optional[str] = None
+    data_path: Optional[str] = None
+    blip_model: str = "blip2-opt-2.7b"
+    clip_model: str = "ViT-L-14"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_dir: Optional[str] = None
+    dicts: str = str(DEFAULT_DICTS)
+    chunk_size: int = 2048
+    output: str = "submission.csv"
+    batch_size: int = 16
+    caption_batch_size: Optional[int] = None
+    clip_batch_size: Optional[int] = None
+    embed_batch_size: Optional[int] = None
+    max_flavors: int = 3
+    num_beams: int = 1
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    load_in_8bit: bool = False
+    label_cache: Optional[str] = None
+    num_workers: int = 2
+    demo: bool = False
+    fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
+    config_path: Optional[str] = field(default=None, metadata={"internal": True})
+
+    # ---- derived settings -------------------------------------------------
+    def stage_batch_size(self, stage: str) -> int:
+        """Batch size for 'caption', 'clip' or 'embed': the override, else batch_size."""
+        override = getattr(self, f"{stage}_batch_size")
+        return override if override is not None else self.batch_size
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self):
+        """fp16 on CUDA and fp32 on CPU unless dtype says otherwise."""
+        import torch
+        name = self.dtype
+        if name == "auto":
+            name = "fp16" if self.resolved_device().startswith("cuda") else "fp32"
+        return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+    def require_paths(self, *keys: str) -> None:
+        """Raise ConfigError naming the first key whose path is unset or missing."""
+        for key in keys:
+            value = getattr(self, key)
+            if value is None:
+                raise ConfigError(f"config key '{key}' is required but not set{self._where()}")
+            if not Path(value).exists():
+                raise ConfigError(f"config key '{key}': path does not exist: {value}{self._where()}")
+
+    def _where(self) -> str:
+        return f" (in {self.config_path})" if self.config_path else ""
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
+
+
+def _user_fields() -> dict:
+    return {f.name: f for f in fields(Config) if not f.metadata.get("internal")}
+
+
+def _check_type(key: str, value: Any, where: str) -> None:
+    default = Config.__dataclass_fields__[key].default
+    type_name = Config.__dataclass_fields__[key].type
+    if value is None and "Optional" in str(type_name):
+        return
+    if isinstance(default, bool) or "bool" in str(type_name):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif "int" in str(type_name):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key in ("min_new_tokens", "num_workers") else 1)
+        expected = "a whole number" + (" >= 0" if key in ("min_new_tokens", "num_workers") else " >= 1")
+    else:
+        ok, expected = isinstance(value, str) and value != "", "a non-empty string"
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}{where}")
+
+
+def _validate(values: Mapping[str, Any], where: str) -> None:
+    known = _user_fields()
+    for key, value in values.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+            raise ConfigError(f"unknown config key '{key}'{where}{suggestion}")
+        _check_type(key, value, where)
+    if values.get("dtype", "auto") not in DTYPES:
+        raise ConfigError(f"config key 'dtype': expected one of {', '.join(DTYPES)}, got {values['dtype']!r}{where}")
+    device = values.get("device", "auto")
+    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, got {device!r}{where}")
+
+
+def _resolve(values: dict, base: Path) -> dict:
+    out = dict(values)
+    for key in PATH_KEYS:
+        if out.get(key) is not None:
+            p = Path(os.path.expanduser(out[key]))
+            out[key] = os.path.normpath(p if p.is_absolute() else base / p)
+    return out
+
+
+def load_config(path: Optional[str | os.PathLike] = None, **overrides: Any) -> Config:
+    """Read a JSON config (optional), apply overrides (None means 'not given'), validate."""
+    values: dict = {}
+    where = ""
+    if path is not None:
+        path = Path(path)
+        where = f" (in {path})"
+        if not path.is_file():
+            raise ConfigError(f"config file does not exist: {path}")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a JSON object, got {type(raw).__name__}")
+        _validate(raw, where)
+        values = _resolve(raw, Path(os.path.abspath(path)).parent)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _validate(given, " (in overrides)")
+    values.update(_resolve(given, Path.cwd()))
+    return Config(**values, config_path=str(path) if path is not None else None)
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A validated copy of config with some values changed."""
+    _validate(changes, " (in overrides)")
+    return dataclasses.replace(config, **changes)

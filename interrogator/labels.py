@@ -1,0 +1,130 @@
+"""Label tables: cleaned label lists, their CLIP embeddings on the device, and the safetensors cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .clip import Clip
+from .errors import ConfigError
+from .rank import topk_chunked
+
+log = logging.getLogger(__name__)
+
+TABLE_NAMES = ("mediums", "movements", "flavors")
+CACHE_FORMAT = 1
+
+
+def clean_labels(lines: Iterable[str]) -> List[str]:
+    """Strip whitespace, drop empty lines and duplicates, keep first-occurrence order."""
+    return list(dict.fromkeys(s for s in (line.strip() for line in lines) if s))
+
+
+def read_labels(path: Path) -> List[str]:
+    """The cleaned labels of one text file, one label a line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config key 'dicts': label file does not exist: {path}") from None
+    labels = clean_labels(text.splitlines())
+    if not labels:
+        raise ConfigError(f"config key 'dicts': label file is empty: {path}")
+    return labels
+
+
+def labels_sha256(labels: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(labels).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LabelTable:
+    """A named label list and its normalised CLIP text embeddings, resident on the device."""
+
+    name: str
+    labels: List[str]
+    embeddings: torch.Tensor  # (N, D), on the CLIP device, CLIP dtype
+    from_cache: bool = False
+
+    def top(self, image_features: torch.Tensor, k: int, chunk_size: int) -> List[List[str]]:
+        """The k best labels for each image, best first, exact for any chunk size."""
+        _, index = topk_chunked(image_features, self.embeddings, k, chunk_size)
+        return [[self.labels[i] for i in row] for row in index.tolist()]
+
+
+class LabelCache:
+    """safetensors files keyed by CLIP model name, text-weights fingerprint, dtype and label list."""
+
+    def __init__(self, folder: Optional[str]):
+        self.folder = Path(folder) if folder else None
+
+    def key(self, clip: Clip, fingerprint: str, labels: Sequence[str]) -> dict:
+        return {"format": str(CACHE_FORMAT), "clip_model": clip.name, "weights_sha256": fingerprint,
+                "dtype": str(clip.dtype).replace("torch.", ""), "labels_sha256": labels_sha256(labels),
+                "count": str(len(labels))}
+
+    def path(self, table: str, key: dict) -> Optional[Path]:
+        if self.folder is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.folder / f"{table}-{key['clip_model']}-{digest}.safetensors"
+
+    def load(self, table: str, key: dict, dim: int) -> Optional[torch.Tensor]:
+        """The cached matrix, or None when absent or when its key or shape does not match."""
+        path = self.path(table, key)
+        if path is None or not path.is_file():
+            return None
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensor = f.get_tensor("embeddings")
+        except Exception as exc:  # truncated or foreign file: rebuild it
+            log.warning("label cache %s is unreadable (%s); re-encoding", path, exc)
+            return None
+        if meta != key or tuple(tensor.shape) != (int(key["count"]), dim):
+            log.warning("label cache %s does not match its key or shape; re-encoding", path)
+            return None
+        return tensor
+
+    def save(self, table: str, key: dict, embeddings: torch.Tensor) -> None:
+        """Write atomically; warn and go on when the folder is read-only."""
+        path = self.path(table, key)
+        if path is None:
+            return
+        from safetensors.torch import save_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            os.close(fd)
+            save_file({"embeddings": embeddings.detach().to("cpu").contiguous()}, tmp, metadata=key)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("label cache folder %s is not writable (%s); going on without saving", self.folder, exc)
+
+
+def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[str] = TABLE_NAMES,
+                batch_size: int = 1024, progress_factory=None) -> Dict[str, LabelTable]:
+    """Read each label list and load its embeddings from the cache, encoding only on a miss."""
+    fingerprint = clip.text_fingerprint() if cache.folder is not None else ""
+    tables = {}
+    for name in names:
+        labels = read_labels(Path(dicts_dir) / f"{name}.txt")
+        key = cache.key(clip, fingerprint, labels)
+        cached = cache.load(name, key, clip.embed_dim)
+        if cached is not None:
+            emb = cached.to(clip.device, clip.dtype)
+        else:
+            bar = progress_factory(name, len(labels)) if progress_factory else None
+            emb = clip.encode_labels(labels, batch_size=batch_size, progress=bar)
+            if bar is not None:
+                bar.close()
+            cache.save(name, key, emb)
+        tables[name] = LabelTable(name, labels, emb, from_cache=cached is not None)
+    return tables

