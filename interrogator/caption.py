@@ -56,14 +56,20 @@ def captioner_kind(path: str) -> str:
     return model_type
 
 
-def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
-                   max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
-    """Blip2/Blip processor + model from ``path`` with local_files_only, SDPA attention."""
-    import transformers as tf
+def check_captioner_folder(path: str) -> str:
+    """The folder's kind, after checking it holds a model config and a processor."""
     kind = captioner_kind(path)
     if not any((Path(path) / f).is_file() for f in PROCESSOR_FILES):
         raise ModelLoadError(f"config key 'blip_path': captioner folder {path} has no processor "
                              f"(expected {' or '.join(PROCESSOR_FILES)} and tokenizer files)")
+    return kind
+
+
+def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
+                   max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
+    """Blip2/Blip processor + model from ``path`` with local_files_only, SDPA attention."""
+    import transformers as tf
+    kind = check_captioner_folder(path)
     processor_cls, model_cls = ((tf.Blip2Processor, tf.Blip2ForConditionalGeneration) if kind == "blip-2"
                                 else (tf.BlipProcessor, tf.BlipForConditionalGeneration))
     try:

@@ -29,7 +29,7 @@ def _shard(text: str):
 def cmd_submit(args) -> int:
     from .pipeline import run
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device)
-    result = run(config, shard=args.shard, progress=not args.no_progress)
+    result = run(config, shard=args.shard, progress=not args.no_progress, strict=args.strict)
     print(result.summary())
     return 0
 
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     p.set_defaults(func=cmd_submit)
 
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "root"):
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.func(args)

@@ -52,6 +52,7 @@ class Config:
     load_in_8bit: bool = False
     label_cache: Optional[str] = None
     num_workers: int = 2
+    low_memory: bool = False
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
     config_path: Optional[str] = field(default=None, metadata={"internal": True})

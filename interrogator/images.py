@@ -110,7 +110,9 @@ class ImageBatch:
 class ImageDataset(torch.utils.data.Dataset):
     """Decodes and preprocesses one image for both the captioner and CLIP (runs in loader workers)."""
 
-    def __init__(self, files: Sequence[ImageFile], caption_transform: Callable, clip_transform: Callable):
+    def __init__(self, files: Sequence[ImageFile], caption_transform: Optional[Callable],
+                 clip_transform: Optional[Callable]):
+        """A transform may be None when only one model runs (low_memory): its tensor is then empty."""
         self.files = list(files)
         self.caption_transform = caption_transform
         self.clip_transform = clip_transform
@@ -119,16 +121,21 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    @staticmethod
+    def _apply(transform: Optional[Callable], image) -> torch.Tensor:
+        return transform(image) if transform is not None else torch.zeros(0)
+
     def _blank_shapes(self):
         if self._shapes is None:
             blank = Image.new("RGB", (64, 64))
-            self._shapes = (self.caption_transform(blank).shape, self.clip_transform(blank).shape)
+            self._shapes = (self._apply(self.caption_transform, blank).shape,
+                            self._apply(self.clip_transform, blank).shape)
         return self._shapes
 
     def __getitem__(self, index: int):
         try:
             image = load_image(self.files[index].path)
-            return index, self.caption_transform(image), self.clip_transform(image), ""
+            return index, self._apply(self.caption_transform, image), self._apply(self.clip_transform, image), ""
         except ValueError as exc:
             cap_shape, clip_shape = self._blank_shapes()
             return index, torch.zeros(cap_shape), torch.zeros(clip_shape), str(exc)
@@ -139,9 +146,9 @@ def collate(items) -> ImageBatch:
     return ImageBatch(list(indices), torch.stack(cap), torch.stack(clip), list(errors))
 
 
-def batch_loader(dataset: ImageDataset, batch_size: int, num_workers: int, pin_memory: bool):
-    """Ordered batches, decoded in worker processes while the GPU works on the previous batch."""
+def batch_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int, pin_memory: bool):
+    """The given batches (lists of dataset indices) in order, decoded in worker processes
+    while the GPU works on the previous batch."""
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-        pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
-        persistent_workers=False)
+        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers, collate_fn=collate,
+        pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)

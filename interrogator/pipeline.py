@@ -1,28 +1,36 @@
 """The pipeline: images -> captions -> CLIP features -> label ranking -> prompts -> embeddings -> submission."""
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .caption import load_captioner
-from .clip import load_clip
+from .caption import Captioner, check_captioner_folder, load_captioner
+from .clip import Clip, load_clip
 from .config import Config
-from .embed import embed_prompts, load_sentence_model
-from .images import ImageDataset, ImageFile, batch_loader, list_images
-from .labels import LabelCache, load_tables
+from .embed import embed_prompts, embedding_dim, load_sentence_model
+from .errors import ConfigError, InterrogatorError, ModelLoadError
+from .images import ImageBatch, ImageDataset, ImageFile, batch_loader, list_images
+from .labels import LabelCache, LabelTable, load_tables
+from .memory import StageBatcher, concat_lists
 from .prompt import build_prompt
 from .submission import write_submission
+from .workdir import WorkDir, run_key
 
 log = logging.getLogger(__name__)
+
+SUBMISSION_DIM = 384
 
 
 @dataclass
@@ -36,6 +44,7 @@ class RunResult:
     failed: Dict[str, str] = field(default_factory=dict)
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
+    resumed_batches: int = 0
     output: Optional[Path] = None
 
     def summary(self) -> str:
@@ -43,10 +52,13 @@ class RunResult:
         total = sum(self.stage_seconds.values())
         lines = [f"images: {n} done, {len(self.failed)} undecodable (fallback prompt)"]
         lines += [f"  undecodable: {i}: {why}" for i, why in sorted(self.failed.items())]
+        if self.resumed_batches:
+            lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
         lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
                      + f" (total {total:.2f}, {n / total if total else 0:.1f} img/s)")
-        lines.append("label tables: " + ", ".join(f"{k} {'cache hit' if hit else 'encoded'}"
-                                                  for k, hit in self.label_cache_hits.items()))
+        if self.label_cache_hits:
+            lines.append("label tables: " + ", ".join(f"{k} {'cache hit' if hit else 'encoded'}"
+                                                      for k, hit in self.label_cache_hits.items()))
         if self.output is not None:
             lines.append(f"submission: {self.output}")
         return "\n".join(lines)
@@ -68,101 +80,274 @@ class StageTimer:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+@dataclass
+class Models:
+    """The loaded stages; any may be None while another phase runs (low_memory)."""
+
+    captioner: Optional[Captioner] = None
+    clip: Optional[Clip] = None
+    tables: Optional[Dict[str, LabelTable]] = None
+    sentence: object = None
+
+    def free(self) -> None:
+        self.captioner = self.clip = self.tables = self.sentence = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def shard_files(files: List[ImageFile], shard: Tuple[int, int], batch_size: int) -> List[ImageFile]:
     """Shard i of n: a contiguous run of whole batches, so each batch is the one a single run would make."""
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
-        raise ValueError(f"shard must be i/N with 0 <= i < N, got {index}/{count}")
+        raise ConfigError(f"shard must be i/N with 0 <= i < N, got {index}/{count}")
     batches = math.ceil(len(files) / batch_size)
     lo, hi = index * batches // count, (index + 1) * batches // count
     return files[lo * batch_size:hi * batch_size]
 
 
-def check_inputs(config: Config) -> None:
-    """Every path the run needs, before any model loads."""
-    config.require_paths("data_path", "blip_path", "clip_path", "embedding_path", "dicts")
-    if config.embedding_dir is not None:
-        config.require_paths("embedding_dir")
+def check_output_writable(output: str) -> None:
+    folder = Path(output).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"config key 'output': cannot write in folder {folder}: "
+                          f"{exc.strerror or exc}") from None
 
 
-def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
-        write: bool = True) -> RunResult:
-    """Run the whole pipeline on config.data_path and (if write) write the submission to config.output."""
+def check_inputs(config: Config, write: bool) -> List[ImageFile]:
+    """Everything that can be checked before a model loads; returns the images."""
     if config.demo:
         from .demo import ensure_demo_models
         ensure_demo_models(config)
-    check_inputs(config)
+    config.require_paths("data_path", "blip_path", "clip_path", "embedding_path", "dicts")
+    if config.embedding_dir is not None:
+        config.require_paths("embedding_dir")
+    check_captioner_folder(config.blip_path)
+    for name in ("mediums", "movements", "flavors"):
+        if not (Path(config.dicts) / f"{name}.txt").is_file():
+            raise ConfigError(f"config key 'dicts': missing label file {Path(config.dicts) / (name + '.txt')}")
+    if write:
+        check_output_writable(config.output)
+    return list_images(config.data_path)
+
+
+def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
+        write: bool = True, strict: bool = False) -> RunResult:
+    """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
+    from the work folder next to it if an earlier run of the same config and images was interrupted."""
+    files = check_inputs(config, write)
     batch_size = config.stage_batch_size("caption")
-    files = list_images(config.data_path)
     if shard is not None:
         files = shard_files(files, shard, batch_size)
-    device, dtype = config.resolved_device(), config.torch_dtype()
-    timer = StageTimer(device)
-
-    with timer("load"):
-        captioner = load_captioner(config.blip_path, device, dtype, config.load_in_8bit,
-                                   config.max_new_tokens, config.min_new_tokens, config.num_beams)
-        clip = load_clip(config.clip_model, config.clip_path, device, dtype)
-        sentence = load_sentence_model(config.embedding_path, device, config.embedding_dir,
-                                       fp16=dtype == torch.float16)
-    with timer("labels"):
-        tables = load_tables(clip, config.dicts, LabelCache(config.label_cache),
-                             progress_factory=_bar_factory(progress))
-
-    n = len(files)
-    captions: List[str] = [""] * n
-    prompts: List[str] = [""] * n
-    embeddings = np.zeros((n, 0), dtype=np.float32)
-    failed: Dict[str, str] = {}
-    dataset = ImageDataset(files, captioner.transform, clip.preprocess)
-    loader = batch_loader(dataset, batch_size, config.num_workers, pin_memory=device.startswith("cuda"))
-    bars = {stage: tqdm(total=n, desc=stage, unit="img", position=i, disable=not progress, leave=True)
-            for i, stage in enumerate(("caption", "tags", "embed"))}
-    batches = iter(loader)
-    while True:
-        with timer("decode"):
-            batch = next(batches, None)
-        if batch is None:
-            break
-        ok = batch.ok
-        with timer("caption"):
-            batch_captions = captioner.caption(batch.caption_pixels[ok])
-        bars["caption"].update(len(batch.indices))
-        with timer("clip"):
-            features = clip.encode_images(batch.clip_pixels[ok], config.stage_batch_size("clip"))
-        with timer("rank"):
-            mediums = tables["mediums"].top(features, 1, config.chunk_size)
-            movements = tables["movements"].top(features, 1, config.chunk_size)
-            flavors = tables["flavors"].top(features, config.max_flavors, config.chunk_size)
-        bars["tags"].update(len(batch.indices))
-        with timer("prompt"):
-            batch_prompts = [build_prompt(c, m[0], v[0], f, clip.count_tokens, clip.context_length)
-                             for c, m, v, f in zip(batch_captions, mediums, movements, flavors)]
-            for pos, caption, prompt in zip(ok, batch_captions, batch_prompts):
-                captions[batch.indices[pos]], prompts[batch.indices[pos]] = caption, prompt
-            for pos, error in enumerate(batch.errors):
-                if error:
-                    image = files[batch.indices[pos]]
-                    log.warning("%s: %s; using the fallback prompt", image.path.name, error)
-                    failed[image.image_id] = error
-                    prompts[batch.indices[pos]] = config.fallback_prompt
-        with timer("embed"):
-            vectors = embed_prompts(sentence, [prompts[i] for i in batch.indices], config.stage_batch_size("embed"))
-            if embeddings.shape[1] == 0:
-                embeddings = np.zeros((n, vectors.shape[1]), dtype=np.float32)
-            embeddings[batch.indices] = vectors
-        bars["embed"].update(len(batch.indices))
-    for bar in bars.values():
-        bar.close()
-
     ids = [f.image_id for f in files]
-    result = RunResult(ids, captions, prompts, embeddings, failed, timer.seconds,
-                       {name: t.from_cache for name, t in tables.items()})
+    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
+    work = WorkDir(config.output, run_key(config.to_dict(), files, batch_size)) if write else None
+    device = config.resolved_device()
+    timer = StageTimer(device)
+    batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")})
+
+    done = {}
+    if work is not None:
+        for b, members in enumerate(batches):
+            found = work.load_done(b, [ids[i] for i in members])
+            if found is not None:
+                done[b] = found
+    pending = [b for b in range(len(batches)) if b not in done]
+    runner = _run_low_memory if config.low_memory else _run_together
+    cache_hits = runner(config, files, batches, pending, work, timer, batcher, progress, done) if pending else {}
+
+    captions, prompts = [""] * len(files), [""] * len(files)
+    embeddings = np.zeros((len(files), SUBMISSION_DIM), dtype=np.float32)
+    failed: Dict[str, str] = {}
+    for b, members in enumerate(batches):
+        record, vectors = done[b]
+        for pos, i in enumerate(members):
+            captions[i], prompts[i] = record["captions"][pos], record["prompts"][pos]
+        embeddings[members] = vectors
+        failed.update(record["failed"])
+    result = RunResult(ids, captions, prompts, embeddings, failed, timer.seconds, cache_hits,
+                       resumed_batches=len(batches) - len(pending))
+    if strict and failed:
+        names = ", ".join(f"{i} ({why})" for i, why in sorted(failed.items()))
+        raise InterrogatorError(f"--strict: {len(failed)} images could not be decoded: {names}")
     if write:
         with timer("write"):
             result.output = write_submission(ids, embeddings, config.output)
-        result.stage_seconds = timer.seconds
+        work.remove()
     return result
+
+
+def _load_sentence(config: Config):
+    model = load_sentence_model(config.embedding_path, config.resolved_device(), config.embedding_dir,
+                                fp16=config.torch_dtype() == torch.float16)
+    dim = embedding_dim(model)
+    if dim != SUBMISSION_DIM:
+        raise ModelLoadError(f"config key 'embedding_path': the sentence model in {config.embedding_path} "
+                             f"gives {dim}-d vectors; a Kaggle submission needs {SUBMISSION_DIM}-d "
+                             f"(all-MiniLM-L6-v2)")
+    return model
+
+
+def _load_captioner(config: Config) -> Captioner:
+    return load_captioner(config.blip_path, config.resolved_device(), config.torch_dtype(), config.load_in_8bit,
+                          config.max_new_tokens, config.min_new_tokens, config.num_beams)
+
+
+def _load_clip(config: Config, progress: bool):
+    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=_bar_factory(progress))
+    return clip, tables
+
+
+def _loader(config: Config, files, batches, pending, caption_transform, clip_transform):
+    dataset = ImageDataset(files, caption_transform, clip_transform)
+    return batch_loader(dataset, [batches[b] for b in pending], config.num_workers,
+                        pin_memory=config.resolved_device().startswith("cuda"))
+
+
+def _timed_batches(loader, timer: StageTimer):
+    iterator = iter(loader)
+    while True:
+        with timer("decode"):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def caption_stage(models: Models, batch: ImageBatch, batcher: StageBatcher) -> List[str]:
+    pixels = batch.caption_pixels[batch.ok]
+    return batcher.run("caption", pixels, models.captioner.caption, concat_lists)
+
+
+def tag_stage(models: Models, batch: ImageBatch, batcher: StageBatcher, config: Config) -> List[dict]:
+    """Best medium, movement and max_flavors flavors of each decoded image."""
+    features = batcher.run("clip", batch.clip_pixels[batch.ok], models.clip.encode_images, torch.cat)
+    tables, chunk = models.tables, config.chunk_size
+    mediums = tables["mediums"].top(features, 1, chunk)
+    movements = tables["movements"].top(features, 1, chunk)
+    flavors = tables["flavors"].top(features, config.max_flavors, chunk)
+    return [{"medium": m[0], "movement": v[0], "flavors": f} for m, v, f in zip(mediums, movements, flavors)]
+
+
+def prompt_stage(models: Models, captions: Sequence[str], tags: Sequence[dict]) -> List[str]:
+    clip = models.clip
+    return [build_prompt(c, t["medium"], t["movement"], t["flavors"], clip.count_tokens, clip.context_length)
+            for c, t in zip(captions, tags)]
+
+
+def embed_stage(models: Models, prompts: Sequence[str], batcher: StageBatcher) -> np.ndarray:
+    return batcher.run("embed", list(prompts), lambda p: embed_prompts(models.sentence, p, len(p)),
+                       np.concatenate)
+
+
+def _record(files, members, batch: ImageBatch, captions, tags, prompts, fallback: str) -> dict:
+    """The batch's per-image results, with undecodable images given the fallback prompt."""
+    n = len(members)
+    record = {"ids": [files[i].image_id for i in members], "captions": [""] * n, "tags": [None] * n,
+              "prompts": [fallback] * n, "failed": {}}
+    for pos, caption, tag, prompt in zip(batch.ok, captions, tags, prompts):
+        record["captions"][pos], record["tags"][pos], record["prompts"][pos] = caption, tag, prompt
+    for pos, error in enumerate(batch.errors):
+        if error:
+            log.warning("%s: %s; using the fallback prompt", files[members[pos]].path.name, error)
+            record["failed"][files[members[pos]].image_id] = error
+    return record
+
+
+def _finish(work, done, b, record, vectors):
+    done[b] = (record, vectors)
+    if work is not None:
+        work.save_done(b, record, vectors)
+
+
+def _run_together(config, files, batches, pending, work, timer, batcher, progress, done):
+    """All models resident; each batch goes through every stage."""
+    models = Models()
+    with timer("load"):
+        models.sentence = _load_sentence(config)
+        models.captioner = _load_captioner(config)
+    with timer("labels"):
+        models.clip, models.tables = _load_clip(config, progress)
+    total = sum(len(batches[b]) for b in pending)
+    bars = _stage_bars(("caption", "tags", "embed"), total, progress)
+    loader = _loader(config, files, batches, pending, models.captioner.transform, models.clip.preprocess)
+    for b, batch in zip(pending, _timed_batches(loader, timer)):
+        with timer("caption"):
+            captions = caption_stage(models, batch, batcher)
+        bars["caption"].update(len(batch.indices))
+        with timer("tags"):
+            tags = tag_stage(models, batch, batcher, config)
+        with timer("prompt"):
+            record = _record(files, batches[b], batch, captions, tags, prompt_stage(models, captions, tags),
+                             config.fallback_prompt)
+        bars["tags"].update(len(batch.indices))
+        with timer("embed"):
+            vectors = embed_stage(models, record["prompts"], batcher)
+        bars["embed"].update(len(batch.indices))
+        _finish(work, done, b, record, vectors)
+    _close(bars)
+    return {name: t.from_cache for name, t in models.tables.items()}
+
+
+def _run_low_memory(config, files, batches, pending, work, timer, batcher, progress, done):
+    """One model at a time: caption every pending batch, free; tag and prompt, free; embed, free."""
+    models = Models()
+    partial: Dict[int, dict] = {}
+    total = sum(len(batches[b]) for b in pending)
+    with timer("load"):
+        _load_sentence(config)  # its output size is checked before the long phases
+        models.captioner = _load_captioner(config)
+    bars = _stage_bars(("caption",), total, progress)
+    loader = _loader(config, files, batches, pending, models.captioner.transform, None)
+    for b, batch in zip(pending, _timed_batches(loader, timer)):
+        with timer("caption"):
+            partial[b] = {"captions": caption_stage(models, batch, batcher)}
+        bars["caption"].update(len(batch.indices))
+    _close(bars)
+    models.free()
+
+    with timer("labels"):
+        models.clip, models.tables = _load_clip(config, progress)
+    bars = _stage_bars(("tags",), total, progress)
+    loader = _loader(config, files, batches, pending, None, models.clip.preprocess)
+    for b, batch in zip(pending, _timed_batches(loader, timer)):
+        with timer("tags"):
+            tags = tag_stage(models, batch, batcher, config)
+        captions = partial[b]["captions"]
+        with timer("prompt"):
+            partial[b] = _record(files, batches[b], batch, captions, tags, prompt_stage(models, captions, tags),
+                                 config.fallback_prompt)
+        bars["tags"].update(len(batch.indices))
+    _close(bars)
+    cache_hits = {name: t.from_cache for name, t in models.tables.items()}
+    models.free()
+
+    with timer("load"):
+        models.sentence = _load_sentence(config)
+    bars = _stage_bars(("embed",), total, progress)
+    for b in pending:
+        with timer("embed"):
+            vectors = embed_stage(models, partial[b]["prompts"], batcher)
+        bars["embed"].update(len(batches[b]))
+        _finish(work, done, b, partial[b], vectors)
+    _close(bars)
+    models.free()
+    return cache_hits
+
+
+def _stage_bars(stages, total: int, enabled: bool):
+    return {stage: tqdm(total=total, desc=stage, unit="img", position=i, disable=not enabled, leave=True)
+            for i, stage in enumerate(stages)}
+
+
+def _close(bars) -> None:
+    for bar in bars.values():
+        bar.close()
 
 
 def _bar_factory(enabled: bool):
