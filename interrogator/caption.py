@@ -67,7 +67,7 @@ def check_captioner_folder(path: str) -> str:
 
 def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
                    max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
-    """Blip2/Blip processor + model from ``path`` with local_files_only, SDPA attention."""
+    """Blip2/Blip processor + model from ``path`` with local_files_only (SDPA attention for BLIP-2)."""
     import transformers as tf
     kind = check_captioner_folder(path)
     processor_cls, model_cls = ((tf.Blip2Processor, tf.Blip2ForConditionalGeneration) if kind == "blip-2"
@@ -77,7 +77,9 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from None
-    kwargs = {"local_files_only": True, "dtype": dtype, "attn_implementation": "sdpa"}
+    kwargs = {"local_files_only": True, "dtype": dtype}
+    if kind == "blip-2":  # BLIP v1 has no SDPA implementation
+        kwargs["attn_implementation"] = "sdpa"
     if load_in_8bit:
         try:
             import bitsandbytes  # noqa: F401

@@ -94,3 +94,10 @@ def test_dataset_marks_failed_items_with_blank_pixels(tmp_path):
     assert ds[0][3] == "" and ds[0][1].sum() == 48
     index, cap, clip, error = ds[1]
     assert index == 1 and cap.shape == (3, 4, 4) and cap.sum() == 0 and "cannot decode" in error
+
+
+def test_decompression_bomb_limit_stays_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match="refused by the decompression-bomb limit"):
+        load_image(save(Image.new("RGB", (64, 64)), tmp_path / "bomb.png"))  # 4096 px > 2 x limit
+    assert load_image(save(Image.new("RGB", (40, 40)), tmp_path / "big.png")).size == (40, 40)  # warning level only

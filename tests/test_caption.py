@@ -1,0 +1,77 @@
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SAMPLES
+from interrogator.caption import load_captioner
+from interrogator.errors import ModelLoadError
+
+IMAGE = Image.open(sorted(SAMPLES.glob("*.png"))[0]).convert("RGB")
+
+
+def test_blip2_captions_a_batch(demo_models):
+    captioner = load_captioner(str(demo_models.blip_path), "cpu", torch.float32, max_new_tokens=5, min_new_tokens=5)
+    pixels = torch.stack([captioner.transform(IMAGE)] * 3)
+    captions = captioner.caption(pixels)
+    assert len(captions) == 3 and all(c and c == captions[0] for c in captions)
+    assert captioner.caption(pixels[:0]) == []
+
+
+@pytest.fixture(scope="module")
+def blip1_folder(tmp_path_factory, minilm_path):
+    """A miniature BLIP (v1) captioner with the MiniLM WordPiece tokenizer, saved like a real checkpoint."""
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor)
+    folder = tmp_path_factory.mktemp("blip1")
+    tokenizer = BertTokenizerFast.from_pretrained(str(minilm_path), local_files_only=True)
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 96, "width": 96}), tokenizer)
+    config = BlipConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 96, "patch_size": 16},
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "vocab_size": tokenizer.vocab_size, "encoder_hidden_size": 32,
+                     "bos_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id})
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_blip_v1_is_chosen_by_model_type(blip1_folder):
+    captioner = load_captioner(str(blip1_folder), "cpu", torch.float32, max_new_tokens=4, min_new_tokens=4)
+    assert type(captioner.model).__name__ == "BlipForConditionalGeneration"
+    pixels = torch.stack([captioner.transform(IMAGE)] * 2)
+    assert pixels.shape == (2, 3, 96, 96)
+    assert len(captioner.caption(pixels)) == 2
+
+
+def test_eight_bit_loading_uses_bitsandbytes(demo_models):
+    import bitsandbytes as bnb
+    captioner = load_captioner(str(demo_models.blip_path), "cpu", torch.float32, load_in_8bit=True,
+                               max_new_tokens=3, min_new_tokens=3)
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in captioner.model.modules())
+    assert len(captioner.caption(torch.stack([captioner.transform(IMAGE)] * 2))) == 2
+
+
+def test_eight_bit_without_bitsandbytes_is_named(demo_models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ModelLoadError, match=r"config key 'load_in_8bit' is true but bitsandbytes is not installed"):
+        load_captioner(str(demo_models.blip_path), "cpu", torch.float32, load_in_8bit=True)
+
+
+def test_corrupt_weights_are_named(demo_models, tmp_path):
+    folder = tmp_path / "blip"
+    shutil.copytree(demo_models.blip_path, folder)
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match=f"config key 'blip_path': cannot load the blip-2 model in {folder}"):
+        load_captioner(str(folder), "cpu", torch.float32)
+
+
+def test_folder_without_config_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match=f"config key 'blip_path': no config.json in captioner folder {tmp_path}"):
+        load_captioner(str(tmp_path), "cpu", torch.float32)
