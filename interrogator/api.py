@@ -1,7 +1,6 @@
 """The notebook entry point: ``execute(...)`` -> embeddings in imgId order."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np

@@ -162,12 +162,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     timer = StageTimer(device)
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")})
 
-    done = {}
-    if work is not None:
-        for b, members in enumerate(batches):
-            found = work.load_done(b, [ids[i] for i in members])
-            if found is not None:
-                done[b] = found
+    done = work.finished(batches, ids) if work is not None else {}
     pending = [b for b in range(len(batches)) if b not in done]
     cache_hits = {}
     if pending and models is not None:
@@ -176,8 +171,24 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
         runner = _run_low_memory if config.low_memory else _run_together
         cache_hits = runner(config, files, batches, pending, work, timer, batcher, progress, done)
 
-    captions, prompts = [""] * len(files), [""] * len(files)
-    embeddings = np.zeros((len(files), SUBMISSION_DIM), dtype=np.float32)
+    result = _assemble(ids, batches, done)
+    result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
+    result.resumed_batches = len(batches) - len(pending)
+    result.peak_gpu_bytes = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    if strict and result.failed:
+        names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
+        raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
+    if write:
+        with timer("write"):
+            result.output = write_submission(ids, result.embeddings, config.output)
+        work.remove()
+    return result
+
+
+def _assemble(ids: List[str], batches: List[List[int]], done: Dict[int, tuple]) -> RunResult:
+    """Per-image results in imgId order from the finished batch records."""
+    captions, prompts = [""] * len(ids), [""] * len(ids)
+    embeddings = np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32)
     failed: Dict[str, str] = {}
     for b, members in enumerate(batches):
         record, vectors = done[b]
@@ -185,17 +196,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
             captions[i], prompts[i] = record["captions"][pos], record["prompts"][pos]
         embeddings[members] = vectors
         failed.update(record["failed"])
-    result = RunResult(ids, captions, prompts, embeddings, failed, timer.seconds, cache_hits,
-                       resumed_batches=len(batches) - len(pending),
-                       peak_gpu_bytes=torch.cuda.max_memory_allocated() if device.startswith("cuda") else None)
-    if strict and failed:
-        names = ", ".join(f"{i} ({why})" for i, why in sorted(failed.items()))
-        raise InterrogatorError(f"--strict: {len(failed)} images could not be decoded: {names}")
-    if write:
-        with timer("write"):
-            result.output = write_submission(ids, embeddings, config.output)
-        work.remove()
-    return result
+    return RunResult(ids, captions, prompts, embeddings, failed)
 
 
 def _load_sentence(config: Config):

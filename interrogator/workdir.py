@@ -82,6 +82,15 @@ class WorkDir:
             return None
         return record, embeddings
 
+    def finished(self, batches: Sequence[Sequence[int]], ids: Sequence[str]) -> dict:
+        """{batch number: (record, embeddings)} for every batch an earlier run finished."""
+        done = {}
+        for b, members in enumerate(batches):
+            found = self.load_done(b, [ids[i] for i in members])
+            if found is not None:
+                done[b] = found
+        return done
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         try:

@@ -1,9 +1,8 @@
 """The command-line entry points, run as a user runs them (subprocesses)."""
 import numpy as np
 import pandas as pd
-import pytest
 
-from conftest import REPO, SAMPLE, needs_shared, run_cli
+from conftest import SAMPLE, needs_shared, run_cli
 
 
 @needs_shared
@@ -54,3 +53,30 @@ def test_help_lists_subcommands():
     out = run_cli("--help").stdout
     for sub in ("submit", "precompute-labels", "embed", "score", "merge", "make-demo-models"):
         assert sub in out
+
+
+def test_precompute_labels_then_submit_encodes_nothing(write_config, tmp_path):
+    cache = tmp_path / "attached-cache"
+    config = write_config(label_cache=None)
+    proc = run_cli("precompute-labels", "--config", str(config), "--label-cache", str(cache))
+    assert proc.stdout.splitlines()[:3] == ["mediums: 95 labels, encoded", "movements: 200 labels, encoded",
+                                            "flavors: 3000 labels, encoded"]
+    assert len(list(cache.glob("*.safetensors"))) == 3
+    again = run_cli("submit", "--config", str(write_config(label_cache=str(cache))), "--no-progress")
+    assert "label tables: mediums cache hit, movements cache hit, flavors cache hit" in again.stdout
+
+
+def test_precompute_labels_needs_a_cache_folder(write_config):
+    proc = run_cli("precompute-labels", "--config", str(write_config(label_cache=None)), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config key 'label_cache' is not set")
+
+
+def test_make_demo_models_builds_loadable_models(tmp_path):
+    proc = run_cli("make-demo-models", "--folder", str(tmp_path / "demo"))
+    assert proc.stdout.splitlines() == [f"captioner: {tmp_path / 'demo' / 'blip2-tiny'}",
+                                        f"clip: {tmp_path / 'demo' / 'demo-tiny-clip.safetensors'}",
+                                        f"sentence model: {tmp_path / 'demo' / 'all-MiniLM-L6-v2'}"]
+    for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json"):
+        assert (tmp_path / "demo" / "blip2-tiny" / name).is_file()
+    assert (tmp_path / "demo" / "all-MiniLM-L6-v2" / "modules.json").is_file()

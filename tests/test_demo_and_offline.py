@@ -1,10 +1,8 @@
 """The README's demo, the offline guarantee, and no hub ids anywhere."""
-import json
 import re
 import shutil
 import socket
 
-import pytest
 
 from conftest import REPO, run_cli
 from test_pipeline import SAMPLE_IDS, check_submission

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from interrogator.errors import ConfigError
-from interrogator.images import ImageDataset, list_images, load_image, to_rgb
+from interrogator.images import ImageDataset, list_images, load_image
 
 
 def save(img, path, **kw):

@@ -1,11 +1,9 @@
 """End to end on the 7 real sample images with miniature random models."""
-import json
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from conftest import REPO, SAMPLES, run_cli
 

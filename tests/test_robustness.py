@@ -1,6 +1,5 @@
 """Hostile inputs, all-or-nothing output, resume after SIGKILL, OOM fallback, low-memory mode."""
 import io
-import json
 import shutil
 import signal
 import subprocess
