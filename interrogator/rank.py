@@ -1,13 +1,21 @@
 """Exact top-k of image features against a label matrix, chunk by chunk.
 
-Each chunk keeps its own top-k; the global top-k is then taken over the merged
-candidates. Every label of the global top-k is in the top-k of its own chunk,
-so the result equals the brute-force top-k (clip-interrogator instead keeps
-``chunk/num_chunks`` per chunk, which can miss labels).
+Labels are ordered by score, best first, and equal scores by label index (labels
+that tokenize alike, such as 'iso100' and 'iso 1 0 0', have equal scores). Each
+chunk keeps its own top-k under that order; the global top-k is then taken over
+the merged candidates. Every label of the global top-k is in the top-k of its own
+chunk, so the result equals the brute-force ranking for any chunk size
+(clip-interrogator instead keeps ``chunk/num_chunks`` per chunk, which can miss labels).
 """
 from __future__ import annotations
 
 import torch
+
+
+def _ordered_topk(scores: torch.Tensor, k: int):
+    """Top-k per row, best first, ties broken by lower column index."""
+    values, index = torch.sort(scores, dim=1, descending=True, stable=True)
+    return values[:, :k], index[:, :k]
 
 
 def topk_chunked(features: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int):
@@ -21,15 +29,11 @@ def topk_chunked(features: torch.Tensor, labels: torch.Tensor, k: int, chunk_siz
     if k <= 0:
         empty = features.new_zeros((features.shape[0], 0))
         return empty, empty.long()
-    if n <= chunk_size:
-        return (features @ labels.T).topk(k, dim=1)
     cand_scores, cand_index = [], []
     for start in range(0, n, chunk_size):
-        sims = features @ labels[start:start + chunk_size].T
-        s, i = sims.topk(min(k, sims.shape[1]), dim=1)
+        s, i = _ordered_topk(features @ labels[start:start + chunk_size].T, k)
         cand_scores.append(s)
         cand_index.append(i + start)
-    scores = torch.cat(cand_scores, dim=1)
-    index = torch.cat(cand_index, dim=1)
-    best, pos = scores.topk(k, dim=1)
-    return best, index.gather(1, pos)
+    # candidates are in label order for equal scores, so a stable sort keeps the index tie-break
+    best, pos = _ordered_topk(torch.cat(cand_scores, dim=1), k)
+    return best, torch.cat(cand_index, dim=1).gather(1, pos)
