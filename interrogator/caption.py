@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
@@ -24,6 +24,7 @@ class Captioner:
     max_new_tokens: int = 20
     min_new_tokens: int = 0
     num_beams: int = 1
+    generate_options: dict = field(default_factory=dict)  # extra generate() arguments (benchmarks)
 
     def transform(self, image) -> torch.Tensor:
         """Preprocess one RGB image to pixel values (runs in loader workers)."""
@@ -37,7 +38,7 @@ class Captioner:
         out = self.model.generate(
             pixel_values=pixels.to(self.device, self.dtype, non_blocking=True),
             max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
-            num_beams=self.num_beams, do_sample=False)
+            num_beams=self.num_beams, do_sample=False, **self.generate_options)
         return [text.strip() for text in self.processor.batch_decode(out, skip_special_tokens=True)]
 
 

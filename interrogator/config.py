@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -111,20 +112,21 @@ def _user_fields() -> dict:
     return {f.name: f for f in fields(Config) if not f.metadata.get("internal")}
 
 
+NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers")
+AUTO_KEYS = ("batch_size", "caption_batch_size")  # also accept "auto"
+
+
 def _check_type(key: str, value: Any, where: str) -> None:
-    default = Config.__dataclass_fields__[key].default
-    type_name = Config.__dataclass_fields__[key].type
-    if value is None and "Optional" in str(type_name):
+    hint = typing.get_type_hints(Config)[key]
+    kinds = set(typing.get_args(hint)) or {hint}
+    if (value is None and type(None) in kinds) or (key in AUTO_KEYS and value == "auto"):
         return
-    if key in ("batch_size", "caption_batch_size") and value == "auto":
-        return
-    if isinstance(default, bool) or "bool" in str(type_name):
+    if bool in kinds:
         ok, expected = isinstance(value, bool), "true or false"
-    elif "int" in str(type_name):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key in ("min_new_tokens", "num_workers") else 1)
-        expected = "a whole number" + (" >= 0" if key in ("min_new_tokens", "num_workers") else " >= 1")
-        if key in ("batch_size", "caption_batch_size"):
-            expected += ' or "auto"'
+    elif int in kinds:
+        least = 0 if key in NON_NEGATIVE_KEYS else 1
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        expected = f"a whole number >= {least}" + (' or "auto"' if key in AUTO_KEYS else "")
     else:
         ok, expected = isinstance(value, str) and value != "", "a non-empty string"
     if not ok:

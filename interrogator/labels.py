@@ -99,6 +99,7 @@ class LabelCache:
         if path is None:
             return
         from safetensors.torch import save_file
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -107,6 +108,8 @@ class LabelCache:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("label cache folder %s is not writable (%s); going on without saving", self.folder, exc)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[str] = TABLE_NAMES,

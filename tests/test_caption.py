@@ -74,3 +74,11 @@ def test_corrupt_weights_are_named(demo_models, tmp_path):
 def test_folder_without_config_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match=f"config key 'blip_path': no config.json in captioner folder {tmp_path}"):
         load_captioner(str(tmp_path), "cpu", torch.float32)
+
+
+def test_static_kv_cache_gives_the_same_captions(demo_models):
+    captioner = load_captioner(str(demo_models.blip_path), "cpu", torch.float32, max_new_tokens=6, min_new_tokens=6)
+    pixels = torch.stack([captioner.transform(IMAGE), torch.zeros(3, 224, 224)])
+    dynamic = captioner.caption(pixels)
+    captioner.generate_options["cache_implementation"] = "static"
+    assert captioner.caption(pixels) == dynamic
