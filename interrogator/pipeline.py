@@ -318,49 +318,75 @@ def _run_batches(models, config, files, batches, pending, work, timer, batcher, 
 
 
 def _run_low_memory(config, files, batches, pending, work, timer, batcher, progress, done):
-    """One model at a time: caption every pending batch, free; tag and prompt, free; embed, free."""
+    """One model at a time: caption every pending batch, free; tag and prompt, free; embed, free.
+
+    Each phase saves its per-batch results in the work folder, so a rerun skips what a killed run finished.
+    """
     models = Models()
-    partial: Dict[int, dict] = {}
-    total = sum(len(batches[b]) for b in pending)
+    batch_ids = {b: [files[i].image_id for i in batches[b]] for b in pending}
+    prompted = _saved_phase(work, "prompted", pending, batch_ids)
+    captioned = _saved_phase(work, "captioned", [b for b in pending if b not in prompted], batch_ids)
+    to_caption = [b for b in pending if b not in prompted and b not in captioned]
+    to_tag = [b for b in pending if b not in prompted]
     with timer("load"):
         _load_sentence(config)  # its output size is checked before the long phases
-        models.captioner = _load_captioner(config)
-    bars = _stage_bars(("caption",), total, progress)
-    loader = _loader(config, files, batches, pending, models.captioner.transform, None)
-    for b, batch in zip(pending, _timed_batches(loader, timer)):
-        with timer("caption"):
-            partial[b] = {"captions": caption_stage(models, batch, batcher)}
-        bars["caption"].update(len(batch.indices))
-    _close(bars)
-    models.free()
 
-    with timer("labels"):
-        models.clip, models.tables = _load_clip(config, progress)
-    bars = _stage_bars(("tags",), total, progress)
-    loader = _loader(config, files, batches, pending, None, models.clip.preprocess)
-    for b, batch in zip(pending, _timed_batches(loader, timer)):
-        with timer("tags"):
-            tags = tag_stage(models, batch, batcher, config)
-        captions = partial[b]["captions"]
-        with timer("prompt"):
-            partial[b] = _record(files, batches[b], batch, captions, tags, prompt_stage(models, captions, tags),
-                                 config.fallback_prompt)
-        bars["tags"].update(len(batch.indices))
-    _close(bars)
-    cache_hits = {name: t.from_cache for name, t in models.tables.items()}
-    models.free()
+    if to_caption:
+        with timer("load"):
+            models.captioner = _load_captioner(config)
+        bars = _stage_bars(("caption",), sum(len(batches[b]) for b in to_caption), progress)
+        loader = _loader(config, files, batches, to_caption, models.captioner.transform, None)
+        for b, batch in zip(to_caption, _timed_batches(loader, timer)):
+            with timer("caption"):
+                captioned[b] = {"ids": batch_ids[b], "captions": caption_stage(models, batch, batcher)}
+            _save_phase(work, b, "captioned", captioned[b])
+            bars["caption"].update(len(batch.indices))
+        _close(bars)
+        models.free()
+
+    cache_hits = {}
+    if to_tag:
+        with timer("labels"):
+            models.clip, models.tables = _load_clip(config, progress)
+        bars = _stage_bars(("tags",), sum(len(batches[b]) for b in to_tag), progress)
+        loader = _loader(config, files, batches, to_tag, None, models.clip.preprocess)
+        for b, batch in zip(to_tag, _timed_batches(loader, timer)):
+            with timer("tags"):
+                tags = tag_stage(models, batch, batcher, config)
+            captions = captioned[b]["captions"]
+            with timer("prompt"):
+                prompted[b] = _record(files, batches[b], batch, captions, tags,
+                                      prompt_stage(models, captions, tags), config.fallback_prompt)
+            _save_phase(work, b, "prompted", prompted[b])
+            bars["tags"].update(len(batch.indices))
+        _close(bars)
+        cache_hits = {name: t.from_cache for name, t in models.tables.items()}
+        models.free()
 
     with timer("load"):
         models.sentence = _load_sentence(config)
-    bars = _stage_bars(("embed",), total, progress)
+    bars = _stage_bars(("embed",), sum(len(batches[b]) for b in pending), progress)
     for b in pending:
         with timer("embed"):
-            vectors = embed_stage(models, partial[b]["prompts"], batcher)
+            vectors = embed_stage(models, prompted[b]["prompts"], batcher)
         bars["embed"].update(len(batches[b]))
-        _finish(work, done, b, partial[b], vectors)
+        _finish(work, done, b, prompted[b], vectors)
     _close(bars)
     models.free()
     return cache_hits
+
+
+def _saved_phase(work, phase: str, batch_numbers, batch_ids) -> Dict[int, dict]:
+    """Records of a low_memory phase that an earlier run saved for these batches (ids must match)."""
+    if work is None:
+        return {}
+    saved = {b: work.load_text(b, phase) for b in batch_numbers}
+    return {b: r for b, r in saved.items() if r is not None and r.get("ids") == batch_ids[b]}
+
+
+def _save_phase(work, batch: int, phase: str, record: dict) -> None:
+    if work is not None:
+        work.save_text(batch, phase, record)
 
 
 def _stage_bars(stages, total: int, enabled: bool):

@@ -154,3 +154,41 @@ def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_submission(["a", "b"], v, tmp_path / "sub.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+KILL_LOW_MEMORY_IN_TAG_PHASE = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from interrogator.clip import Clip
+from interrogator.cli import main
+original = Clip.encode_images
+calls = []
+def encode_images(self, pixels, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, pixels, *args, **kwargs)
+Clip.encode_images = encode_images
+main(["submit", "--config", {config!r}, "--no-progress"])
+"""
+
+
+def test_low_memory_resumes_inside_its_phases(write_config, tmp_path, monkeypatch):
+    reference = tmp_path / "reference.csv"
+    config = write_config(batch_size=2, low_memory=True)
+    run_cli("submit", "--config", str(config), "--output", str(reference), "--no-progress")
+    proc = subprocess.run([sys.executable, "-c", KILL_LOW_MEMORY_IN_TAG_PHASE.format(repo=str(REPO), config=str(config))],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    out = tmp_path / "out" / "submission.csv"
+    (work,) = (out.parent / ".submission.csv.work").iterdir()
+    assert len(list(work.glob("*.captioned.json"))) == 4 and len(list(work.glob("*.prompted.json"))) == 1
+
+    captioned, encoded = [], []
+    original_caption, original_encode = Captioner.caption, Clip.encode_images
+    monkeypatch.setattr(Captioner, "caption", lambda self, px: captioned.append(len(px)) or original_caption(self, px))
+    monkeypatch.setattr(Clip, "encode_images",
+                        lambda self, px, *a: encoded.append(len(px)) or original_encode(self, px, *a))
+    run(load_config(config), progress=False)
+    assert captioned == [] and encoded == [2, 2, 1]
+    assert out.read_bytes() == reference.read_bytes()
