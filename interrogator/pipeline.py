@@ -99,6 +99,43 @@ class Models:
             torch.cuda.empty_cache()
 
 
+@dataclass
+class RunState:
+    """What every phase of one run shares: the images, their batches, and where finished work goes."""
+
+    config: Config
+    files: List[ImageFile]
+    batches: List[List[int]]
+    work: Optional[WorkDir]
+    timer: StageTimer
+    batcher: StageBatcher
+    progress: bool
+    done: Dict[int, tuple] = field(default_factory=dict)  # batch number -> (record, embeddings)
+
+    def ids(self, b: int) -> List[str]:
+        return [self.files[i].image_id for i in self.batches[b]]
+
+    def images(self, batch_numbers) -> int:
+        return sum(len(self.batches[b]) for b in batch_numbers)
+
+    def loader(self, batch_numbers, caption_transform, clip_transform):
+        dataset = ImageDataset(self.files, caption_transform, clip_transform)
+        loader = batch_loader(dataset, [self.batches[b] for b in batch_numbers], self.config.num_workers,
+                              pin_memory=self.config.resolved_device().startswith("cuda"))
+        iterator = iter(loader)
+        while True:
+            with self.timer("decode"):
+                batch = next(iterator, None)
+            if batch is None:
+                return
+            yield batch
+
+    def finish(self, b: int, record: dict, vectors: np.ndarray) -> None:
+        self.done[b] = (record, vectors)
+        if self.work is not None:
+            self.work.save_done(b, record, vectors)
+
+
 def shard_files(files: List[ImageFile], shard: Tuple[int, int], batch_size: int) -> List[ImageFile]:
     """Shard i of n: a contiguous run of whole batches, so each batch is the one a single run would make."""
     index, count = shard
@@ -161,17 +198,16 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     device = config.resolved_device()
     timer = StageTimer(device)
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")})
-
-    done = work.finished(batches, ids) if work is not None else {}
-    pending = [b for b in range(len(batches)) if b not in done]
+    state = RunState(config, files, batches, work, timer, batcher, progress,
+                     work.finished(batches, ids) if work is not None else {})
+    pending = [b for b in range(len(batches)) if b not in state.done]
     cache_hits = {}
     if pending and models is not None:
-        cache_hits = _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done)
+        cache_hits = _run_batches(state, models, pending)
     elif pending:
-        runner = _run_low_memory if config.low_memory else _run_together
-        cache_hits = runner(config, files, batches, pending, work, timer, batcher, progress, done)
+        cache_hits = (_run_low_memory if config.low_memory else _run_together)(state, pending)
 
-    result = _assemble(ids, batches, done)
+    result = _assemble(ids, batches, state.done)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
     result.resumed_batches = len(batches) - len(pending)
     result.peak_gpu_bytes = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
@@ -221,22 +257,6 @@ def _load_clip(config: Config, progress: bool):
     return clip, tables
 
 
-def _loader(config: Config, files, batches, pending, caption_transform, clip_transform):
-    dataset = ImageDataset(files, caption_transform, clip_transform)
-    return batch_loader(dataset, [batches[b] for b in pending], config.num_workers,
-                        pin_memory=config.resolved_device().startswith("cuda"))
-
-
-def _timed_batches(loader, timer: StageTimer):
-    iterator = iter(loader)
-    while True:
-        with timer("decode"):
-            batch = next(iterator, None)
-        if batch is None:
-            return
-        yield batch
-
-
 def caption_stage(models: Models, batch: ImageBatch, batcher: StageBatcher) -> List[str]:
     pixels = batch.caption_pixels[batch.ok]
     return batcher.run("caption", pixels, models.captioner.caption, concat_lists)
@@ -277,55 +297,48 @@ def _record(files, members, batch: ImageBatch, captions, tags, prompts, fallback
     return record
 
 
-def _finish(work, done, b, record, vectors):
-    done[b] = (record, vectors)
-    if work is not None:
-        work.save_done(b, record, vectors)
-
-
-def _run_together(config, files, batches, pending, work, timer, batcher, progress, done):
+def _run_together(state: RunState, pending: List[int]) -> Dict[str, bool]:
     """All models resident; each batch goes through every stage."""
-    models = Models()
-    with timer("load"):
+    models, config = Models(), state.config
+    with state.timer("load"):
         models.sentence = _load_sentence(config)
         models.captioner = _load_captioner(config)
-    with timer("labels"):
-        models.clip, models.tables = _load_clip(config, progress)
-    return _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done)
+    with state.timer("labels"):
+        models.clip, models.tables = _load_clip(config, state.progress)
+    return _run_batches(state, models, pending)
 
 
-def _run_batches(models, config, files, batches, pending, work, timer, batcher, progress, done):
+def _run_batches(state: RunState, models: Models, pending: List[int]) -> Dict[str, bool]:
     """Each pending batch through every stage, with all models resident."""
-    total = sum(len(batches[b]) for b in pending)
-    bars = _stage_bars(("caption", "tags", "embed"), total, progress)
-    loader = _loader(config, files, batches, pending, models.captioner.transform, models.clip.preprocess)
-    for b, batch in zip(pending, _timed_batches(loader, timer)):
+    config, timer, batcher = state.config, state.timer, state.batcher
+    bars = _stage_bars(("caption", "tags", "embed"), state.images(pending), state.progress)
+    batches = state.loader(pending, models.captioner.transform, models.clip.preprocess)
+    for b, batch in zip(pending, batches):
         with timer("caption"):
             captions = caption_stage(models, batch, batcher)
         bars["caption"].update(len(batch.indices))
         with timer("tags"):
             tags = tag_stage(models, batch, batcher, config)
         with timer("prompt"):
-            record = _record(files, batches[b], batch, captions, tags, prompt_stage(models, captions, tags),
-                             config.fallback_prompt)
+            record = _record(state.files, state.batches[b], batch, captions, tags,
+                             prompt_stage(models, captions, tags), config.fallback_prompt)
         bars["tags"].update(len(batch.indices))
         with timer("embed"):
             vectors = embed_stage(models, record["prompts"], batcher)
         bars["embed"].update(len(batch.indices))
-        _finish(work, done, b, record, vectors)
+        state.finish(b, record, vectors)
     _close(bars)
     return {name: t.from_cache for name, t in models.tables.items()}
 
 
-def _run_low_memory(config, files, batches, pending, work, timer, batcher, progress, done):
+def _run_low_memory(state: RunState, pending: List[int]) -> Dict[str, bool]:
     """One model at a time: caption every pending batch, free; tag and prompt, free; embed, free.
 
     Each phase saves its per-batch results in the work folder, so a rerun skips what a killed run finished.
     """
-    models = Models()
-    batch_ids = {b: [files[i].image_id for i in batches[b]] for b in pending}
-    prompted = _saved_phase(work, "prompted", pending, batch_ids)
-    captioned = _saved_phase(work, "captioned", [b for b in pending if b not in prompted], batch_ids)
+    models, config, timer, batcher = Models(), state.config, state.timer, state.batcher
+    prompted = _saved_phase(state, "prompted", pending)
+    captioned = _saved_phase(state, "captioned", [b for b in pending if b not in prompted])
     to_caption = [b for b in pending if b not in prompted and b not in captioned]
     to_tag = [b for b in pending if b not in prompted]
     with timer("load"):
@@ -334,12 +347,11 @@ def _run_low_memory(config, files, batches, pending, work, timer, batcher, progr
     if to_caption:
         with timer("load"):
             models.captioner = _load_captioner(config)
-        bars = _stage_bars(("caption",), sum(len(batches[b]) for b in to_caption), progress)
-        loader = _loader(config, files, batches, to_caption, models.captioner.transform, None)
-        for b, batch in zip(to_caption, _timed_batches(loader, timer)):
+        bars = _stage_bars(("caption",), state.images(to_caption), state.progress)
+        for b, batch in zip(to_caption, state.loader(to_caption, models.captioner.transform, None)):
             with timer("caption"):
-                captioned[b] = {"ids": batch_ids[b], "captions": caption_stage(models, batch, batcher)}
-            _save_phase(work, b, "captioned", captioned[b])
+                captioned[b] = {"ids": state.ids(b), "captions": caption_stage(models, batch, batcher)}
+            _save_phase(state, b, "captioned", captioned[b])
             bars["caption"].update(len(batch.indices))
         _close(bars)
         models.free()
@@ -347,17 +359,16 @@ def _run_low_memory(config, files, batches, pending, work, timer, batcher, progr
     cache_hits = {}
     if to_tag:
         with timer("labels"):
-            models.clip, models.tables = _load_clip(config, progress)
-        bars = _stage_bars(("tags",), sum(len(batches[b]) for b in to_tag), progress)
-        loader = _loader(config, files, batches, to_tag, None, models.clip.preprocess)
-        for b, batch in zip(to_tag, _timed_batches(loader, timer)):
+            models.clip, models.tables = _load_clip(config, state.progress)
+        bars = _stage_bars(("tags",), state.images(to_tag), state.progress)
+        for b, batch in zip(to_tag, state.loader(to_tag, None, models.clip.preprocess)):
             with timer("tags"):
                 tags = tag_stage(models, batch, batcher, config)
             captions = captioned[b]["captions"]
             with timer("prompt"):
-                prompted[b] = _record(files, batches[b], batch, captions, tags,
+                prompted[b] = _record(state.files, state.batches[b], batch, captions, tags,
                                       prompt_stage(models, captions, tags), config.fallback_prompt)
-            _save_phase(work, b, "prompted", prompted[b])
+            _save_phase(state, b, "prompted", prompted[b])
             bars["tags"].update(len(batch.indices))
         _close(bars)
         cache_hits = {name: t.from_cache for name, t in models.tables.items()}
@@ -365,28 +376,28 @@ def _run_low_memory(config, files, batches, pending, work, timer, batcher, progr
 
     with timer("load"):
         models.sentence = _load_sentence(config)
-    bars = _stage_bars(("embed",), sum(len(batches[b]) for b in pending), progress)
+    bars = _stage_bars(("embed",), state.images(pending), state.progress)
     for b in pending:
         with timer("embed"):
             vectors = embed_stage(models, prompted[b]["prompts"], batcher)
-        bars["embed"].update(len(batches[b]))
-        _finish(work, done, b, prompted[b], vectors)
+        bars["embed"].update(len(state.batches[b]))
+        state.finish(b, prompted[b], vectors)
     _close(bars)
     models.free()
     return cache_hits
 
 
-def _saved_phase(work, phase: str, batch_numbers, batch_ids) -> Dict[int, dict]:
+def _saved_phase(state: RunState, phase: str, batch_numbers) -> Dict[int, dict]:
     """Records of a low_memory phase that an earlier run saved for these batches (ids must match)."""
-    if work is None:
+    if state.work is None:
         return {}
-    saved = {b: work.load_text(b, phase) for b in batch_numbers}
-    return {b: r for b, r in saved.items() if r is not None and r.get("ids") == batch_ids[b]}
+    saved = {b: state.work.load_text(b, phase) for b in batch_numbers}
+    return {b: r for b, r in saved.items() if r is not None and r.get("ids") == state.ids(b)}
 
 
-def _save_phase(work, batch: int, phase: str, record: dict) -> None:
-    if work is not None:
-        work.save_text(batch, phase, record)
+def _save_phase(state: RunState, batch: int, phase: str, record: dict) -> None:
+    if state.work is not None:
+        state.work.save_text(batch, phase, record)
 
 
 def _stage_bars(stages, total: int, enabled: bool):
