@@ -33,7 +33,8 @@ from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
 from interrogator.images import list_images, load_image  # noqa: E402
 from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
 from interrogator.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
-from interrogator.pipeline import Models, run  # noqa: E402
+from interrogator.pipeline import run  # noqa: E402
+from interrogator.stages import Models  # noqa: E402
 from interrogator.prompt import build_prompt  # noqa: E402
 from interrogator.rank import topk_chunked  # noqa: E402
 

@@ -47,7 +47,7 @@ def cmd_submit(args) -> int:
 def cmd_precompute_labels(args) -> int:
     from .clip import load_clip
     from .labels import LabelCache, load_tables
-    from .pipeline import _bar_factory
+    from .stages import label_progress
     config = load_config(args.config, label_cache=args.label_cache, device=args.device)
     if config.label_cache is None:
         raise InterrogatorError("config key 'label_cache' is not set: name the folder to fill "
@@ -57,7 +57,7 @@ def cmd_precompute_labels(args) -> int:
         ensure_demo_models(config)
     config.require_paths("clip_path", "dicts")
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=_bar_factory(True))
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=label_progress(True))
     for name, table in tables.items():
         print(f"{name}: {len(table.labels)} labels, {'cache hit' if table.from_cache else 'encoded'}")
     print(f"label cache: {config.label_cache}")

@@ -1,7 +1,6 @@
 """The pipeline: images -> captions -> CLIP features -> label ranking -> prompts -> embeddings -> submission."""
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -10,27 +9,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .caption import Captioner, check_captioner_folder, load_captioner
-from .clip import Clip, load_clip
+from .caption import check_captioner_folder
 from .config import Config
-from .embed import embed_prompts, embedding_dim, load_sentence_model
-from .errors import ConfigError, InterrogatorError, ModelLoadError
-from .images import ImageBatch, ImageDataset, ImageFile, batch_loader, list_images
-from .labels import LabelCache, LabelTable, load_tables
-from .memory import StageBatcher, concat_lists
-from .prompt import build_prompt
+from .errors import ConfigError, InterrogatorError
+from .images import ImageDataset, ImageFile, batch_loader, list_images
+from .memory import StageBatcher
+from .stages import (SUBMISSION_DIM, Models, batch_record, caption_stage, embed_stage, load_captioner_stage,
+                     load_clip_stage, load_sentence, prompt_stage, tag_stage)
 from .submission import write_submission
 from .workdir import WorkDir, run_key
 
 log = logging.getLogger(__name__)
-
-SUBMISSION_DIM = 384
 
 
 @dataclass
@@ -81,22 +76,6 @@ class StageTimer:
         if self.cuda:
             torch.cuda.synchronize()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-
-@dataclass
-class Models:
-    """The loaded stages; any may be None while another phase runs (low_memory)."""
-
-    captioner: Optional[Captioner] = None
-    clip: Optional[Clip] = None
-    tables: Optional[Dict[str, LabelTable]] = None
-    sentence: object = None
-
-    def free(self) -> None:
-        self.captioner = self.clip = self.tables = self.sentence = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 @dataclass
@@ -235,76 +214,14 @@ def _assemble(ids: List[str], batches: List[List[int]], done: Dict[int, tuple]) 
     return RunResult(ids, captions, prompts, embeddings, failed)
 
 
-def _load_sentence(config: Config):
-    model = load_sentence_model(config.embedding_path, config.resolved_device(), config.embedding_dir,
-                                fp16=config.torch_dtype() == torch.float16)
-    dim = embedding_dim(model)
-    if dim != SUBMISSION_DIM:
-        raise ModelLoadError(f"config key 'embedding_path': the sentence model in {config.embedding_path} "
-                             f"gives {dim}-d vectors; a Kaggle submission needs {SUBMISSION_DIM}-d "
-                             f"(all-MiniLM-L6-v2)")
-    return model
-
-
-def _load_captioner(config: Config) -> Captioner:
-    return load_captioner(config.blip_path, config.resolved_device(), config.torch_dtype(), config.load_in_8bit,
-                          config.max_new_tokens, config.min_new_tokens, config.num_beams)
-
-
-def _load_clip(config: Config, progress: bool):
-    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=_bar_factory(progress))
-    return clip, tables
-
-
-def caption_stage(models: Models, batch: ImageBatch, batcher: StageBatcher) -> List[str]:
-    pixels = batch.caption_pixels[batch.ok]
-    return batcher.run("caption", pixels, models.captioner.caption, concat_lists)
-
-
-def tag_stage(models: Models, batch: ImageBatch, batcher: StageBatcher, config: Config) -> List[dict]:
-    """Best medium, movement and max_flavors flavors of each decoded image."""
-    features = batcher.run("clip", batch.clip_pixels[batch.ok], models.clip.encode_images, torch.cat)
-    tables, chunk = models.tables, config.chunk_size
-    mediums = tables["mediums"].top(features, 1, chunk)
-    movements = tables["movements"].top(features, 1, chunk)
-    flavors = tables["flavors"].top(features, config.max_flavors, chunk)
-    return [{"medium": m[0], "movement": v[0], "flavors": f} for m, v, f in zip(mediums, movements, flavors)]
-
-
-def prompt_stage(models: Models, captions: Sequence[str], tags: Sequence[dict]) -> List[str]:
-    clip = models.clip
-    return [build_prompt(c, t["medium"], t["movement"], t["flavors"], clip.count_tokens, clip.context_length)
-            for c, t in zip(captions, tags)]
-
-
-def embed_stage(models: Models, prompts: Sequence[str], batcher: StageBatcher) -> np.ndarray:
-    return batcher.run("embed", list(prompts), lambda p: embed_prompts(models.sentence, p, len(p)),
-                       np.concatenate)
-
-
-def _record(files, members, batch: ImageBatch, captions, tags, prompts, fallback: str) -> dict:
-    """The batch's per-image results, with undecodable images given the fallback prompt."""
-    n = len(members)
-    record = {"ids": [files[i].image_id for i in members], "captions": [""] * n, "tags": [None] * n,
-              "prompts": [fallback] * n, "failed": {}}
-    for pos, caption, tag, prompt in zip(batch.ok, captions, tags, prompts):
-        record["captions"][pos], record["tags"][pos], record["prompts"][pos] = caption, tag, prompt
-    for pos, error in enumerate(batch.errors):
-        if error:
-            log.warning("%s: %s; using the fallback prompt", files[members[pos]].path.name, error)
-            record["failed"][files[members[pos]].image_id] = error
-    return record
-
-
 def _run_together(state: RunState, pending: List[int]) -> Dict[str, bool]:
     """All models resident; each batch goes through every stage."""
     models, config = Models(), state.config
     with state.timer("load"):
-        models.sentence = _load_sentence(config)
-        models.captioner = _load_captioner(config)
+        models.sentence = load_sentence(config)
+        models.captioner = load_captioner_stage(config)
     with state.timer("labels"):
-        models.clip, models.tables = _load_clip(config, state.progress)
+        models.clip, models.tables = load_clip_stage(config, state.progress)
     return _run_batches(state, models, pending)
 
 
@@ -320,7 +237,7 @@ def _run_batches(state: RunState, models: Models, pending: List[int]) -> Dict[st
         with timer("tags"):
             tags = tag_stage(models, batch, batcher, config)
         with timer("prompt"):
-            record = _record(state.files, state.batches[b], batch, captions, tags,
+            record = batch_record(state.files, state.batches[b], batch, captions, tags,
                              prompt_stage(models, captions, tags), config.fallback_prompt)
         bars["tags"].update(len(batch.indices))
         with timer("embed"):
@@ -342,11 +259,11 @@ def _run_low_memory(state: RunState, pending: List[int]) -> Dict[str, bool]:
     to_caption = [b for b in pending if b not in prompted and b not in captioned]
     to_tag = [b for b in pending if b not in prompted]
     with timer("load"):
-        _load_sentence(config)  # its output size is checked before the long phases
+        load_sentence(config)  # its output size is checked before the long phases
 
     if to_caption:
         with timer("load"):
-            models.captioner = _load_captioner(config)
+            models.captioner = load_captioner_stage(config)
         bars = _stage_bars(("caption",), state.images(to_caption), state.progress)
         for b, batch in zip(to_caption, state.loader(to_caption, models.captioner.transform, None)):
             with timer("caption"):
@@ -359,14 +276,14 @@ def _run_low_memory(state: RunState, pending: List[int]) -> Dict[str, bool]:
     cache_hits = {}
     if to_tag:
         with timer("labels"):
-            models.clip, models.tables = _load_clip(config, state.progress)
+            models.clip, models.tables = load_clip_stage(config, state.progress)
         bars = _stage_bars(("tags",), state.images(to_tag), state.progress)
         for b, batch in zip(to_tag, state.loader(to_tag, None, models.clip.preprocess)):
             with timer("tags"):
                 tags = tag_stage(models, batch, batcher, config)
             captions = captioned[b]["captions"]
             with timer("prompt"):
-                prompted[b] = _record(state.files, state.batches[b], batch, captions, tags,
+                prompted[b] = batch_record(state.files, state.batches[b], batch, captions, tags,
                                       prompt_stage(models, captions, tags), config.fallback_prompt)
             _save_phase(state, b, "prompted", prompted[b])
             bars["tags"].update(len(batch.indices))
@@ -375,7 +292,7 @@ def _run_low_memory(state: RunState, pending: List[int]) -> Dict[str, bool]:
         models.free()
 
     with timer("load"):
-        models.sentence = _load_sentence(config)
+        models.sentence = load_sentence(config)
     bars = _stage_bars(("embed",), state.images(pending), state.progress)
     for b in pending:
         with timer("embed"):
@@ -408,9 +325,3 @@ def _stage_bars(stages, total: int, enabled: bool):
 def _close(bars) -> None:
     for bar in bars.values():
         bar.close()
-
-
-def _bar_factory(enabled: bool):
-    def make(name: str, total: int):
-        return tqdm(total=total, desc=f"encode {name}", unit="label", disable=not enabled)
-    return make
