@@ -49,3 +49,12 @@ def test_unknown_architecture_and_corrupt_checkpoint(tmp_path, demo_models):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelLoadError, match=f"config key 'clip_path'.*{bad.name}"):
         load_clip("demo-tiny-clip", str(bad), "cpu", torch.float32)
+
+
+def test_tokenizing_in_workers_equals_one_call(small_dicts):
+    import open_clip
+    from interrogator.clip import tokenize_many
+    tokenizer = open_clip.get_tokenizer("ViT-L-14")
+    labels = read_labels(small_dicts / "flavors.txt") * 3  # 9000 labels, 5 chunks
+    together = tokenize_many(tokenizer, labels, workers=2, min_parallel=1, chunk=2000)
+    assert torch.equal(together, tokenizer(labels))
