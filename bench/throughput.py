@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from interrogator.caption import Captioner  # noqa: E402
 from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs  # noqa: E402
-from interrogator.config import DEFAULT_DICTS, load_config  # noqa: E402
+from interrogator.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
 from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
 from interrogator.images import list_images, load_image  # noqa: E402
 from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
@@ -205,8 +205,7 @@ def main(argv=None) -> dict:
                          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, num_workers=args.workers,
                          max_flavors=3)
     warm_folder = image_folder(min(batch, n_images))
-    run(load_config(None, **dict(config.to_dict(), data_path=str(warm_folder), output=str(out / "warm.csv"))),
-        progress=False, models=models)  # warm-up: kernels, allocator, loader workers
+    run(replace(config, data_path=str(warm_folder), output=str(out / "warm.csv")), progress=False, models=models)  # warm-up: kernels, allocator, loader workers
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     sync(device)
