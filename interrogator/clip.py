@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ModelLoadError
+from .tokenizer import fast_tokenizer
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
@@ -85,6 +86,8 @@ class Clip:
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         """Token count of each text including start and end tokens, not capped at the context."""
+        if hasattr(self.tokenizer, "count"):
+            return self.tokenizer.count(list(texts))
         return token_lengths(self.tokenizer(list(texts), context_length=UNCAPPED_CONTEXT)).tolist()
 
     @property
@@ -126,8 +129,8 @@ def tokenize_many(tokenizer, texts: List[str], workers: Optional[int] = None, mi
                   chunk: int = 2_000) -> torch.Tensor:
     """``tokenizer(texts)``, in DataLoader worker processes for long lists.
 
-    open_clip's tokenizer is pure Python (ftfy + BPE): 100k labels take 6.5 s on one core here,
-    3.9 s with 2 workers. Output is identical to the single call.
+    Output is identical to the single call. 100k flavors on this 2-core machine: open_clip's
+    tokenizer 6.5 s in one process, 3.9 s with 2 workers; FastClipTokenizer 0.98 s and 0.69 s.
     """
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     if len(texts) < min_parallel or workers < 2:
@@ -169,5 +172,5 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
         raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from None
     model.eval()
-    return Clip(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(name),
+    return Clip(model=model, preprocess=preprocess, tokenizer=fast_tokenizer(open_clip.get_tokenizer(name)),
                 name=name, device=torch.device(device), dtype=dtype)
