@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -141,19 +140,6 @@ def test_low_memory_gives_the_same_submission(write_config, tmp_path):
     normal_bytes = normal.output.read_bytes()
     low = run(load_config(write_config(low_memory=True)), progress=False)
     assert low.output.read_bytes() == normal_bytes
-
-
-def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
-    from interrogator.submission import write_submission
-    v = np.ones((2, 384), dtype=np.float32) / np.sqrt(384)
-
-    def explode(self, f, **kwargs):
-        f.write("imgId_eId,val\na_0,0.1\n")
-        raise KeyboardInterrupt
-    monkeypatch.setattr(pd.DataFrame, "to_csv", explode)
-    with pytest.raises(KeyboardInterrupt):
-        write_submission(["a", "b"], v, tmp_path / "sub.csv")
-    assert list(tmp_path.iterdir()) == []
 
 
 KILL_LOW_MEMORY_IN_TAG_PHASE = """

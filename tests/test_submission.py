@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from interrogator.errors import SubmissionError
-from interrogator.submission import merge_submissions, read_submission, write_submission
+from interrogator.submission import merge_submissions, read_submission, to_frame, write_csv_atomic, write_submission
 
 
 def unit(n, d=384, seed=0):
@@ -45,6 +45,35 @@ def test_existing_output_survives_a_failed_write(tmp_path):
     with pytest.raises(SubmissionError):
         write_submission(["a"], unit(1) * 3, out)
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chunked_write_is_byte_identical_to_one_to_csv(tmp_path, workers):
+    ids = [f"img{i:03d}" for i in range(50)]
+    frame = to_frame(ids, unit(50, seed=3))
+    path = write_csv_atomic(frame, tmp_path / "sub.csv", workers=workers, chunk_rows=384 * 7 + 5)  # 8 chunks
+    assert path.read_bytes() == frame.to_csv(index=False).encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]
+
+
+@pytest.mark.parametrize("workers, error", [(0, OSError("disk full")), (2, OSError("disk full")),
+                                            (0, KeyboardInterrupt())])
+def test_write_interrupted_in_a_later_chunk_leaves_nothing(tmp_path, monkeypatch, workers, error):
+    import interrogator.submission as submission
+    original, written = submission._csv_chunk, []
+
+    def fail_on_third(frame, rows, i):
+        if i == 2:
+            raise error
+        written.append(i)
+        return original(frame, rows, i)
+    monkeypatch.setattr(submission, "_csv_chunk", fail_on_third)
+    frame = to_frame([f"img{i}" for i in range(6)], unit(6))
+    with pytest.raises(type(error)):
+        write_csv_atomic(frame, tmp_path / "sub.csv", workers=workers, chunk_rows=384)
+    assert list(tmp_path.iterdir()) == []
+    if workers == 0:
+        assert written == [0, 1]  # two chunks had reached the temp file
 
 
 def test_mismatched_count_is_rejected(tmp_path):
