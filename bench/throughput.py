@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from interrogator.caption import Captioner  # noqa: E402
-from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs  # noqa: E402
+from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs, tokenize_many, wrap_clip  # noqa: E402
 from interrogator.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
 from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
 from interrogator.images import list_images, load_image  # noqa: E402
@@ -81,7 +81,7 @@ def build_clip(name: str, device: str, dtype) -> Clip:
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
                                                                  precision=precision)
-    return Clip(model.eval(), preprocess, open_clip.get_tokenizer(name), name, torch.device(device), dtype)
+    return wrap_clip(model, preprocess, name, device, dtype)
 
 
 def image_folder(count: int) -> Path:
@@ -110,14 +110,29 @@ def encode_tables(clip: Clip, flavors_limit: int, device: str):
 
 @torch.inference_mode()
 def full_context_encode_seconds(clip: Clip, labels, device: str) -> float:
-    """clip-interrogator's way: every label at the full 77-token context."""
+    """clip-interrogator's way: open_clip's own tokenizer, every label at the full 77-token context."""
+    import open_clip
+    tokenizer = open_clip.get_tokenizer(clip.name)
     sync(device)
     start = time.perf_counter()
     for i in range(0, len(labels), 1024):
-        tokens = clip.tokenizer(labels[i:i + 1024]).to(device)
+        tokens = tokenizer(labels[i:i + 1024]).to(device)
         clip.model.encode_text(tokens)
     sync(device)
     return time.perf_counter() - start
+
+
+def tokenize_seconds(clip: Clip, labels) -> dict:
+    """Seconds to tokenize the labels: the project's way (fast tokenizer, worker processes) and open_clip's."""
+    import open_clip
+    fresh = wrap_clip(clip.model, clip.preprocess, clip.name, str(clip.device), clip.dtype).tokenizer  # empty word cache
+    start = time.perf_counter()
+    tokenize_many(fresh, labels)
+    fast = time.perf_counter() - start
+    start = time.perf_counter()
+    open_clip.get_tokenizer(clip.name)(labels)
+    return {"label_tokenize_flavors_s": round(fast, 3),
+            "label_tokenize_flavors_open_clip_s": round(time.perf_counter() - start, 3)}
 
 
 @torch.inference_mode()
@@ -166,7 +181,7 @@ def main(argv=None) -> dict:
     n_images = args.images or (64 if args.tiny else 2048)
     n_reference = args.reference_images or (8 if args.tiny else 64)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": " ".join(["python bench/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
               "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "captioner": "blip2-tiny" if args.tiny else "blip2-opt-2.7b (random weights)",
               "clip": clip_name, "new_tokens": args.new_tokens, "kv_cache": args.cache_implementation, "dtype": str(dtype).replace("torch.", "")}
@@ -186,6 +201,7 @@ def main(argv=None) -> dict:
     result["flavors"] = len(flavors)
     result["label_encode_flavors_s"] = round(label_seconds["flavors"], 3)
     result["label_encode_flavors_full_context_s"] = round(full_context_encode_seconds(models.clip, flavors, device), 3)
+    result.update(tokenize_seconds(models.clip, flavors))
 
     batch = args.batch_size
     if batch is None:
@@ -242,8 +258,10 @@ def markdown(result: dict) -> str:
             ("per-image reference loop", f"{result['reference_img_s']} img/s ({result['reference_images']} images)"),
             ("pipeline / reference", f"{result['speedup_vs_reference']}x"),
             (f"label encode, {result['flavors']} flavors (fast exact)", f"{result['label_encode_flavors_s']} s"),
-            (f"label encode, {result['flavors']} flavors (full 77-token context)",
+            (f"label encode, {result['flavors']} flavors (open_clip tokenizer, full 77-token context)",
              f"{result['label_encode_flavors_full_context_s']} s"),
+            (f"tokenizing {result['flavors']} flavors alone: project (worker processes) / open_clip (one process)",
+             f"{result['label_tokenize_flavors_s']} s / {result['label_tokenize_flavors_open_clip_s']} s"),
             ("peak GPU memory", f"{result['peak_gpu_gb']} GB" if "peak_gpu_gb" in result else "n/a (CPU)"),
             ("seconds per stage", ", ".join(f"{k} {v}" for k, v in result["stage_seconds"].items()))]
     return "| measure | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"

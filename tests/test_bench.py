@@ -15,9 +15,21 @@ def test_tiny_benchmark_runs_and_reports(tmp_path):
     assert result["images"] == 12 and result["reference_images"] == 3 and result["flavors"] == 3000
     assert result["caption_batch"] == 4 and result["kv_cache"] == "static"
     for key in ("pipeline_img_s", "caption_stage_img_s", "reference_img_s", "label_encode_flavors_s",
-                "label_encode_flavors_full_context_s"):
+                "label_encode_flavors_full_context_s", "label_tokenize_flavors_s", "label_tokenize_flavors_open_clip_s"):
         assert result[key] > 0, key
     assert abs(result["speedup_vs_reference"] - result["pipeline_img_s"] / result["reference_img_s"]) < 0.1 * result["speedup_vs_reference"] + 0.1
     assert set(result["stage_seconds"]) >= {"decode", "caption", "tags", "prompt", "embed", "write"}
     table = (tmp_path / "throughput-tiny.md").read_text()
     assert "| pipeline / reference |" in table and "| caption stage alone |" in table
+    assert "| tokenizing 3000 flavors alone: project (worker processes) / open_clip (one process) |" in table
+
+
+def test_host_costs_benchmark_runs_and_reports(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "host_costs.py"), "--images", "300", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "host-costs.json").read_text())
+    assert result["images"] == 300 and result["prompts_identical"] is True
+    for key in ("prompts_project_s", "prompts_open_clip_s", "frame_s", "validate_s", "write_csv_s"):
+        assert result[key] > 0, key
+    assert "| prompt assembly, project tokenizer |" in (tmp_path / "host-costs.md").read_text()
