@@ -169,7 +169,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--clip", default=None, help="open_clip architecture (ViT-L-14, ViT-H-14; tiny: demo-tiny-clip)")
     parser.add_argument("--new-tokens", type=int, default=20, help="fixed caption length (min = max)")
     parser.add_argument("--flavors", type=int, default=0, help="use only the first N flavors (0: all)")
-    parser.add_argument("--workers", type=int, default=4, help="image-decoding workers")
+    parser.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="image-decoding workers (default auto: every usable core but one)")
     parser.add_argument("--cache-implementation", choices=["dynamic", "static"], default="dynamic",
                         help="KV cache for generate; 'static' lets transformers compile the decoding step on CUDA")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for JSON and markdown")
@@ -220,6 +221,7 @@ def main(argv=None) -> dict:
                          clip_batch_size=args.clip_batch_size, embed_batch_size=max(batch, 256), device=device,
                          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, num_workers=args.workers,
                          max_flavors=3)
+    result["loader_workers"] = config.loader_workers()
     warm_folder = image_folder(min(batch, n_images))
     run(replace(config, data_path=str(warm_folder), output=str(out / "warm.csv")), progress=False, models=models)  # warm-up: kernels, allocator, loader workers
     if device.startswith("cuda"):
@@ -251,7 +253,7 @@ def markdown(result: dict) -> str:
     rows = [("machine", result["device"]), ("date", result["date"]), ("command", f"`{result['command']}`"),
             ("models", f"{result['captioner']}, {result['clip']}, all-MiniLM-L6-v2; {result['dtype']}, "
                        f"{result['new_tokens']} new tokens, {result['kv_cache']} KV cache"),
-            ("caption batch", result["caption_batch"]),
+            ("caption batch / image-decoding workers", f"{result['caption_batch']} / {result['loader_workers']}"),
             ("pipeline, end to end", f"{result['pipeline_img_s']} img/s ({result['images']} images)"),
             ("caption stage alone", f"{result['caption_stage_img_s']} img/s"),
             ("pipeline / caption stage", result["pipeline_over_caption_stage"]),

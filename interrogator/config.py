@@ -52,7 +52,7 @@ class Config:
     dtype: str = "auto"
     load_in_8bit: bool = False
     label_cache: Optional[str] = None
-    num_workers: int = 2
+    num_workers: Union[int, str] = "auto"
     low_memory: bool = False
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
@@ -77,6 +77,13 @@ class Config:
         total = torch.cuda.get_device_properties(torch.device(self.resolved_device())).total_memory
         return auto_batch_size(total, captioner_weight_bytes(self.blip_path, 1 if self.load_in_8bit else dtype_bytes),
                                caption_bytes_per_image(model_config, self.max_new_tokens, self.num_beams, dtype_bytes))
+
+    def loader_workers(self) -> int:
+        """Image-decoding worker processes: num_workers, or with "auto" every usable core but one (at most 16)."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        from .workers import usable_cores
+        return max(0, min(usable_cores() - 1, 16))
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -113,7 +120,7 @@ def _user_fields() -> dict:
 
 
 NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers")
-AUTO_KEYS = ("batch_size", "caption_batch_size")  # also accept "auto"
+AUTO_KEYS = ("batch_size", "caption_batch_size", "num_workers")  # also accept "auto"
 
 
 def _check_type(key: str, value: Any, where: str) -> None:

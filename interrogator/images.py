@@ -10,7 +10,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageOps
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_SIDE = 2048  # larger images are downscaled (keeping aspect) before preprocessing
+MIN_PART = 8  # fewest images a loader worker decodes in one go
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,14 @@ class ImageBatch:
     clip_pixels: torch.Tensor
     errors: List[str]
 
-    def pin_memory(self):
-        self.caption_pixels = self.caption_pixels.pin_memory()
-        self.clip_pixels = self.clip_pixels.pin_memory()
-        return self
-
     @property
     def ok(self) -> List[int]:
         """Positions in the batch whose image decoded."""
         return [i for i, e in enumerate(self.errors) if not e]
+
+    def decoded(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The rows of ``pixels`` whose image decoded: the tensor itself (pinned, no copy) when all did."""
+        return pixels if not any(self.errors) else pixels[self.ok]
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -146,9 +146,43 @@ def collate(items) -> ImageBatch:
     return ImageBatch(list(indices), torch.stack(cap), torch.stack(clip), list(errors))
 
 
-def batch_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int, pin_memory: bool):
-    """The given batches (lists of dataset indices) in order, decoded in worker processes
-    while the GPU works on the previous batch."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers, collate_fn=collate,
-        pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+def join(parts: Sequence[ImageBatch], pin_memory: bool) -> ImageBatch:
+    """One batch from consecutive parts, its tensors in pinned memory when asked (for the copy to the GPU)."""
+    if len(parts) == 1 and not pin_memory:
+        return parts[0]
+
+    def cat(tensors: List[torch.Tensor]) -> torch.Tensor:
+        out = torch.empty((sum(t.shape[0] for t in tensors), *tensors[0].shape[1:]), dtype=tensors[0].dtype,
+                          pin_memory=pin_memory)
+        return torch.cat(tensors, out=out)
+    return ImageBatch([i for p in parts for i in p.indices], cat([p.caption_pixels for p in parts]),
+                      cat([p.clip_pixels for p in parts]), [e for p in parts for e in p.errors])
+
+
+def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int = MIN_PART) -> List[List[List[int]]]:
+    """Each batch cut into up to ``workers`` consecutive parts of at least ``min_part`` images."""
+    out = []
+    for batch in batches:
+        size = max(min_part, -(-len(batch) // max(workers, 1)))
+        out.append([list(batch[i:i + size]) for i in range(0, len(batch), size)])
+    return out
+
+
+def batch_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int,
+                 pin_memory: bool) -> Iterator[ImageBatch]:
+    """The given batches (lists of dataset indices) in order, decoded in worker processes while the
+    GPU works on the previous batch.
+
+    Each batch is cut into parts spread over all the workers, so a batch is ready ``num_workers``
+    times sooner than if one worker decoded all of it, and about two batches wait in memory.
+    """
+    if num_workers == 0:
+        for batch in batches:
+            yield join([collate([dataset[i] for i in batch])], pin_memory)
+        return
+    parts = split_batches(batches, num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[p for batch in parts for p in batch],
+                                         num_workers=num_workers, collate_fn=collate, prefetch_factor=2)
+    iterator = iter(loader)
+    for batch in parts:
+        yield join([next(iterator) for _ in batch], pin_memory)

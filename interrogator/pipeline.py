@@ -99,7 +99,7 @@ class RunState:
 
     def loader(self, batch_numbers, caption_transform, clip_transform):
         dataset = ImageDataset(self.files, caption_transform, clip_transform)
-        loader = batch_loader(dataset, [self.batches[b] for b in batch_numbers], self.config.num_workers,
+        loader = batch_loader(dataset, [self.batches[b] for b in batch_numbers], self.config.loader_workers(),
                               pin_memory=self.config.resolved_device().startswith("cuda"))
         iterator = iter(loader)
         while True:

@@ -64,13 +64,12 @@ def load_clip_stage(config: Config, progress: bool):
 
 
 def caption_stage(models: Models, batch: ImageBatch, batcher: StageBatcher) -> List[str]:
-    pixels = batch.caption_pixels[batch.ok]
-    return batcher.run("caption", pixels, models.captioner.caption, concat_lists)
+    return batcher.run("caption", batch.decoded(batch.caption_pixels), models.captioner.caption, concat_lists)
 
 
 def tag_stage(models: Models, batch: ImageBatch, batcher: StageBatcher, config: Config) -> List[dict]:
     """Best medium, movement and max_flavors flavors of each decoded image."""
-    features = batcher.run("clip", batch.clip_pixels[batch.ok], models.clip.encode_images, torch.cat)
+    features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
     tables, chunk = models.tables, config.chunk_size
     mediums = tables["mediums"].top(features, 1, chunk)
     movements = tables["movements"].top(features, 1, chunk)

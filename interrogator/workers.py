@@ -14,10 +14,14 @@ T = TypeVar("T")
 MAX_WORKERS = 8
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    """The CPU cores this process may use, at most MAX_WORKERS."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(cores, MAX_WORKERS)
+    """Workers for a map_chunks: the usable cores, at most MAX_WORKERS."""
+    return min(usable_cores(), MAX_WORKERS)
 
 
 class _Chunks(torch.utils.data.Dataset):

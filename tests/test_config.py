@@ -54,6 +54,8 @@ def test_overrides_resolve_against_the_current_folder(tmp_path, monkeypatch):
     ("batch_size", 0, 'expected a whole number >= 1 or "auto", got 0'),
     ("batch_size", "8", "expected a whole number >= 1 or \"auto\", got '8'"),
     ("clip_batch_size", "auto", "expected a whole number >= 1, got 'auto'"),
+    ("num_workers", -1, 'expected a whole number >= 0 or "auto", got -1'),
+    ("num_workers", "all", "expected a whole number >= 0 or \"auto\", got 'all'"),
     ("load_in_8bit", "yes", "expected true or false, got 'yes'"),
     ("dtype", "fp8", "expected one of auto, fp16, bf16, fp32, got 'fp8'"),
     ("device", "tpu", "expected auto, cpu, cuda or cuda:N, got 'tpu'"),
@@ -93,3 +95,13 @@ def test_shipped_configs_load(name):
 def test_auto_batch_size_is_16_on_cpu(tmp_path):
     config = load_config(write(tmp_path, {"batch_size": "auto", "device": "cpu"}))
     assert config.stage_batch_size("caption") == 16 and config.stage_batch_size("embed") == 16
+
+
+def test_loader_workers_auto_leaves_one_core_and_caps_at_16(tmp_path, monkeypatch):
+    import interrogator.workers as workers
+    config = load_config(write(tmp_path, {}))
+    assert config.num_workers == "auto"
+    for cores, expected in ((1, 0), (2, 1), (4, 3), (16, 15), (64, 16)):
+        monkeypatch.setattr(workers, "usable_cores", lambda: cores)
+        assert config.loader_workers() == expected
+    assert load_config(write(tmp_path, {"num_workers": 5})).loader_workers() == 5

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from interrogator.errors import ConfigError
-from interrogator.images import ImageDataset, list_images, load_image
+from interrogator.images import ImageDataset, batch_loader, list_images, load_image, split_batches
 
 
 def save(img, path, **kw):
@@ -101,3 +101,29 @@ def test_decompression_bomb_limit_stays_on(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="refused by the decompression-bomb limit"):
         load_image(save(Image.new("RGB", (64, 64)), tmp_path / "bomb.png"))  # 4096 px > 2 x limit
     assert load_image(save(Image.new("RGB", (40, 40)), tmp_path / "big.png")).size == (40, 40)  # warning level only
+
+
+def test_batches_are_split_over_the_workers():
+    assert [[len(p) for p in b] for b in split_batches([list(range(20))], 3)] == [[8, 8, 4]]
+    assert [len(p) for p in split_batches([list(range(512))], 15)[0]] == [35] * 14 + [22]
+    assert split_batches([[5, 6, 7], list(range(8, 24))], 2, min_part=4) == [[[5, 6, 7]], [list(range(8, 16)), list(range(16, 24))]]
+
+
+def test_loader_workers_give_the_same_batches_as_one_process(tmp_path):
+    import torch
+    for i in range(13):
+        save(Image.new("RGB", (8 + i, 8), (i * 10, 0, 0)), tmp_path / f"{i:02d}.png")
+    (tmp_path / "05.png").write_bytes(b"not a png")
+    to_tensor = lambda im: torch.tensor(np.asarray(im.resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
+    ds = ImageDataset(list_images(tmp_path), to_tensor, to_tensor)
+    batches = [list(range(0, 10)), list(range(10, 13))]
+    serial = list(batch_loader(ds, batches, 0, pin_memory=False))
+    parallel = list(batch_loader(ds, batches, 2, pin_memory=False))  # batch 0 in parts of 8 and 2
+    assert len(serial) == len(parallel) == 2
+    for one, many in zip(serial, parallel):
+        assert one.indices == many.indices and one.errors == many.errors
+        assert torch.equal(one.caption_pixels, many.caption_pixels) and torch.equal(one.clip_pixels, many.clip_pixels)
+    assert [b.indices for b in parallel] == batches
+    assert parallel[0].ok == [0, 1, 2, 3, 4, 6, 7, 8, 9] and "cannot decode" in parallel[0].errors[5]
+    assert torch.equal(parallel[0].decoded(parallel[0].clip_pixels), parallel[0].clip_pixels[parallel[0].ok])
+    assert parallel[1].decoded(parallel[1].clip_pixels) is parallel[1].clip_pixels  # all decoded: no copy
