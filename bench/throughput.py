@@ -30,7 +30,7 @@ from interrogator.caption import Captioner  # noqa: E402
 from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs, tokenize_many, wrap_clip  # noqa: E402
 from interrogator.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
 from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
-from interrogator.images import list_images, load_image  # noqa: E402
+from interrogator.images import ImageDataset, batch_loader, list_images, load_image  # noqa: E402
 from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
 from interrogator.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
 from interrogator.pipeline import run  # noqa: E402
@@ -133,6 +133,16 @@ def tokenize_seconds(clip: Clip, labels) -> dict:
     open_clip.get_tokenizer(clip.name)(labels)
     return {"label_tokenize_flavors_s": round(fast, 3),
             "label_tokenize_flavors_open_clip_s": round(time.perf_counter() - start, 3)}
+
+
+def loader_img_s(models: Models, files, batch: int, workers: int, device: str) -> float:
+    """Images per second that decoding + both preprocessings deliver alone (no model runs)."""
+    dataset = ImageDataset(files, models.captioner.transform, models.clip.preprocess)
+    batches = [list(range(i, min(i + batch, len(files)))) for i in range(0, len(files), batch)]
+    start = time.perf_counter()
+    for _ in batch_loader(dataset, batches, workers, pin_memory=device.startswith("cuda")):
+        pass
+    return len(files) / (time.perf_counter() - start)
 
 
 @torch.inference_mode()
@@ -239,6 +249,7 @@ def main(argv=None) -> dict:
     if device.startswith("cuda"):
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
 
+    result["loader_img_s"] = round(loader_img_s(models, list_images(folder), batch, result["loader_workers"], device), 1)
     files = list_images(folder)[:n_reference]
     per_image = reference_loop(models, files, 3, device)
     result["reference_images"] = len(files)
@@ -256,6 +267,7 @@ def markdown(result: dict) -> str:
             ("caption batch / image-decoding workers", f"{result['caption_batch']} / {result['loader_workers']}"),
             ("pipeline, end to end", f"{result['pipeline_img_s']} img/s ({result['images']} images)"),
             ("caption stage alone", f"{result['caption_stage_img_s']} img/s"),
+            ("image decoding + preprocessing alone", f"{result['loader_img_s']} img/s"),
             ("pipeline / caption stage", result["pipeline_over_caption_stage"]),
             ("per-image reference loop", f"{result['reference_img_s']} img/s ({result['reference_images']} images)"),
             ("pipeline / reference", f"{result['speedup_vs_reference']}x"),

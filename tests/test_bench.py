@@ -14,7 +14,7 @@ def test_tiny_benchmark_runs_and_reports(tmp_path):
     result = json.loads((tmp_path / "throughput-tiny.json").read_text())
     assert result["images"] == 12 and result["reference_images"] == 3 and result["flavors"] == 3000
     assert result["caption_batch"] == 4 and result["loader_workers"] == 0 and result["kv_cache"] == "static"
-    for key in ("pipeline_img_s", "caption_stage_img_s", "reference_img_s", "label_encode_flavors_s",
+    for key in ("pipeline_img_s", "caption_stage_img_s", "loader_img_s", "reference_img_s", "label_encode_flavors_s",
                 "label_encode_flavors_full_context_s", "label_tokenize_flavors_s", "label_tokenize_flavors_open_clip_s"):
         assert result[key] > 0, key
     assert abs(result["speedup_vs_reference"] - result["pipeline_img_s"] / result["reference_img_s"]) < 0.1 * result["speedup_vs_reference"] + 0.1
