@@ -169,18 +169,19 @@ def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int 
 
 
 def batch_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int,
-                 pin_memory: bool) -> Iterator[ImageBatch]:
+                 pin_memory: bool, min_part: int = MIN_PART) -> Iterator[ImageBatch]:
     """The given batches (lists of dataset indices) in order, decoded in worker processes while the
     GPU works on the previous batch.
 
     Each batch is cut into parts spread over all the workers, so a batch is ready ``num_workers``
     times sooner than if one worker decoded all of it, and about two batches wait in memory.
+    ``min_part`` as large as the batch gives the plain one-worker-per-batch loader.
     """
     if num_workers == 0:
         for batch in batches:
             yield join([collate([dataset[i] for i in batch])], pin_memory)
         return
-    parts = split_batches(batches, num_workers)
+    parts = split_batches(batches, num_workers, min_part)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=[p for batch in parts for p in batch],
                                          num_workers=num_workers, collate_fn=collate, prefetch_factor=2)
     iterator = iter(loader)

@@ -33,3 +33,12 @@ def test_host_costs_benchmark_runs_and_reports(tmp_path):
     for key in ("prompts_project_s", "prompts_open_clip_s", "frame_s", "validate_s", "write_csv_s"):
         assert result[key] > 0, key
     assert "| prompt assembly, project tokenizer |" in (tmp_path / "host-costs.md").read_text()
+
+
+def test_loader_benchmark_runs_both_loaders():
+    cmd = [sys.executable, str(REPO / "bench" / "loader.py"), "--images", "20", "--batch-size", "10", "--workers", "2",
+           "--repeats", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| one") or line.startswith("| batch")]
+    assert [row.split(" | ")[0] for row in rows] == ["| one worker per batch", "| batch split over workers"]
