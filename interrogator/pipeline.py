@@ -27,6 +27,9 @@ from .workdir import WorkDir, run_key
 
 log = logging.getLogger(__name__)
 
+LOADER_HINT_SHARE = 0.2  # the summary suggests more loader workers when decoding waits exceed this share
+LOADER_HINT_MIN_SECONDS = 10.0
+
 
 @dataclass
 class RunResult:
@@ -41,6 +44,7 @@ class RunResult:
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
     resumed_batches: int = 0
     peak_gpu_bytes: Optional[int] = None
+    loader_workers: Optional[int] = None
     output: Optional[Path] = None
 
     def summary(self) -> str:
@@ -52,6 +56,10 @@ class RunResult:
             lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
         lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
                      + f" (total {total:.2f}, {n / total if total else 0:.1f} img/s)")
+        waited = self.stage_seconds.get("decode", 0.0)
+        if total >= LOADER_HINT_MIN_SECONDS and waited > LOADER_HINT_SHARE * total:
+            lines.append(f"the models waited {waited:.1f} s ({waited / total:.0%}) for image decoding "
+                         f"({self.loader_workers} workers): more num_workers helps if cores are idle")
         if self.label_cache_hits:
             lines.append("label tables: " + ", ".join(f"{k} {'cache hit' if hit else 'encoded'}"
                                                       for k, hit in self.label_cache_hits.items()))
@@ -188,6 +196,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
 
     result = _assemble(ids, batches, state.done)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
+    result.loader_workers = config.loader_workers()
     result.resumed_batches = len(batches) - len(pending)
     result.peak_gpu_bytes = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     if strict and result.failed:

@@ -59,3 +59,14 @@ print(vectors.shape, vectors.dtype, list(frame.imgId))
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == f"(7, 384) float32 {SAMPLE_IDS}"
+
+
+def test_summary_says_when_the_models_waited_for_image_decoding():
+    from interrogator.pipeline import RunResult
+    result = RunResult(["a"], ["c"], ["p"], np.zeros((1, 384)), loader_workers=3,
+                       stage_seconds={"decode": 4.0, "caption": 10.0, "tags": 1.0})
+    assert "the models waited 4.0 s (27%) for image decoding (3 workers): more num_workers helps" in result.summary()
+    result.stage_seconds["decode"] = 2.0  # 15%
+    assert "image decoding" not in result.summary()
+    short = RunResult(["a"], ["c"], ["p"], np.zeros((1, 384)), stage_seconds={"decode": 3.0, "caption": 3.0})
+    assert "image decoding" not in short.summary()  # runs under 10 s say nothing
