@@ -27,3 +27,15 @@ def test_two_shards_merged_equal_a_single_run(write_config, tmp_path):
     assert (tmp_path / "dev.csv").read_bytes() == single
     assert sorted(p.name for p in tmp_path.glob("dev*")) == ["dev.csv"]
     assert f"submission: {tmp_path / 'dev.csv'}" in proc.stdout
+
+
+def test_device_processes_get_disjoint_core_shares():
+    import subprocess
+    import sys
+    from interrogator.parallel import _pin_to, split_cores
+    assert split_cores([0, 1, 2, 3, 4, 5, 6], 2) == [{0, 1, 2}, {3, 4, 5, 6}]
+    assert split_cores([3, 1], 2) == [{1}, {3}]
+    assert split_cores([0], 2) is None and _pin_to(None) is None
+    out = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                         capture_output=True, text=True, preexec_fn=_pin_to({0}), check=True).stdout
+    assert out.strip() == "[0]"
