@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import List
 
@@ -11,6 +12,11 @@ import torch
 from .errors import ModelLoadError
 
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def pixel_values(image_processor, image) -> torch.Tensor:
+    """One RGB image preprocessed by a transformers image processor."""
+    return image_processor(image, return_tensors="pt")["pixel_values"][0]
 
 
 @dataclass
@@ -26,9 +32,11 @@ class Captioner:
     num_beams: int = 1
     generate_options: dict = field(default_factory=dict)  # extra generate() arguments (benchmarks)
 
-    def transform(self, image) -> torch.Tensor:
-        """Preprocess one RGB image to pixel values (runs in loader workers)."""
-        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+    @property
+    def transform(self):
+        """image -> pixel values, for loader workers: holds only the image processor, so it pickles small
+        where workers are spawned (macOS, Windows) instead of forked."""
+        return partial(pixel_values, self.processor.image_processor)
 
     @torch.inference_mode()
     def caption(self, pixels: torch.Tensor) -> List[str]:

@@ -82,3 +82,13 @@ def test_static_kv_cache_gives_the_same_captions(demo_models):
     dynamic = captioner.caption(pixels)
     captioner.generate_options["cache_implementation"] = "static"
     assert captioner.caption(pixels) == dynamic
+
+
+def test_transform_pickles_without_the_model(demo_models):
+    import pickle
+    captioner = load_captioner(str(demo_models.blip_path), "cpu", torch.float32)
+    image = Image.open(sorted(SAMPLES.glob("*.png"))[0]).convert("RGB")
+    shipped = pickle.loads(pickle.dumps(captioner.transform))  # what a spawned loader worker receives
+    expected = captioner.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+    assert torch.equal(shipped(image), expected)
+    assert len(pickle.dumps(captioner.transform)) < len(pickle.dumps(captioner.model)) / 100
