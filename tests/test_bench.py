@@ -1,19 +1,24 @@
 """bench/throughput.py --tiny runs on this CPU machine and writes its JSON and markdown reports."""
 import json
+import shutil
 import subprocess
 import sys
 
 from conftest import REPO
 
 
-def test_tiny_benchmark_runs_and_reports(tmp_path):
+def test_tiny_benchmark_runs_and_reports(tmp_path, minilm_path):
+    weightless = tmp_path / "minilm"  # what the GPU machine gets: config and tokenizer, no weights
+    shutil.copytree(minilm_path, weightless, ignore=shutil.ignore_patterns("*.safetensors"))
     cmd = [sys.executable, str(REPO / "bench" / "throughput.py"), "--tiny", "--images", "12", "--reference-images", "3",
-           "--flavors", "3000", "--batch-size", "4", "--workers", "0", "--cache-implementation", "static", "--out", str(tmp_path)]
+           "--flavors", "3000", "--batch-size", "4", "--workers", "0", "--cache-implementation", "static",
+           "--embedding-path", str(weightless), "--random-sentence-weights", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "throughput-tiny.json").read_text())
     assert result["images"] == 12 and result["reference_images"] == 3 and result["flavors"] == 3000
     assert result["caption_batch"] == 4 and result["loader_workers"] == 0 and result["kv_cache"] == "static"
+    assert result["sentence_weights"] == "random"
     for key in ("pipeline_img_s", "caption_stage_img_s", "loader_img_s", "reference_img_s", "label_encode_flavors_s",
                 "label_encode_flavors_full_context_s", "label_tokenize_flavors_s", "label_tokenize_flavors_open_clip_s"):
         assert result[key] > 0, key
