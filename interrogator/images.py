@@ -103,7 +103,7 @@ class ImageBatch:
         return [i for i, e in enumerate(self.errors) if not e]
 
     def decoded(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The rows of ``pixels`` whose image decoded: the tensor itself (pinned, no copy) when all did."""
+        """The rows of ``pixels`` whose image decoded: the tensor itself (no copy, still pinned) when all did."""
         return pixels if not any(self.errors) else pixels[self.ok]
 
 
