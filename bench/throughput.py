@@ -36,6 +36,7 @@ from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E4
 from interrogator.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
 from interrogator.pipeline import run  # noqa: E402
 from interrogator.stages import Models  # noqa: E402
+from interrogator.tokenizer import fast_tokenizer  # noqa: E402
 from interrogator.prompt import build_prompt  # noqa: E402
 from interrogator.rank import topk_chunked  # noqa: E402
 
@@ -141,7 +142,7 @@ def full_context_encode_seconds(clip: Clip, labels, device: str) -> float:
 def tokenize_seconds(clip: Clip, labels) -> dict:
     """Seconds to tokenize the labels: the project's way (fast tokenizer, worker processes) and open_clip's."""
     import open_clip
-    fresh = wrap_clip(clip.model, clip.preprocess, clip.name, str(clip.device), clip.dtype).tokenizer  # empty word cache
+    fresh = fast_tokenizer(open_clip.get_tokenizer(clip.name))  # an empty word cache, as in a new run
     start = time.perf_counter()
     tokenize_many(fresh, labels)
     fast = time.perf_counter() - start
