@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +37,14 @@ def main(argv=None) -> None:
     import open_clip
     from transformers import BlipImageProcessor
     processor = BlipImageProcessor(size={"height": 224, "width": 224})
-    dataset = ImageDataset(list_images(image_folder(args.images)),
-                           lambda im: processor(im, return_tensors="pt")["pixel_values"][0],
-                           open_clip.image_transform(224, is_train=False))
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        dataset = ImageDataset(list_images(image_folder(args.images, Path(scratch))),
+                               lambda im: processor(im, return_tensors="pt")["pixel_values"][0],
+                               open_clip.image_transform(224, is_train=False))
+        compare(dataset, args)
+
+
+def compare(dataset: ImageDataset, args) -> None:
     n, b = args.images, args.batch_size
     batches = [list(range(i, min(i + b, n))) for i in range(0, n, b)]
     print(f"| loader ({n} images, batch {b}, {args.workers} workers) | first batch | images/s |\n| --- | --- | --- |")

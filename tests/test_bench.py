@@ -1,5 +1,6 @@
 """bench/throughput.py --tiny runs on this CPU machine and writes its JSON and markdown reports."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,11 @@ def test_tiny_benchmark_runs_and_reports(tmp_path, minilm_path):
     cmd = [sys.executable, str(REPO / "bench" / "throughput.py"), "--tiny", "--images", "12", "--reference-images", "3",
            "--flavors", "3000", "--batch-size", "4", "--workers", "0", "--cache-implementation", "static",
            "--embedding-path", str(weightless), "--random-sentence-weights", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("bench-")] == []  # images, weights removed
     result = json.loads((tmp_path / "throughput-tiny.json").read_text())
     assert result["images"] == 12 and result["reference_images"] == 3 and result["flavors"] == 3000
     assert result["caption_batch"] == 4 and result["loader_workers"] == 0 and result["kv_cache"] == "static"
@@ -40,10 +44,11 @@ def test_host_costs_benchmark_runs_and_reports(tmp_path):
     assert "| prompt assembly, project tokenizer |" in (tmp_path / "host-costs.md").read_text()
 
 
-def test_loader_benchmark_runs_both_loaders():
+def test_loader_benchmark_runs_both_loaders(tmp_path):
     cmd = [sys.executable, str(REPO / "bench" / "loader.py"), "--images", "20", "--batch-size", "10", "--workers", "2",
            "--repeats", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| one") or line.startswith("| batch")]
     assert [row.split(" | ")[0] for row in rows] == ["| one worker per batch", "| batch split over workers"]
