@@ -57,8 +57,8 @@ def captioner_kind(path: str) -> str:
         raise ModelLoadError(f"config key 'blip_path': no config.json in captioner folder {path}")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
-    except (json.JSONDecodeError, AttributeError):
-        raise ModelLoadError(f"config key 'blip_path': {config_file} is not a valid model config") from None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ModelLoadError(f"config key 'blip_path': {config_file} is not a valid model config") from exc
     if model_type not in ("blip-2", "blip"):
         raise ModelLoadError(f"config key 'blip_path': model_type {model_type!r} in {config_file} "
                              f"is not a captioner this tool loads (expected 'blip-2' or 'blip')")
@@ -85,23 +85,23 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
         processor = processor_cls.from_pretrained(path, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     kwargs = {"local_files_only": True, "dtype": dtype}
     if kind == "blip-2":  # BLIP v1 has no SDPA implementation
         kwargs["attn_implementation"] = "sdpa"
     if load_in_8bit:
         try:
             import bitsandbytes  # noqa: F401
-        except ImportError:
+        except ImportError as exc:
             raise ModelLoadError("config key 'load_in_8bit' is true but bitsandbytes is not installed "
-                                 "(pip install 'interrogator[quant]')") from None
+                                 "(pip install 'interrogator[quant]')") from exc
         kwargs["quantization_config"] = tf.BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": device}
     try:
         model = model_cls.from_pretrained(path, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the {kind} model in {path}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     if not load_in_8bit:
         model = model.to(device)
     model.eval()

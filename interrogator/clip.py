@@ -158,10 +158,10 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"config key 'clip_path': checkpoint {checkpoint} does not match "
-                             f"clip_model {name!r}: {first[:300]}") from None
+                             f"clip_model {name!r}: {first[:300]}") from exc
     except Exception as exc:  # pickle errors, corrupt zip, truncated safetensors
         raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     return wrap_clip(model, preprocess, name, device, dtype)
 
 

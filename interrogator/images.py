@@ -7,21 +7,26 @@ other extension are skipped. Two images with the same stem are an error.
 from __future__ import annotations
 
 import logging
+import unicodedata
 import warnings
-from dataclasses import dataclass
+import io
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageOps
 
 from .errors import ConfigError
+from .identity import content_digest
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_SIDE = 2048  # larger images are downscaled (keeping aspect) before preprocessing
 MIN_PART = 8  # fewest images a loader worker decodes in one go
+LINE_BREAKS = ("\u2028", "\u2029")  # line separators that are not control characters
 
 
 @dataclass(frozen=True)
@@ -32,22 +37,82 @@ class ImageFile:
     path: Path
 
 
-def list_images(folder: str | Path) -> List[ImageFile]:
-    """The images of a folder, sorted by id, following the folder rule above."""
+@dataclass
+class FolderScan:
+    """The images of a folder, and the entries named like images that were skipped, with the reason."""
+
+    files: List[ImageFile]
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+    def skipped_line(self) -> str:
+        return ", ".join(f"{name} ({why})" for name, why in self.skipped)
+
+
+def _not_an_image_file(path: Path) -> Optional[str]:
+    """Why an entry named like an image is not a readable file, or None when it is one."""
+    try:
+        mode = path.stat().st_mode  # follows links
+    except FileNotFoundError:
+        return "broken symlink" if path.is_symlink() else "vanished"
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_name(name: str, folder: Path) -> None:
+    """Refuse a file name that cannot be an id in the CSV: not UTF-8, or holding a control character."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"config key 'data_path': the file name {name!r} in {folder} is not valid UTF-8, "
+                          f"so its id cannot be written to the CSV; rename it") from exc
+    bad = next((c for c in name if c in LINE_BREAKS or unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ConfigError(f"config key 'data_path': the file name {name!r} in {folder} holds the control "
+                          f"character {bad!r}, which a CSV id cannot carry; rename it")
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """The images of a folder, sorted by id, following the folder rule above.
+
+    Entries named like images that are not regular files (broken symlinks, folders, FIFOs) are skipped
+    and listed; a name that cannot be an id in the CSV is an error naming it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"config key 'data_path': not a folder: {folder}")
-    by_id = {}
+    by_id, skipped = {}, []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
+        why = _not_an_image_file(path)
+        if why is not None:
+            skipped.append((path.name, why))
+            continue
+        check_name(path.name, folder)
         if path.stem in by_id:
             raise ConfigError(f"config key 'data_path': two images share the id '{path.stem}': "
                               f"{by_id[path.stem].path.name} and {path.name}")
         by_id[path.stem] = ImageFile(path.stem, path)
     if not by_id:
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    return [by_id[k] for k in sorted(by_id)]
+    scan = FolderScan([by_id[k] for k in sorted(by_id)], skipped)
+    if skipped:
+        log.warning("skipped %d entries of %s named like images: %s", len(skipped), folder, scan.skipped_line())
+    return scan
+
+
+def list_images(folder: str | Path) -> List[ImageFile]:
+    """The images of a folder, sorted by id (``scan_folder`` without the skipped entries)."""
+    return scan_folder(folder).files
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -69,23 +134,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode one file to an RGB image no larger than MAX_SIDE; raises ValueError with the reason."""
+def read_image(path: Path) -> Tuple[bytes, str]:
+    """A file's bytes and their content digest; raises ValueError with the reason."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from exc
+    return data, content_digest(data)
+
+
+def decode_image(data: bytes, name: str = "image") -> Image.Image:
+    """Decode image bytes to an RGB image no larger than MAX_SIDE; raises ValueError with the reason."""
+    buffer = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(buffer) as img:
                 img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
                 rgb = to_rgb(img)
                 rgb.load()
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"refused by the decompression-bomb limit ({exc})") from None
+        raise ValueError(f"refused by the decompression-bomb limit ({exc})") from exc
     except Exception as exc:  # PIL raises many types for bad files
-        raise ValueError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+        message = str(exc).replace(repr(buffer), repr(name))  # the same words for the same bytes, in any run
+        raise ValueError(f"cannot decode: {type(exc).__name__}: {message}") from exc
     if max(rgb.size) > MAX_SIDE:
-        log.info("%s is %dx%d; downscaled to fit %d px", path.name, *rgb.size, MAX_SIDE)
+        log.info("%s is %dx%d; downscaled to fit %d px", name, *rgb.size, MAX_SIDE)
         rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
     return rgb
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode one file to an RGB image no larger than MAX_SIDE; raises ValueError with the reason."""
+    return decode_image(read_image(path)[0], path.name)
 
 
 @dataclass
@@ -96,6 +177,7 @@ class ImageBatch:
     caption_pixels: torch.Tensor
     clip_pixels: torch.Tensor
     errors: List[str]
+    digests: List[str]  # content digest of each file's bytes ('' where it could not be read)
 
     @property
     def ok(self) -> List[int]:
@@ -105,6 +187,17 @@ class ImageBatch:
     def decoded(self, pixels: torch.Tensor) -> torch.Tensor:
         """The rows of ``pixels`` whose image decoded: the tensor itself (no copy, still pinned) when all did."""
         return pixels if not any(self.errors) else pixels[self.ok]
+
+
+class DecodedImage(NamedTuple):
+    """One dataset item: the image's position, its pixels for each model, why it failed ('' if it did not),
+    and the digest of its bytes ('' if they could not be read)."""
+
+    index: int
+    caption_pixels: torch.Tensor
+    clip_pixels: torch.Tensor
+    error: str
+    digest: str
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -132,18 +225,21 @@ class ImageDataset(torch.utils.data.Dataset):
                             self._apply(self.clip_transform, blank).shape)
         return self._shapes
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> DecodedImage:
+        path, digest = self.files[index].path, ""
         try:
-            image = load_image(self.files[index].path)
-            return index, self._apply(self.caption_transform, image), self._apply(self.clip_transform, image), ""
+            data, digest = read_image(path)
+            image = decode_image(data, path.name)
+            return DecodedImage(index, self._apply(self.caption_transform, image),
+                                self._apply(self.clip_transform, image), "", digest)
         except ValueError as exc:
             cap_shape, clip_shape = self._blank_shapes()
-            return index, torch.zeros(cap_shape), torch.zeros(clip_shape), str(exc)
+            return DecodedImage(index, torch.zeros(cap_shape), torch.zeros(clip_shape), str(exc), digest)
 
 
-def collate(items) -> ImageBatch:
-    indices, cap, clip, errors = zip(*items)
-    return ImageBatch(list(indices), torch.stack(cap), torch.stack(clip), list(errors))
+def collate(items: Sequence[DecodedImage]) -> ImageBatch:
+    indices, cap, clip, errors, digests = zip(*items)
+    return ImageBatch(list(indices), torch.stack(cap), torch.stack(clip), list(errors), list(digests))
 
 
 def join(parts: Sequence[ImageBatch], pin_memory: bool) -> ImageBatch:
@@ -156,7 +252,8 @@ def join(parts: Sequence[ImageBatch], pin_memory: bool) -> ImageBatch:
                           pin_memory=pin_memory)
         return torch.cat(tensors, out=out)
     return ImageBatch([i for p in parts for i in p.indices], cat([p.caption_pixels for p in parts]),
-                      cat([p.clip_pixels for p in parts]), [e for p in parts for e in p.errors])
+                      cat([p.clip_pixels for p in parts]), [e for p in parts for e in p.errors],
+                      [d for p in parts for d in p.digests])
 
 
 def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int = MIN_PART) -> List[List[List[int]]]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 
+from .atomic import is_disk_full, sweep_temps, write_bytes
 from .clip import Clip
 from .errors import ConfigError
 from .rank import topk_chunked
@@ -27,15 +26,27 @@ def clean_labels(lines: Iterable[str]) -> List[str]:
     return list(dict.fromkeys(s for s in (line.strip() for line in lines) if s))
 
 
+def label_file(dicts: str | Path, table: str) -> Path:
+    return Path(dicts) / f"{table}.txt"
+
+
 def read_labels(path: Path) -> List[str]:
-    """The cleaned labels of one text file, one label a line."""
+    """The cleaned labels of one UTF-8 text file, one label a line; ConfigError naming the file otherwise."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config key 'dicts': label file does not exist: {path}") from None
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config key 'dicts': missing label file {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config key 'dicts': cannot read label file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config key 'dicts': label file {path} is not UTF-8 text "
+                          f"(byte {exc.start}, line {line})") from exc
     labels = clean_labels(text.splitlines())
     if not labels:
-        raise ConfigError(f"config key 'dicts': label file is empty: {path}")
+        raise ConfigError(f"config key 'dicts': label file {path} holds no labels (only blank lines)")
     return labels
 
 
@@ -94,31 +105,27 @@ class LabelCache:
         return tensor
 
     def save(self, table: str, key: dict, embeddings: torch.Tensor) -> None:
-        """Write atomically; warn and go on when the folder is read-only."""
+        """Write atomically; any failure (read-only folder, full disk) is a warning and the run goes on."""
         path = self.path(table, key)
         if path is None:
             return
-        from safetensors.torch import save_file
-        tmp = None
+        from safetensors.torch import save
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            os.close(fd)
-            save_file({"embeddings": embeddings.detach().to("cpu").contiguous()}, tmp, metadata=key)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("label cache folder %s is not writable (%s); going on without saving", self.folder, exc)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            write_bytes(path, save({"embeddings": embeddings.detach().to("cpu").contiguous()}, metadata=key))
+        except Exception as exc:
+            reason = "the disk is full" if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+            log.warning("label cache: cannot save %s (%s); going on without saving", path, reason)
 
 
 def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[str] = TABLE_NAMES,
                 batch_size: int = 1024, progress_factory=None) -> Dict[str, LabelTable]:
     """Read each label list and load its embeddings from the cache, encoding only on a miss."""
     fingerprint = clip.text_fingerprint() if cache.folder is not None else ""
+    if cache.folder is not None:
+        sweep_temps(cache.folder)
     tables = {}
     for name in names:
-        labels = read_labels(Path(dicts_dir) / f"{name}.txt")
+        labels = read_labels(label_file(dicts_dir, name))
         key = cache.key(clip, fingerprint, labels)
         cached = cache.load(name, key, clip.embed_dim)
         if cached is not None:

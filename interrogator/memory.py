@@ -1,48 +1,9 @@
-"""CUDA out-of-memory fallback: halve a stage's batch and retry, down to 1, and remember what worked."""
+"""Choosing the caption batch size from the GPU's memory."""
 from __future__ import annotations
 
-import gc
-import logging
-from typing import Callable, Dict, List, Sequence, TypeVar
+import json
+from pathlib import Path
 
-import torch
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class StageBatcher:
-    """Runs a stage over sub-batches no larger than its working size, halving that size on OOM."""
-
-    def __init__(self, sizes: Dict[str, int]):
-        self.sizes = dict(sizes)
-
-    def run(self, stage: str, items, fn: Callable, concat: Callable[[List], T]) -> T:
-        """fn(items[i:j]) over consecutive slices; results joined with concat, in order."""
-        n = len(items)
-        results, start = [], 0
-        while start < n:
-            size = self.sizes[stage]
-            try:
-                results.append(fn(items[start:start + size]))
-                start += size
-            except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise
-                self.sizes[stage] = size // 2
-                log.warning("%s: CUDA out of memory at batch %d; retrying at %d for the rest of the run",
-                            stage, size, size // 2)
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        return concat(results)
-
-
-def concat_lists(parts: Sequence[list]) -> list:
-    return [x for part in parts for x in part]
-
-
-# ---- choosing the caption batch from GPU memory -------------------------------------------------
 MAX_AUTO_BATCH = 1024
 MEMORY_BUDGET = 0.85        # share of the card the run may plan to use
 OTHER_MODELS_BYTES = 2.5e9  # CLIP ViT-L-14 + MiniLM + label tables + workspace, fp16
@@ -51,8 +12,6 @@ KV_OVERHEAD = 1.3           # KV cache growth, logits and vision activations on 
 
 def captioner_weight_bytes(folder: str, dtype_bytes: int) -> float:
     """Weights as loaded: the checkpoint files' size, rescaled from their stored dtype."""
-    import json
-    from pathlib import Path
     folder = Path(folder)
     stored = sum(p.stat().st_size for p in folder.glob("*") if p.suffix in (".safetensors", ".bin"))
     config = json.loads((folder / "config.json").read_text())

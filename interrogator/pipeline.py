@@ -4,26 +4,29 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import TEMP_EXTRA, atomic_write, name_max
 from .caption import check_captioner_folder
 from .config import Config
 from .errors import ConfigError, InterrogatorError
-from .images import ImageDataset, ImageFile, batch_loader, list_images
-from .memory import StageBatcher
-from .stages import (SUBMISSION_DIM, Models, batch_record, caption_stage, embed_stage, load_captioner_stage,
-                     load_clip_stage, load_sentence, prompt_stage, tag_stage)
-from .submission import write_submission
-from .workdir import WorkDir, run_key
+from .identity import digest, run_identity
+from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_folder
+from .labels import TABLE_NAMES, label_file, read_labels
+from .oom import StageBatcher
+from .record import SUBMISSION_DIM, BatchRecord
+from .stages import (Models, caption_phase, embed_phase, load_captioner_stage, load_clip_stage, load_sentence,
+                     new_record, tag_phase)
+from .submission import first_id_lost_in_csv, write_submission
+from .workdir import WorkDir, work_root
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class RunResult:
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
     resumed_batches: int = 0
     peak_gpu_bytes: Optional[int] = None
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why): entries named like images
     loader_workers: Optional[int] = None
     output: Optional[Path] = None
 
@@ -52,6 +56,9 @@ class RunResult:
         total = sum(self.stage_seconds.values())
         lines = [f"images: {n} done, {len(self.failed)} undecodable (fallback prompt)"]
         lines += [f"  undecodable: {i}: {why}" for i, why in sorted(self.failed.items())]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} entries named like images: "
+                         + ", ".join(f"{name} ({why})" for name, why in self.skipped))
         if self.resumed_batches:
             lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
         lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
@@ -75,6 +82,7 @@ class StageTimer:
 
     def __init__(self, device: str):
         self.cuda = device.startswith("cuda")
+        self.device = torch.device(device) if self.cuda else None
         self.seconds: Dict[str, float] = {}
 
     @contextmanager
@@ -82,13 +90,30 @@ class StageTimer:
         start = time.perf_counter()
         yield
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a batch's way through the models."""
+
+    name: str          # as in BatchRecord.done
+    bar: str           # progress-bar label
+    models: Tuple[str, ...]  # Models fields it needs
+    needs_images: bool
+
+
+CAPTION = Phase("caption", "caption", ("captioner",), True)
+TAG = Phase("tag", "tags", ("clip", "tables"), True)
+EMBED = Phase("embed", "embed", ("sentence",), False)
+TOGETHER = ((CAPTION, TAG, EMBED),)  # every model resident; each batch through every phase
+LOW_MEMORY = ((CAPTION,), (TAG,), (EMBED,))  # one model at a time; every batch through one phase
 
 
 @dataclass
 class RunState:
-    """What every phase of one run shares: the images, their batches, and where finished work goes."""
+    """What every phase of one run shares: the images, their batches, their records, where records go."""
 
     config: Config
     files: List[ImageFile]
@@ -97,13 +122,15 @@ class RunState:
     timer: StageTimer
     batcher: StageBatcher
     progress: bool
-    done: Dict[int, tuple] = field(default_factory=dict)  # batch number -> (record, embeddings)
-
-    def ids(self, b: int) -> List[str]:
-        return [self.files[i].image_id for i in self.batches[b]]
+    records: Dict[int, BatchRecord] = field(default_factory=dict)
 
     def images(self, batch_numbers) -> int:
         return sum(len(self.batches[b]) for b in batch_numbers)
+
+    def todo(self, phases: Sequence[Phase]) -> List[int]:
+        """Batches that still need any of these phases."""
+        return [b for b in range(len(self.batches))
+                if b not in self.records or not all(self.records[b].done(p.name) for p in phases)]
 
     def loader(self, batch_numbers, caption_transform, clip_transform):
         dataset = ImageDataset(self.files, caption_transform, clip_transform)
@@ -117,10 +144,10 @@ class RunState:
                 return
             yield batch
 
-    def finish(self, b: int, record: dict, vectors: np.ndarray) -> None:
-        self.done[b] = (record, vectors)
+    def save(self, b: int) -> None:
         if self.work is not None:
-            self.work.save_done(b, record, vectors)
+            with self.timer("save"):
+                self.work.save(b, self.records[b])
 
 
 def shard_files(files: List[ImageFile], shard: Tuple[int, int], batch_size: int) -> List[ImageFile]:
@@ -133,19 +160,26 @@ def shard_files(files: List[ImageFile], shard: Tuple[int, int], batch_size: int)
     return files[lo * batch_size:hi * batch_size]
 
 
-def check_output_writable(output: str) -> None:
-    folder = Path(output).parent
+def check_output(output: str) -> None:
+    """The output can be written: not a folder, its folder writable, and its temp and work names not too long."""
+    path = Path(output)
+    if path.is_dir():
+        raise ConfigError(f"config key 'output': {path} is a folder; name a file such as {path / 'submission.csv'}")
+    longest = max(len(os.fsencode(path.name)) + TEMP_EXTRA, len(os.fsencode(work_root(path).name)))
+    folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        limit = name_max(folder)
+        if longest > limit:
+            raise ConfigError(f"config key 'output': the name {path.name!r} is too long: its temp and work "
+                              f"names need {longest} bytes, the file system allows {limit}")
+        atomic_write(folder / f".write-test-{os.getpid()}", lambda f: None).unlink()
     except OSError as exc:
         raise ConfigError(f"config key 'output': cannot write in folder {folder}: "
-                          f"{exc.strerror or exc}") from None
+                          f"{exc.strerror or exc}") from exc
 
 
-def check_inputs(config: Config, write: bool) -> List[ImageFile]:
+def check_inputs(config: Config, write: bool) -> FolderScan:
     """Everything that can be checked before a model loads; returns the images."""
     if config.demo:
         from .demo import ensure_demo_models
@@ -154,183 +188,157 @@ def check_inputs(config: Config, write: bool) -> List[ImageFile]:
     if config.embedding_dir is not None:
         config.require_paths("embedding_dir")
     check_captioner_folder(config.blip_path)
-    for name in ("mediums", "movements", "flavors"):
-        if not (Path(config.dicts) / f"{name}.txt").is_file():
-            raise ConfigError(f"config key 'dicts': missing label file {Path(config.dicts) / (name + '.txt')}")
+    for name in TABLE_NAMES:
+        read_labels(label_file(config.dicts, name))
     if write:
-        check_output_writable(config.output)
-    return list_images(config.data_path)
+        check_output(config.output)
+    scan = scan_folder(config.data_path)
+    check_ids(scan.files)
+    return scan
+
+
+def check_ids(files: Sequence[ImageFile]) -> None:
+    """Every id must come back unchanged from the written CSV; else an error naming the file."""
+    bad = first_id_lost_in_csv([f.image_id for f in files])
+    if bad is not None:
+        name = next(f.path.name for f in files if f.image_id == bad)
+        raise ConfigError(f"config key 'data_path': the file name {name!r} does not come back unchanged "
+                          f"from the submission CSV; rename it")
 
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
         write: bool = True, strict: bool = False, models: Optional[Models] = None) -> RunResult:
     """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
-    from the work folder next to it if an earlier run of the same config and images was interrupted.
+    from the work folder next to it if an earlier run with the same identity was interrupted.
 
     models: already loaded models to use instead of loading them from the config's paths
-    (to reuse them across runs, or for benchmarks); low_memory does not apply to them.
+    (to reuse them across runs, or for benchmarks); low_memory and resume do not apply to them.
     """
     if models is None:
-        files = check_inputs(config, write)
+        scan = check_inputs(config, write)
     else:
-        files = list_images(config.data_path)
+        scan = scan_folder(config.data_path)
         if write:
-            check_output_writable(config.output)
+            check_output(config.output)
+    files = scan.files
     batch_size = config.stage_batch_size("caption")
     if shard is not None:
         files = shard_files(files, shard, batch_size)
-    ids = [f.image_id for f in files]
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
-    work = WorkDir(config.output, run_key(config.to_dict(), files, batch_size)) if write else None
-    device = config.resolved_device()
-    timer = StageTimer(device)
+    work = None
+    if write and models is None:
+        work = WorkDir(config.output, digest(run_identity(config, [label_file(config.dicts, n) for n in TABLE_NAMES])))
+    timer = StageTimer(config.resolved_device())
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")})
-    state = RunState(config, files, batches, work, timer, batcher, progress,
-                     work.finished(batches, ids) if work is not None else {})
-    pending = [b for b in range(len(batches)) if b not in state.done]
-    cache_hits = {}
-    if pending and models is not None:
-        cache_hits = _run_batches(state, models, pending)
-    elif pending:
-        cache_hits = (_run_low_memory if config.low_memory else _run_together)(state, pending)
+    state = RunState(config, files, batches, work, timer, batcher, progress)
+    if work is not None:
+        with timer("resume"):
+            state.records = work.resume(files, batches)
+    resumed = len(state.todo((EMBED,)))
+    cache_hits = _run_schedule(state, models)
 
-    result = _assemble(ids, batches, state.done)
+    result = _assemble([f.image_id for f in files], batches, state.records)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
     result.loader_workers = config.loader_workers()
-    result.resumed_batches = len(batches) - len(pending)
-    result.peak_gpu_bytes = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    result.resumed_batches = len(batches) - resumed
+    result.skipped = scan.skipped
+    result.peak_gpu_bytes = peak_gpu_bytes(config.resolved_device())
     if strict and result.failed:
         names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
         raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
     if write:
         with timer("write"):
-            result.output = write_submission(ids, result.embeddings, config.output)
-        work.remove()
+            result.output = write_submission(result.image_ids, result.embeddings, config.output)
+        if work is not None:
+            work.remove()
     return result
 
 
-def _assemble(ids: List[str], batches: List[List[int]], done: Dict[int, tuple]) -> RunResult:
+def peak_gpu_bytes(device: str) -> Optional[int]:
+    return torch.cuda.max_memory_allocated(torch.device(device)) if device.startswith("cuda") else None
+
+
+def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, BatchRecord]) -> RunResult:
     """Per-image results in imgId order from the finished batch records."""
     captions, prompts = [""] * len(ids), [""] * len(ids)
     embeddings = np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32)
     failed: Dict[str, str] = {}
     for b, members in enumerate(batches):
-        record, vectors = done[b]
+        record = records[b]
         for pos, i in enumerate(members):
-            captions[i], prompts[i] = record["captions"][pos], record["prompts"][pos]
-        embeddings[members] = vectors
-        failed.update(record["failed"])
+            captions[i], prompts[i] = record.captions[pos], record.prompts[pos]
+        embeddings[members] = record.embeddings
+        failed.update(record.failed)
     return RunResult(ids, captions, prompts, embeddings, failed)
 
 
-def _run_together(state: RunState, pending: List[int]) -> Dict[str, bool]:
-    """All models resident; each batch goes through every stage."""
-    models, config = Models(), state.config
-    with state.timer("load"):
-        models.sentence = load_sentence(config)
-        models.captioner = load_captioner_stage(config)
-    with state.timer("labels"):
-        models.clip, models.tables = load_clip_stage(config, state.progress)
-    return _run_batches(state, models, pending)
+def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
+    """Every batch through every phase, group by group of the schedule; each record saved after its group.
 
-
-def _run_batches(state: RunState, models: Models, pending: List[int]) -> Dict[str, bool]:
-    """Each pending batch through every stage, with all models resident."""
-    config, timer, batcher = state.config, state.timer, state.batcher
-    bars = _stage_bars(("caption", "tags", "embed"), state.images(pending), state.progress)
-    batches = state.loader(pending, models.captioner.transform, models.clip.preprocess)
-    for b, batch in zip(pending, batches):
-        with timer("caption"):
-            captions = caption_stage(models, batch, batcher)
-        bars["caption"].update(len(batch.indices))
-        with timer("tags"):
-            tags = tag_stage(models, batch, batcher, config)
-        with timer("prompt"):
-            record = batch_record(state.files, state.batches[b], batch, captions, tags,
-                             prompt_stage(models, captions, tags), config.fallback_prompt)
-        bars["tags"].update(len(batch.indices))
-        with timer("embed"):
-            vectors = embed_stage(models, record["prompts"], batcher)
-        bars["embed"].update(len(batch.indices))
-        state.finish(b, record, vectors)
-    _close(bars)
-    return {name: t.from_cache for name, t in models.tables.items()}
-
-
-def _run_low_memory(state: RunState, pending: List[int]) -> Dict[str, bool]:
-    """One model at a time: caption every pending batch, free; tag and prompt, free; embed, free.
-
-    Each phase saves its per-batch results in the work folder, so a rerun skips what a killed run finished.
+    The normal run is one group (all models resident, each batch through every phase); low_memory is
+    one group per phase, each model loaded for its phase and freed after it.
     """
-    models, config, timer, batcher = Models(), state.config, state.timer, state.batcher
-    prompted = _saved_phase(state, "prompted", pending)
-    captioned = _saved_phase(state, "captioned", [b for b in pending if b not in prompted])
-    to_caption = [b for b in pending if b not in prompted and b not in captioned]
-    to_tag = [b for b in pending if b not in prompted]
-    with timer("load"):
-        load_sentence(config)  # its output size is checked before the long phases
-
-    if to_caption:
-        with timer("load"):
-            models.captioner = load_captioner_stage(config)
-        bars = _stage_bars(("caption",), state.images(to_caption), state.progress)
-        for b, batch in zip(to_caption, state.loader(to_caption, models.captioner.transform, None)):
-            with timer("caption"):
-                captioned[b] = {"ids": state.ids(b), "captions": caption_stage(models, batch, batcher)}
-            _save_phase(state, b, "captioned", captioned[b])
-            bars["caption"].update(len(batch.indices))
-        _close(bars)
-        models.free()
-
-    cache_hits = {}
-    if to_tag:
-        with timer("labels"):
-            models.clip, models.tables = load_clip_stage(config, state.progress)
-        bars = _stage_bars(("tags",), state.images(to_tag), state.progress)
-        for b, batch in zip(to_tag, state.loader(to_tag, None, models.clip.preprocess)):
-            with timer("tags"):
-                tags = tag_stage(models, batch, batcher, config)
-            captions = captioned[b]["captions"]
-            with timer("prompt"):
-                prompted[b] = batch_record(state.files, state.batches[b], batch, captions, tags,
-                                      prompt_stage(models, captions, tags), config.fallback_prompt)
-            _save_phase(state, b, "prompted", prompted[b])
-            bars["tags"].update(len(batch.indices))
-        _close(bars)
-        cache_hits = {name: t.from_cache for name, t in models.tables.items()}
-        models.free()
-
-    with timer("load"):
-        models.sentence = load_sentence(config)
-    bars = _stage_bars(("embed",), state.images(pending), state.progress)
-    for b in pending:
-        with timer("embed"):
-            vectors = embed_stage(models, prompted[b]["prompts"], batcher)
-        bars["embed"].update(len(state.batches[b]))
-        state.finish(b, prompted[b], vectors)
-    _close(bars)
-    models.free()
+    config = state.config
+    low_memory = config.low_memory and given is None
+    if low_memory and state.todo((EMBED,)):
+        with state.timer("load"):
+            load_sentence(config)  # its output size is checked before the long phases
+    cache_hits: Dict[str, bool] = {}
+    for group in (LOW_MEMORY if low_memory else TOGETHER):
+        todo = state.todo(group)
+        if not todo:
+            continue
+        models = given or _load(state, group)
+        if models.tables:
+            cache_hits = {name: t.from_cache for name, t in models.tables.items()}
+        _run_group(state, models, group, todo)
+        if given is None and low_memory:
+            models.free()
     return cache_hits
 
 
-def _saved_phase(state: RunState, phase: str, batch_numbers) -> Dict[int, dict]:
-    """Records of a low_memory phase that an earlier run saved for these batches (ids must match)."""
-    if state.work is None:
-        return {}
-    saved = {b: state.work.load_text(b, phase) for b in batch_numbers}
-    return {b: r for b, r in saved.items() if r is not None and r.get("ids") == state.ids(b)}
+def _load(state: RunState, group: Sequence[Phase]) -> Models:
+    """The models a group of phases needs (the sentence model first: it is the quickest to fail)."""
+    models, config, needed = Models(), state.config, {m for p in group for m in p.models}
+    with state.timer("load"):
+        if "sentence" in needed:
+            models.sentence = load_sentence(config)
+        if "captioner" in needed:
+            models.captioner = load_captioner_stage(config)
+    if "clip" in needed:
+        with state.timer("labels"):
+            models.clip, models.tables = load_clip_stage(config, state.progress)
+    return models
 
 
-def _save_phase(state: RunState, batch: int, phase: str, record: dict) -> None:
-    if state.work is not None:
-        state.work.save_text(batch, phase, record)
-
-
-def _stage_bars(stages, total: int, enabled: bool):
-    return {stage: tqdm(total=total, desc=stage, unit="img", position=i, disable=not enabled, leave=True)
-            for i, stage in enumerate(stages)}
-
-
-def _close(bars) -> None:
+def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: List[int]) -> None:
+    config, timer, batcher = state.config, state.timer, state.batcher
+    bars = {p.name: tqdm(total=state.images(todo), desc=p.bar, unit="img", position=i, disable=not state.progress,
+                         leave=True) for i, p in enumerate(group)}
+    imaged = [b for b in todo if any(p.needs_images and not _done(state, b, p) for p in group)]
+    names = {p.name for p in group}
+    batches = state.loader(imaged, models.captioner.transform if "caption" in names else None,
+                           models.clip.preprocess if "tag" in names else None)
+    for b in todo:
+        batch = next(batches) if b in imaged else None
+        if b not in state.records:
+            state.records[b] = new_record(state.files, state.batches[b], batch)
+        record = state.records[b]
+        for phase in group:
+            if not record.done(phase.name):
+                if phase is CAPTION:
+                    with timer("caption"):
+                        caption_phase(models, batch, record, batcher)
+                elif phase is TAG:
+                    tag_phase(models, batch, record, batcher, config, timer)
+                else:
+                    with timer("embed"):
+                        embed_phase(models, record, batcher)
+            bars[phase.name].update(len(record.ids))
+        state.save(b)
     for bar in bars.values():
         bar.close()
+
+
+def _done(state: RunState, b: int, phase: Phase) -> bool:
+    return b in state.records and state.records[b].done(phase.name)

@@ -15,12 +15,31 @@ def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str
                  count_tokens: Callable[[List[str]], List[int]], context_length: int = 77) -> str:
     """Join the parts, dropping trailing flavors (then movement, then medium) until it fits.
 
-    The caption is never cut. Empty parts are left out. ``count_tokens`` gives the
-    token count (with start/end tokens) of each text, as CLIP's tokenizer sees it.
+    The caption is never cut. Empty parts are left out. ``count_tokens`` gives the token count
+    (with start/end tokens) of each text, as CLIP's tokenizer sees it.
+
+    The answer is the longest prefix of the parts that fits. The full prompt is counted first (it
+    usually fits: one count); otherwise a binary search over the prefix length counts about
+    log2(parts) texts, where dropping one part at a time counted up to one text per part. The search
+    relies on a prefix's count growing with its length: ``prefix + ", " + part`` tokenizes as the
+    prefix's words, at most its last word extended by the comma (a run of punctuation), plus the
+    comma and the part's own words, so it is at least one token longer. ``tests/test_prompt.py``
+    checks the search against the one-at-a-time scan on generated parts.
     """
     parts = [p for p in [clean_caption(caption), medium, movement, *flavors] if p]
-    for n in range(len(parts), 0, -1):  # usually the full prompt fits: one count
-        text = ", ".join(parts[:n])
-        if n == 1 or count_tokens([text])[0] <= context_length:
-            return text
-    return ""
+    if not parts:
+        return ""
+
+    def fits(n: int) -> bool:
+        return count_tokens([", ".join(parts[:n])])[0] <= context_length
+
+    if fits(len(parts)):
+        return ", ".join(parts)
+    lo, hi = 1, len(parts) - 1  # the caption alone is always kept; parts[:hi + 1] does not fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return ", ".join(parts[:lo])

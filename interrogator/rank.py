@@ -6,6 +6,10 @@ chunk keeps its own top-k under that order; the global top-k is then taken over
 the merged candidates. Every label of the global top-k is in the top-k of its own
 chunk, so the result equals the brute-force ranking for any chunk size
 (clip-interrogator instead keeps ``chunk/num_chunks`` per chunk, which can miss labels).
+
+"Equals" holds for the scores as computed. A score is a float dot product, and its last bit can
+depend on the shape of the product it is computed in, so two labels whose scores tie or nearly tie
+can swap between chunk sizes; that is why ``chunk_size`` is part of the resume identity (identity.py).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def read_prompts(path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"imgId": str, "prompt": str}, keep_default_na=False)
     except (FileNotFoundError, pd.errors.ParserError, ValueError) as exc:
-        raise InterrogatorError(f"cannot read prompts {path}: {exc}") from None
+        raise InterrogatorError(f"cannot read prompts {path}: {exc}") from exc
     if list(frame.columns[:2]) != ["imgId", "prompt"]:
         raise InterrogatorError(f"{path}: expected columns imgId,prompt, got {','.join(frame.columns)}")
     if frame.imgId.duplicated().any():

@@ -1,4 +1,4 @@
-"""The stages of one batch (caption, tags, prompt, embed) and the models they use."""
+"""The phases of one batch (caption; tags and prompt; embed) and the models they use."""
 from __future__ import annotations
 
 import gc
@@ -15,15 +15,13 @@ from .clip import Clip, load_clip
 from .config import Config
 from .embed import embed_prompts, embedding_dim, load_sentence_model
 from .errors import ModelLoadError
-from .images import ImageBatch
+from .images import ImageBatch, ImageFile
 from .labels import LabelCache, LabelTable, load_tables
-from .memory import StageBatcher, concat_lists
+from .oom import StageBatcher, concat_lists
 from .prompt import build_prompt
+from .record import SUBMISSION_DIM, BatchRecord, Tags
 
 log = logging.getLogger(__name__)
-
-SUBMISSION_DIM = 384
-
 
 @dataclass
 class Models:
@@ -63,43 +61,55 @@ def load_clip_stage(config: Config, progress: bool):
     return clip, tables
 
 
-def caption_stage(models: Models, batch: ImageBatch, batcher: StageBatcher) -> List[str]:
-    return batcher.run("caption", batch.decoded(batch.caption_pixels), models.captioner.caption, concat_lists)
-
-
-def tag_stage(models: Models, batch: ImageBatch, batcher: StageBatcher, config: Config) -> List[dict]:
-    """Best medium, movement and max_flavors flavors of each decoded image."""
-    features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
-    tables, chunk = models.tables, config.chunk_size
-    mediums = tables["mediums"].top(features, 1, chunk)
-    movements = tables["movements"].top(features, 1, chunk)
-    flavors = tables["flavors"].top(features, config.max_flavors, chunk)
-    return [{"medium": m[0], "movement": v[0], "flavors": f} for m, v, f in zip(mediums, movements, flavors)]
-
-
-def prompt_stage(models: Models, captions: Sequence[str], tags: Sequence[dict]) -> List[str]:
-    clip = models.clip
-    return [build_prompt(c, t["medium"], t["movement"], t["flavors"], clip.count_tokens, clip.context_length)
-            for c, t in zip(captions, tags)]
-
-
-def embed_stage(models: Models, prompts: Sequence[str], batcher: StageBatcher) -> np.ndarray:
-    return batcher.run("embed", list(prompts), lambda p: embed_prompts(models.sentence, p, len(p)),
-                       np.concatenate)
-
-
-def batch_record(files, members, batch: ImageBatch, captions, tags, prompts, fallback: str) -> dict:
-    """The batch's per-image results, with undecodable images given the fallback prompt."""
-    n = len(members)
-    record = {"ids": [files[i].image_id for i in members], "captions": [""] * n, "tags": [None] * n,
-              "prompts": [fallback] * n, "failed": {}}
-    for pos, caption, tag, prompt in zip(batch.ok, captions, tags, prompts):
-        record["captions"][pos], record["tags"][pos], record["prompts"][pos] = caption, tag, prompt
+def new_record(files: Sequence[ImageFile], members: Sequence[int], batch: ImageBatch) -> BatchRecord:
+    """A batch's record from its decoded images: ids, digests, and the undecodable ones (each warned about)."""
+    record = BatchRecord([files[i].image_id for i in members], list(batch.digests), {})
     for pos, error in enumerate(batch.errors):
         if error:
             log.warning("%s: %s; using the fallback prompt", files[members[pos]].path.name, error)
-            record["failed"][files[members[pos]].image_id] = error
+            record.failed[record.ids[pos]] = error
     return record
+
+
+def _spread(record: BatchRecord, values: Sequence, fill) -> list:
+    """Values of the decoded positions, placed in a list over the whole batch with ``fill`` elsewhere."""
+    out = [fill] * len(record.ids)
+    for pos, value in zip(record.ok, values):
+        out[pos] = value
+    return out
+
+
+def caption_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: StageBatcher) -> None:
+    captions = []
+    if record.ok:  # a batch may hold only undecodable images
+        captions = batcher.run("caption", batch.decoded(batch.caption_pixels), models.captioner.caption,
+                               concat_lists)
+    record.captions = _spread(record, captions, "")
+
+
+def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: StageBatcher, config: Config,
+              timer) -> None:
+    """Best medium, movement and max_flavors flavors of each decoded image, then its prompt."""
+    tags = []
+    if record.ok:  # a batch may hold only undecodable images
+        with timer("tags"):
+            features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
+            tables, chunk = models.tables, config.chunk_size
+            mediums = tables["mediums"].top(features, 1, chunk)
+            movements = tables["movements"].top(features, 1, chunk)
+            flavors = tables["flavors"].top(features, config.max_flavors, chunk)
+            tags = [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, flavors)]
+    with timer("prompt"):
+        clip = models.clip
+        prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
+                                clip.context_length) for pos, t in zip(record.ok, tags)]
+    record.tags = _spread(record, tags, None)
+    record.prompts = _spread(record, prompts, config.fallback_prompt)
+
+
+def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> None:
+    record.embeddings = batcher.run("embed", list(record.prompts),
+                                    lambda p: embed_prompts(models.sentence, p, len(p)), np.concatenate)
 
 
 def label_progress(enabled: bool):

@@ -1,99 +1,69 @@
-"""Per-batch checkpoints next to the output, so a rerun after a kill continues where it stopped.
+"""Per-batch records next to the output, so a rerun after a kill continues where it stopped.
 
-The folder is keyed by everything that changes the results (config values and the
-image files' names, sizes and modification times), so a changed config or image
-set never reuses stale work. Each record is written to a temp file and renamed.
+Layout: ``<output folder>/.<output name>.work/<key>/batch-NNNNNN.safetensors``, where ``key`` digests
+the run's identity (``identity.run_identity``: settings, checkpoints, label lists, device type, dtype,
+library versions). A saved record is reused only when its image ids and the digests of their bytes
+equal the current files'. A record that cannot be read back exactly is redone, with one warning.
+After a successful write the whole ``.<output name>.work`` folder goes, other keys' folders included.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import logging
 import shutil
-import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
+from .atomic import is_disk_full, write_bytes
+from .errors import InterrogatorError
+from .identity import hash_files
 from .images import ImageFile
+from .record import BatchRecord, RecordError
 
-# Keys that do not change what a batch produces.
-NEUTRAL_KEYS = ("output", "num_workers", "label_cache", "demo", "blip_model", "embedding_model",
-                "embedding_dir", "low_memory")
+log = logging.getLogger(__name__)
+RECORD_NAME = "batch-000000.safetensors"  # the longest name inside a key folder (for name-length checks)
 
 
-def run_key(config_values: dict, files: Sequence[ImageFile], batch_size: int) -> str:
-    h = hashlib.sha256()
-    kept = {k: v for k, v in sorted(config_values.items()) if k not in NEUTRAL_KEYS}
-    h.update(json.dumps({"config": kept, "batch_size": batch_size}, sort_keys=True, default=str).encode())
-    for f in files:
-        st = f.path.stat()
-        h.update(f"{f.image_id}\0{f.path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+def work_root(output: str | Path) -> Path:
+    output = Path(output)
+    return output.parent / f".{output.name}.work"
 
 
 class WorkDir:
     """Batch records under ``<output folder>/.<output name>.work/<key>/``."""
 
     def __init__(self, output: str | Path, key: str):
-        output = Path(output)
-        self.root = output.parent / f".{output.name}.work"
+        self.root = work_root(output)
         self.path = self.root / key
 
-    def _file(self, batch: int, part: str) -> Path:
-        return self.path / f"batch-{batch:06d}.{part}"
+    def file(self, batch: int) -> Path:
+        return self.path / f"batch-{batch:06d}.safetensors"
 
-    def _write(self, target: Path, write) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=target.name, suffix=".tmp")
+    def save(self, batch: int, record: BatchRecord) -> None:
         try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            write_bytes(self.file(batch), record.to_bytes())
+        except OSError as exc:
+            reason = "the disk is full" if is_disk_full(exc) else (exc.strerror or str(exc))
+            raise InterrogatorError(f"cannot save work in {self.path}: {reason}") from exc
 
-    def save_text(self, batch: int, part: str, record: dict) -> None:
-        self._write(self._file(batch, f"{part}.json"), lambda f: f.write(json.dumps(record).encode()))
-
-    def load_text(self, batch: int, part: str) -> Optional[dict]:
-        try:
-            return json.loads(self._file(batch, f"{part}.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def save_done(self, batch: int, record: dict, embeddings: np.ndarray) -> None:
-        """The finished batch: embeddings first, then the JSON record that marks it done."""
-        self._write(self._file(batch, "npy"), lambda f: np.save(f, embeddings.astype(np.float32)))
-        self.save_text(batch, "done", record)
-
-    def load_done(self, batch: int, ids: List[str]):
-        """(record, embeddings) of a finished batch whose ids match, else None."""
-        record = self.load_text(batch, "done")
-        if record is None or record.get("ids") != ids:
+    def load(self, batch: int) -> Optional[BatchRecord]:
+        """The record saved for a batch; None when absent or unreadable (one warning: it will be redone)."""
+        path = self.file(batch)
+        if not path.exists():
             return None
         try:
-            embeddings = np.load(self._file(batch, "npy"))
-        except (OSError, ValueError):
+            return BatchRecord.load(path)
+        except RecordError as exc:
+            log.warning("work folder: %s cannot be read back (%s); redoing that batch", path.name, exc)
             return None
-        if embeddings.shape[0] != len(ids):
-            return None
-        return record, embeddings
 
-    def finished(self, batches: Sequence[Sequence[int]], ids: Sequence[str]) -> dict:
-        """{batch number: (record, embeddings)} for every batch an earlier run finished."""
-        done = {}
-        for b, members in enumerate(batches):
-            found = self.load_done(b, [ids[i] for i in members])
-            if found is not None:
-                done[b] = found
-        return done
+    def resume(self, files: Sequence[ImageFile], batches: Sequence[Sequence[int]]) -> Dict[int, BatchRecord]:
+        """{batch: record} for every saved record whose ids and image digests still match the files."""
+        saved = {b: self.load(b) for b in range(len(batches))}
+        saved = {b: r for b, r in saved.items() if r is not None and r.ids == [files[i].image_id for i in batches[b]]}
+        members = [i for b in saved for i in batches[b]]
+        current = dict(zip(members, hash_files([files[i].path for i in members])))
+        return {b: r for b, r in saved.items() if r.digests == [current[i] for i in batches[b]]}
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        try:
-            self.root.rmdir()
-        except OSError:
-            pass
+        """Every work folder of this output, other keys' included."""
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -7,6 +7,7 @@ from PIL import Image
 
 from interrogator.config import load_config
 from interrogator.errors import ConfigError
+from interrogator.identity import file_digest
 from interrogator.images import ImageDataset, list_images
 
 
@@ -44,8 +45,10 @@ def test_any_bytes_give_every_image_an_answer(tmp_path_factory, blobs):
     files = list_images(folder)
     dataset = ImageDataset(files, _size_tensor, _ones)
     for index in range(len(files)):
-        position, size, ones, error = dataset[index]
+        item = dataset[index]
+        position, size, ones, error = item.index, item.caption_pixels, item.clip_pixels, item.error
         assert position == index
+        assert item.digest == file_digest(files[index].path)
         if error:  # undecodable: blank pixels and a reason; the pipeline gives it the fallback prompt
             assert error.startswith(("cannot decode", "refused by the decompression-bomb limit"))
             assert size.sum() == 0 and ones.sum() == 0

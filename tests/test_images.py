@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from interrogator.errors import ConfigError
+from interrogator.identity import file_digest
 from interrogator.images import ImageDataset, batch_loader, list_images, load_image, split_batches
 
 
@@ -91,9 +92,11 @@ def test_dataset_marks_failed_items_with_blank_pixels(tmp_path):
     (tmp_path / "b.png").write_bytes(b"")
     to_tensor = lambda im: __import__("torch").ones(3, 4, 4)
     ds = ImageDataset(list_images(tmp_path), to_tensor, to_tensor)
-    assert ds[0][3] == "" and ds[0][1].sum() == 48
-    index, cap, clip, error = ds[1]
-    assert index == 1 and cap.shape == (3, 4, 4) and cap.sum() == 0 and "cannot decode" in error
+    assert ds[0].error == "" and ds[0].caption_pixels.sum() == 48
+    assert ds[0].digest == file_digest(tmp_path / "a.png")
+    item = ds[1]
+    assert item.index == 1 and item.caption_pixels.shape == (3, 4, 4) and item.caption_pixels.sum() == 0
+    assert "cannot decode" in item.error and item.digest == file_digest(tmp_path / "b.png")
 
 
 def test_decompression_bomb_limit_stays_on(tmp_path, monkeypatch):

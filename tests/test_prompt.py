@@ -1,10 +1,18 @@
 import open_clip
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from conftest import REPO
 from interrogator.clip import token_lengths
+from interrogator.tokenizer import fast_tokenizer
 from interrogator.prompt import build_prompt, clean_caption
 
 tokenizer = open_clip.get_tokenizer("ViT-L-14")
+fast = fast_tokenizer(open_clip.get_tokenizer("ViT-L-14"))
+
+
+def fast_count(texts):
+    return fast.count(list(texts))
 
 
 def count(texts):
@@ -46,3 +54,37 @@ def test_caption_longer_than_context_is_kept_whole():
 
 def test_empty_caption_leaves_no_leading_comma():
     assert build_prompt("", "photo", "realism", ["sharp"], count) == "photo, realism, sharp"
+
+
+def scan_down(caption, medium, movement, flavors, count_tokens, context_length=77):
+    """The one-part-at-a-time reference: the longest prefix of the parts that fits."""
+    parts = [p for p in [clean_caption(caption), medium, movement, *flavors] if p]
+    for n in range(len(parts), 0, -1):
+        text = ", ".join(parts[:n])
+        if n == 1 or count_tokens([text])[0] <= context_length:
+            return text
+    return ""
+
+
+REAL_FLAVORS = (REPO / "dicts" / "flavors.txt").read_text(encoding="utf-8").splitlines()
+PUNCTUATED = [f for f in REAL_FLAVORS if not f[-1].isalnum()]  # 'symmetry!!', 'loish |', '8k”', ...
+
+
+@settings(max_examples=300, deadline=None)
+@given(caption=st.text(min_size=0, max_size=60),
+       picks=st.lists(st.integers(0, 10 ** 9), min_size=2, max_size=80),
+       punctuated=st.booleans(), odd=st.lists(st.text(min_size=1, max_size=8), max_size=3))
+def test_search_equals_the_one_at_a_time_scan(caption, picks, punctuated, odd):
+    pool = PUNCTUATED if punctuated else REAL_FLAVORS
+    labels = [pool[i % len(pool)] for i in picks] + odd
+    medium, movement, flavors = labels[0], labels[1], labels[2:]
+    assert build_prompt(caption, medium, movement, flavors, fast_count) == scan_down(
+        caption, medium, movement, flavors, fast_count)
+
+
+def test_search_counts_a_few_texts_not_one_per_part():
+    texts = []
+    flavors = [f"flavor {i}" for i in range(1000)]
+    prompt = build_prompt("a cat", "photo", "realism", flavors, lambda t: texts.extend(t) or fast_count(t))
+    assert len(texts) <= 1 + 10  # the full prompt, then a binary search over 1,003 parts
+    assert prompt == scan_down("a cat", "photo", "realism", flavors, fast_count)

@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import REPO, SAMPLES, run_cli
 from interrogator import load_config, run
+from interrogator.config import replace
+from interrogator.record import BatchRecord
 from interrogator.caption import Captioner
 from interrogator.clip import Clip
 from test_pipeline import SAMPLE_IDS, check_submission
@@ -35,6 +37,15 @@ def hostile_folder(tmp_path_factory):
     (folder / "notes.txt").write_text("not an image, skipped by the folder rule")
     (folder / ".hidden.png").write_bytes(b"skipped: hidden")
     return folder
+
+
+def saved_phases(work):
+    """{batch: the last phase its saved record finished} in a work folder."""
+    phases = {}
+    for path in sorted(work.glob("batch-*.safetensors")):
+        record = BatchRecord.load(path)
+        phases[int(path.stem.split("-")[1])] = next(p for p in ("embed", "tag", "caption") if record.done(p))
+    return phases
 
 
 HOSTILE_IDS = sorted(SAMPLE_IDS + ["truncated", "zero", "rgba", "cmyk", "grey16", "tiny", "huge", "text"])
@@ -90,7 +101,7 @@ def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monke
     out = tmp_path / "out" / "submission.csv"
     assert not out.exists() and not list(out.parent.glob("*.tmp"))  # no partial file at the output path
     (work,) = (out.parent / ".submission.csv.work").iterdir()
-    assert sorted(p.name for p in work.glob("*.done.json")) == ["batch-000000.done.json", "batch-000001.done.json"]
+    assert saved_phases(work) == {0: "embed", 1: "embed"}
 
     captioned = []
     original = Captioner.caption
@@ -102,15 +113,19 @@ def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monke
     assert not (out.parent / ".submission.csv.work").exists()
 
 
-def test_changed_config_does_not_reuse_stale_work(write_config, tmp_path):
-    from interrogator.images import list_images
-    from interrogator.workdir import run_key
-    files = list_images(SAMPLES)
-    base = load_config(write_config()).to_dict()
-    assert run_key(base, files, 4) == run_key(dict(base, output="elsewhere.csv", num_workers=7), files, 4)
-    assert run_key(base, files, 4) != run_key(dict(base, max_flavors=5), files, 4)
-    assert run_key(base, files, 4) != run_key(base, files[:-1], 4)
-    assert run_key(base, files, 4) != run_key(base, files, 2)
+def test_only_settings_that_change_output_change_the_key(write_config, tmp_path):
+    from interrogator.identity import digest, run_identity
+    from interrogator.labels import TABLE_NAMES, label_file
+    config = load_config(write_config())
+    labels = [label_file(config.dicts, n) for n in TABLE_NAMES]
+    key = digest(run_identity(config, labels))
+    neutral = dict(output="elsewhere.csv", num_workers=7, low_memory=True, label_cache=str(tmp_path / "other"),
+                   data_path=str(tmp_path), blip_model="x", embedding_model="y", device="cpu")
+    for name, value in neutral.items():
+        assert digest(run_identity(replace(config, **{name: value}), labels)) == key, name
+    for name, value in dict(max_flavors=5, batch_size=2, num_beams=2, max_new_tokens=3, dtype="bf16",
+                            fallback_prompt="x", chunk_size=3, clip_batch_size=1, embed_batch_size=5).items():
+        assert digest(run_identity(replace(config, **{name: value}), labels)) != key, name
 
 
 def test_injected_oom_is_recovered_by_halving(write_config, tmp_path, monkeypatch, caplog):
@@ -168,7 +183,7 @@ def test_low_memory_resumes_inside_its_phases(write_config, tmp_path, monkeypatc
     assert proc.returncode == -signal.SIGKILL
     out = tmp_path / "out" / "submission.csv"
     (work,) = (out.parent / ".submission.csv.work").iterdir()
-    assert len(list(work.glob("*.captioned.json"))) == 4 and len(list(work.glob("*.prompted.json"))) == 1
+    assert saved_phases(work) == {0: "tag", 1: "caption", 2: "caption", 3: "caption"}
 
     captioned, encoded = [], []
     original_caption, original_encode = Captioner.caption, Clip.encode_images

@@ -1,0 +1,145 @@
+"""What shaped a result: the one definition of identity that resume (and the label cache) compare.
+
+A run's identity (``run_identity``) holds:
+
+- every config value that can change an output, and nothing else (``NEUTRAL_KEYS`` lists what is
+  left out, with the reason);
+- the identity of each checkpoint (``checkpoint_identity``: per file, its size, its modification time
+  and a hash of its first and last MiB; a folder is every file below it), in place of its path;
+- the contents of the three label lists (sha256 of the bytes), in place of the ``dicts`` path;
+- the resolved device type (``cpu``, or ``cuda`` with the GPU's name; not the index) and dtype;
+- the versions of torch, transformers, open_clip and sentence-transformers as imported.
+
+Images are identified per file, by a hash of their bytes taken while they are decoded
+(``content_digest``); each saved batch keeps the digests of its images and is reused only while every
+one of them still matches. Renaming a checkpoint's folder or moving the images elsewhere keeps the
+identity; touching a checkpoint file (a new mtime) changes it, on the safe side.
+
+``chunk_size`` and the CLIP and sentence batch sizes stay in the identity. Ranking is exact for any
+chunk size *given the scores* (rank.py), but a score is a float dot product whose last bit can
+depend on the shape of the matrix product it is computed in. Measured here on CPU: chunk_size 7
+instead of 2048 reordered 'canon eos c300' and 'canon eos c 3 0 0', two flavors that tokenize alike
+and so tie, which changed a prompt. Batch sizes change product shapes in the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Union
+
+EDGE_BYTES = 1 << 20  # a checkpoint file is hashed at its first and last MiB
+LIBRARIES = (("torch", "torch"), ("transformers", "transformers"), ("open_clip", "open_clip"),
+             ("sentence_transformers", "sentence_transformers"))
+
+# Config keys that cannot change any output, and why.
+NEUTRAL_KEYS = {
+    "output": "where the result goes",
+    "num_workers": "image decoding gives the same pixels in any worker",
+    "label_cache": "a cache hit equals a fresh encode (same checkpoint, same labels)",
+    "demo": "only builds missing demo models",
+    "blip_model": "a name for the records",
+    "embedding_model": "a name for the records",
+    "embedding_dir": "replaced by the imported sentence-transformers version",
+    "low_memory": "the same stages in another schedule",
+    "data_path": "images are identified by their contents",
+    "dicts": "replaced by the label lists' contents",
+    "blip_path": "replaced by the checkpoint's identity",
+    "clip_path": "replaced by the checkpoint's identity",
+    "embedding_path": "replaced by the checkpoint's identity",
+    "device": "replaced by the resolved device type and, on CUDA, the GPU's name (cuda and cuda:0 are one device)",
+    "dtype": "replaced by the resolved dtype",
+    "batch_size": "replaced by the resolved caption batch size",
+    "caption_batch_size": "replaced by the resolved caption batch size",
+}
+CHECKPOINT_KEYS = ("blip_path", "clip_path", "embedding_path")
+
+
+def content_digest(data: bytes) -> str:
+    """The identity of an image file's bytes."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_digest(path: Union[str, Path]) -> str:
+    """content_digest of a whole file, read in one go."""
+    return content_digest(Path(path).read_bytes())
+
+
+def file_identity(path: Union[str, Path]) -> str:
+    """Size, modification time and a hash of the first and last MiB of one file."""
+    path = Path(path)
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(EDGE_BYTES))
+        if st.st_size > EDGE_BYTES:
+            f.seek(max(EDGE_BYTES, st.st_size - EDGE_BYTES))
+            h.update(f.read(EDGE_BYTES))
+    return h.hexdigest()
+
+
+def checkpoint_identity(path: Union[str, Path]) -> str:
+    """file_identity of a file, or of every file below a folder (links followed), with their relative names."""
+    path = Path(path)
+    if path.is_file():
+        return file_identity(path)
+    h = hashlib.blake2b(digest_size=16)
+    for root, dirs, names in os.walk(path, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
+            file = Path(root) / name
+            if file.is_file():
+                h.update(f"{file.relative_to(path).as_posix()}\0{file_identity(file)}\n".encode())
+    return h.hexdigest()
+
+
+def library_versions() -> Dict[str, str]:
+    import importlib
+    versions = {}
+    for label, module in LIBRARIES:
+        try:
+            versions[label] = str(getattr(importlib.import_module(module), "__version__", "unknown"))
+        except ImportError:
+            versions[label] = "absent"
+    return versions
+
+
+def device_identity(device: str) -> str:
+    """``cpu``, or ``cuda:<GPU name>`` (the index left out: cuda and cuda:0 are one device)."""
+    if not device.startswith("cuda"):
+        return device.split(":")[0]
+    import torch
+    return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
+
+
+def digest(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_identity(config, label_files: Iterable[Path]) -> dict:
+    """Everything that shapes a batch's result, as a JSON-able dict (see the module docstring)."""
+    values = {k: v for k, v in sorted(config.to_dict().items()) if k not in NEUTRAL_KEYS}
+    values["caption_batch"] = config.stage_batch_size("caption")
+    values["device"] = device_identity(config.resolved_device())
+    values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
+    values["checkpoints"] = {k: checkpoint_identity(getattr(config, k)) for k in CHECKPOINT_KEYS}
+    values["labels"] = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in label_files}
+    values["versions"] = library_versions()
+    return values
+
+
+def hash_files(paths: List[Path], threads: int = 8) -> List[str]:
+    """file_digest of each path ('' where it cannot be read), in threads (hashing releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: Path) -> str:
+        try:
+            return file_digest(p)
+        except OSError:
+            return ""
+    if len(paths) < 16:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, paths))

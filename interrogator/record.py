@@ -1,0 +1,127 @@
+"""The typed record of one batch as it moves through the phases, and its exact save and load.
+
+A record starts with the batch's image ids, the digests of their bytes and the images that failed
+to decode; the caption phase adds ``captions``, the tag phase ``tags`` and ``prompts``, the embed
+phase ``embeddings``. It is saved as one safetensors file: the embeddings (when there are any) as a
+tensor, the rest as JSON in the header. ``BatchRecord.load`` checks everything it reads (types,
+lengths, the phase order, shape, finiteness and norms of the vectors) and raises ``RecordError`` for
+anything it cannot read back exactly, so a damaged file is redone, never used.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+SUBMISSION_DIM = 384
+NORM_TOLERANCE = 1e-3
+PHASES = ("caption", "tag", "embed")
+RECORD_FORMAT = "1"
+
+
+class RecordError(ValueError):
+    """A saved record that cannot be read back exactly."""
+
+
+@dataclass
+class Tags:
+    """The labels CLIP chose for one image."""
+
+    medium: str
+    movement: str
+    flavors: List[str]
+
+
+@dataclass
+class BatchRecord:
+    """One batch's per-image results, filled phase by phase; a None field is a phase still to run."""
+
+    ids: List[str]
+    digests: List[str]
+    failed: Dict[str, str]  # image id -> why it could not be decoded
+    captions: Optional[List[str]] = None
+    tags: Optional[List[Optional[Tags]]] = None  # None for an undecodable image
+    prompts: Optional[List[str]] = None
+    embeddings: Optional[np.ndarray] = None  # (n, 384) float32, unit norm
+
+    def done(self, phase: str) -> bool:
+        return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[phase] is not None
+
+    @property
+    def ok(self) -> List[int]:
+        """Positions whose image decoded."""
+        return [pos for pos, image_id in enumerate(self.ids) if image_id not in self.failed]
+
+    # ---- save and load -------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+        header = {"ids": self.ids, "digests": self.digests, "failed": self.failed, "captions": self.captions,
+                  "tags": None if self.tags is None else [None if t is None else asdict(t) for t in self.tags],
+                  "prompts": self.prompts}
+        tensors = {} if self.embeddings is None else {"embeddings": np.ascontiguousarray(self.embeddings, np.float32)}
+        return save(tensors, metadata={"format": RECORD_FORMAT, "record": json.dumps(header)})
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "BatchRecord":
+        """The record saved at path; RecordError for anything that cannot be read back exactly."""
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="np") as f:
+                meta = f.metadata() or {}
+                embeddings = f.get_tensor("embeddings") if "embeddings" in f.keys() else None
+            header = json.loads(meta["record"])
+        except Exception as exc:  # truncated, empty, garbage, a foreign file: all mean "redo"
+            raise RecordError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        if meta.get("format") != RECORD_FORMAT:
+            raise RecordError(f"format {meta.get('format')!r}, expected {RECORD_FORMAT}")
+        return cls._checked(header, embeddings)
+
+    @classmethod
+    def _checked(cls, header, embeddings) -> "BatchRecord":
+        if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts"}:
+            raise RecordError("the header does not hold a batch record")
+        ids, n = header["ids"], len(header["ids"]) if isinstance(header["ids"], list) else -1
+        _strings("ids", ids, n)
+        _strings("digests", header["digests"], n)
+        failed = header["failed"]
+        if not (isinstance(failed, dict) and all(isinstance(v, str) for v in failed.values()) and set(failed) <= set(ids)):
+            raise RecordError("failed is not a map of this batch's ids to reasons")
+        captions, prompts, tags = header["captions"], header["prompts"], header["tags"]
+        for name, value in (("captions", captions), ("prompts", prompts)):
+            if value is not None:
+                _strings(name, value, n)
+        if tags is not None:
+            if not isinstance(tags, list) or len(tags) != n:
+                raise RecordError(f"tags is not a list of {n}")
+            tags = [_tags(t) for t in tags]
+        if (prompts is None) != (tags is None) or (prompts is not None and captions is None):
+            raise RecordError("phases out of order")
+        if embeddings is not None:
+            if prompts is None:
+                raise RecordError("embeddings before prompts")
+            if embeddings.dtype != np.float32 or embeddings.shape != (n, SUBMISSION_DIM):
+                raise RecordError(f"embeddings of shape {embeddings.shape} {embeddings.dtype}, "
+                                  f"expected ({n}, {SUBMISSION_DIM}) float32")
+            if not np.isfinite(embeddings).all():
+                raise RecordError("embeddings hold non-finite values")
+            if np.abs(np.linalg.norm(embeddings.astype(np.float64), axis=1) - 1).max(initial=0) > NORM_TOLERANCE:
+                raise RecordError("embeddings are not unit-norm")
+        return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings)
+
+
+def _strings(name: str, value, n: int) -> None:
+    if not (isinstance(value, list) and len(value) == n and all(isinstance(s, str) for s in value)):
+        raise RecordError(f"{name} is not a list of {n} strings")
+
+
+def _tags(value) -> Optional[Tags]:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) == {"medium", "movement", "flavors"}
+            and isinstance(value["medium"], str) and isinstance(value["movement"], str)
+            and isinstance(value["flavors"], list) and all(isinstance(f, str) for f in value["flavors"])):
+        raise RecordError("a tag entry is not {medium, movement, flavors}")
+    return Tags(value["medium"], value["movement"], list(value["flavors"]))
