@@ -10,8 +10,8 @@ import numpy as np
 from .errors import ModelLoadError
 
 
-def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = None, fp16: bool = False):
-    """SentenceTransformer(path) with local files only; ``embedding_dir`` is put on sys.path first.
+def import_sentence_transformers(embedding_dir: Optional[str] = None):
+    """The sentence_transformers module, from ``embedding_dir`` when given (put first on sys.path).
 
     ``embedding_dir`` serves notebooks that attach the sentence-transformers source
     as a dataset instead of installing it.
@@ -19,10 +19,16 @@ def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = N
     if embedding_dir and embedding_dir not in sys.path:
         sys.path.insert(0, embedding_dir)
     try:
-        from sentence_transformers import SentenceTransformer
+        import sentence_transformers
     except ImportError as exc:
         raise ModelLoadError(f"cannot import sentence_transformers ({exc}); install it or set "
                              f"config key 'embedding_dir' to a folder holding it") from exc
+    return sentence_transformers
+
+
+def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = None, fp16: bool = False):
+    """SentenceTransformer(path) with local files only, imported as ``import_sentence_transformers`` says."""
+    SentenceTransformer = import_sentence_transformers(embedding_dir).SentenceTransformer
     if not (Path(path) / "modules.json").is_file() and not (Path(path) / "config.json").is_file():
         raise ModelLoadError(f"config key 'embedding_path': {path} is not a sentence-transformers model folder "
                              f"(no modules.json or config.json)")

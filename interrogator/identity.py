@@ -126,6 +126,8 @@ def run_identity(config, label_files: Iterable[Path]) -> dict:
     values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
     values["checkpoints"] = {k: checkpoint_identity(getattr(config, k)) for k in CHECKPOINT_KEYS}
     values["labels"] = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in label_files}
+    from .embed import import_sentence_transformers
+    import_sentence_transformers(config.embedding_dir)  # the version that will run, wherever it comes from
     values["versions"] = library_versions()
     return values
 
