@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from interrogator.caption import Captioner  # noqa: E402
-from interrogator.clip import MODEL_CONFIG_DIR, Clip, _register_model_configs, tokenize_many, wrap_clip  # noqa: E402
+from interrogator.clip import MODEL_CONFIG_DIR, Clip, register_model_configs, tokenize_many, wrap_clip  # noqa: E402
 from interrogator.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
 from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
 from interrogator.images import ImageDataset, batch_loader, list_images, load_image  # noqa: E402
@@ -79,7 +79,7 @@ def build_captioner(tiny: bool, device: str, dtype, new_tokens: int) -> Captione
 
 def build_clip(name: str, device: str, dtype) -> Clip:
     import open_clip
-    _register_model_configs()
+    register_model_configs()
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device,
                                                                  precision=precision)

@@ -4,7 +4,9 @@
     from interrogator import execute
     vectors = execute(extend_path="/kaggle/input/interrogator/configs/kaggle_config.json")
 """
-from .offline import enforce_offline
+__version__ = "0.2.0"
+
+from .offline import enforce_offline  # noqa: E402
 
 enforce_offline()
 
@@ -15,4 +17,3 @@ from .pipeline import RunResult, run  # noqa: E402
 
 __all__ = ["execute", "run", "Config", "load_config", "RunResult", "InterrogatorError", "ConfigError",
            "ModelLoadError", "SubmissionError"]
-__version__ = "0.1.0"

@@ -12,7 +12,9 @@ from .offline import enforce_offline
 
 enforce_offline()
 
+from . import __version__  # noqa: E402
 from .config import load_config  # noqa: E402
+from .console import quiet_libraries  # noqa: E402
 from .errors import InterrogatorError  # noqa: E402
 
 
@@ -56,6 +58,7 @@ def cmd_precompute_labels(args) -> int:
         from .demo import ensure_demo_models
         ensure_demo_models(config)
     config.require_paths("clip_path", "dicts")
+    config.check_dtype()
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=label_progress(True))
     for name, table in tables.items():
@@ -115,10 +118,15 @@ def cmd_make_demo_models(args) -> int:
     return 0
 
 
+DEBUG_HELP = "show full tracebacks and the libraries' log lines"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m interrogator", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and the libraries' log lines")
+    parser.add_argument("--version", action="version", version=f"interrogator {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
 
     p = sub.add_parser("submit", help="images -> submission CSV (same as submit.py)")
     p.add_argument("--config", required=True, help="JSON config")
@@ -129,14 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("precompute-labels", help="fill the label-embedding cache ahead of time")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="JSON config (its clip_model, clip_path and dicts)")
     p.add_argument("--label-cache", help="cache folder (overrides the config's label_cache)")
-    p.add_argument("--device")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_precompute_labels)
 
     for name, func, helptext in (("embed", cmd_embed, "prompts CSV (imgId,prompt) -> submission CSV"),
@@ -151,21 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--config", help="JSON config (its embedding_path)")
         group.add_argument("--embedding-path", help="sentence-transformers model folder")
-        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--batch-size", type=int, default=64, help="prompts embedded at once (default 64)")
         p.add_argument("--device", help="cpu or cuda (default: the config's, else cpu)")
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         p.set_defaults(func=func)
 
     p = sub.add_parser("merge", help="join shard submissions into one validated submission")
     p.add_argument("shards", nargs="+", help="shard CSVs")
-    p.add_argument("--output", required=True)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--output", required=True, help="merged submission path")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
-    p.add_argument("--folder", default=str(Path(__file__).resolve().parent.parent / "demo_models"))
+    p.add_argument("--folder", default="demo_models",
+                   help="where to build them (default: demo_models in the current folder)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_make_demo_models)
     return parser
 
@@ -175,6 +184,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.debug:
+        logging.getLogger("interrogator").setLevel(logging.DEBUG)
+    quiet_libraries(debug=args.debug)
     try:
         return args.func(args)
     except InterrogatorError as exc:

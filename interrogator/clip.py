@@ -1,7 +1,6 @@
 """CLIP from a local open_clip checkpoint: image features and fast exact label encoding."""
 from __future__ import annotations
 
-import hashlib
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,16 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
 
 
-def _register_model_configs() -> None:
-    """Make the architectures in interrogator/model_configs known to open_clip (idempotent)."""
-    import open_clip
-    from open_clip import factory
-    if MODEL_CONFIG_DIR not in factory._MODEL_CONFIG_PATHS:
+_configs_registered = False
+
+
+def register_model_configs() -> None:
+    """Make the architectures in interrogator/model_configs known to open_clip (once per process)."""
+    global _configs_registered
+    if not _configs_registered:
+        import open_clip
         open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _configs_registered = True
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Clip:
     name: str
     device: torch.device
     dtype: torch.dtype
+    identity: Optional[str] = None  # the architecture and checkpoint contents, for the label cache
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, batch_size: int = 0) -> torch.Tensor:
@@ -102,17 +106,6 @@ class Clip:
             return proj.out_features
         return proj.shape[1] if proj is not None else self.model.transformer.width
 
-    def text_fingerprint(self) -> str:
-        """sha256 of the text tower's weights as loaded: the checkpoint identity for the label cache."""
-        h = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            if name.startswith("visual."):
-                continue
-            h.update(name.encode())
-            h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
-
-
 def _tokenize_chunk(tokenizer, texts: List[str], size: int, i: int) -> torch.Tensor:
     return tokenizer(texts[i * size:(i + 1) * size])
 
@@ -143,18 +136,25 @@ def _supports_cut_context(model) -> bool:
 
 
 def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Clip:
-    """open_clip's create_model_and_transforms on a local checkpoint file (never a download)."""
+    """open_clip's model and preprocess for ``name`` (``ARCH`` or ``ARCH/TAG``, see clip_checkpoint.py),
+    with the weights of a local checkpoint file in any of its forms (never a download)."""
     import open_clip
-    _register_model_configs()
-    if name not in open_clip.list_models():
-        raise ModelLoadError(f"config key 'clip_model': unknown open_clip architecture {name!r} "
-                             f"(known: ViT-L-14, ViT-H-14, ... or a JSON in {MODEL_CONFIG_DIR})")
+    from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
+    from .identity import content_identity
     if not Path(checkpoint).is_file():
         raise ModelLoadError(f"config key 'clip_path': expected a checkpoint file (.pt/.bin/.safetensors), got {checkpoint}")
+    spec = resolve_clip(name, checkpoint)
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=str(checkpoint), device=device, precision=precision, weights_only=True)
+            spec.arch, pretrained=None, device=device, precision=precision, force_quick_gelu=spec.quick_gelu,
+            **spec.preprocess)
+        if spec.form == "torchscript":
+            model.load_state_dict(read_torchscript_state_dict(checkpoint), strict=True)
+        else:
+            open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=True)
+    except ModelLoadError:
+        raise
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"config key 'clip_path': checkpoint {checkpoint} does not match "
@@ -162,7 +162,9 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
     except Exception as exc:  # pickle errors, corrupt zip, truncated safetensors
         raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    return wrap_clip(model, preprocess, name, device, dtype)
+    clip = wrap_clip(model, preprocess, spec.arch, device, dtype)
+    clip.identity = f"{spec.key}:{content_identity(checkpoint)}"
+    return clip
 
 
 def wrap_clip(model: torch.nn.Module, preprocess: Callable, name: str, device: str, dtype: torch.dtype) -> Clip:

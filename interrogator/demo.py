@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .clip import MODEL_CONFIG_DIR, _register_model_configs
+from .clip import MODEL_CONFIG_DIR, register_model_configs
 from .config import DEFAULT_DICTS
 
 DEMO_CLIP = "demo-tiny-clip"
@@ -67,7 +67,7 @@ def build_blip2(folder: Path, seed: int = 0) -> None:
 def build_clip(path: Path, seed: int = 0) -> None:
     import open_clip
     from safetensors.torch import save_file
-    _register_model_configs()
+    register_model_configs()
     torch.manual_seed(seed)
     model = open_clip.create_model(DEMO_CLIP, pretrained=None)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

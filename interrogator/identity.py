@@ -66,12 +66,17 @@ def file_digest(path: Union[str, Path]) -> str:
     return content_digest(Path(path).read_bytes())
 
 
-def file_identity(path: Union[str, Path]) -> str:
+def content_identity(path: Union[str, Path]) -> str:
+    """Size and a hash of the first and last MiB of one file: the same for a copy on another machine."""
+    return file_identity(path, with_mtime=False)
+
+
+def file_identity(path: Union[str, Path], with_mtime: bool = True) -> str:
     """Size, modification time and a hash of the first and last MiB of one file."""
     path = Path(path)
     st = path.stat()
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    h.update(f"{st.st_size}:{st.st_mtime_ns if with_mtime else ''}:".encode())
     with open(path, "rb") as f:
         h.update(f.read(EDGE_BYTES))
         if st.st_size > EDGE_BYTES:

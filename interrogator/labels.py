@@ -18,7 +18,7 @@ from .rank import topk_chunked
 log = logging.getLogger(__name__)
 
 TABLE_NAMES = ("mediums", "movements", "flavors")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def clean_labels(lines: Iterable[str]) -> List[str]:
@@ -70,15 +70,18 @@ class LabelTable:
 
 
 class LabelCache:
-    """safetensors files keyed by CLIP model name, text-weights fingerprint, dtype and label list."""
+    """safetensors files keyed by the CLIP's architecture and checkpoint contents and the label list.
+
+    Embeddings are stored in fp32 and cast to the model's dtype on load, so a cache filled on one
+    device or dtype (a CPU in fp32) is a hit on another (a GPU in fp16).
+    """
 
     def __init__(self, folder: Optional[str]):
         self.folder = Path(folder) if folder else None
 
-    def key(self, clip: Clip, fingerprint: str, labels: Sequence[str]) -> dict:
-        return {"format": str(CACHE_FORMAT), "clip_model": clip.name, "weights_sha256": fingerprint,
-                "dtype": str(clip.dtype).replace("torch.", ""), "labels_sha256": labels_sha256(labels),
-                "count": str(len(labels))}
+    def key(self, clip: Clip, labels: Sequence[str]) -> dict:
+        return {"format": str(CACHE_FORMAT), "clip_model": clip.name, "clip": clip.identity or "",
+                "labels_sha256": labels_sha256(labels), "count": str(len(labels))}
 
     def path(self, table: str, key: dict) -> Optional[Path]:
         if self.folder is None:
@@ -99,7 +102,7 @@ class LabelCache:
         except Exception as exc:  # truncated or foreign file: rebuild it
             log.warning("label cache %s is unreadable (%s); re-encoding", path, exc)
             return None
-        if meta != key or tuple(tensor.shape) != (int(key["count"]), dim):
+        if meta != key or tuple(tensor.shape) != (int(key["count"]), dim) or tensor.dtype != torch.float32:
             log.warning("label cache %s does not match its key or shape; re-encoding", path)
             return None
         return tensor
@@ -111,7 +114,8 @@ class LabelCache:
             return
         from safetensors.torch import save
         try:
-            write_bytes(path, save({"embeddings": embeddings.detach().to("cpu").contiguous()}, metadata=key))
+            tensor = embeddings.detach().to("cpu", torch.float32).contiguous()
+            write_bytes(path, save({"embeddings": tensor}, metadata=key))
         except Exception as exc:
             reason = "the disk is full" if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
             log.warning("label cache: cannot save %s (%s); going on without saving", path, reason)
@@ -120,13 +124,15 @@ class LabelCache:
 def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[str] = TABLE_NAMES,
                 batch_size: int = 1024, progress_factory=None) -> Dict[str, LabelTable]:
     """Read each label list and load its embeddings from the cache, encoding only on a miss."""
-    fingerprint = clip.text_fingerprint() if cache.folder is not None else ""
+    if cache.folder is not None and clip.identity is None:
+        log.warning("label cache: this CLIP was not loaded from a checkpoint file; not using the cache")
+        cache = LabelCache(None)
     if cache.folder is not None:
         sweep_temps(cache.folder)
     tables = {}
     for name in names:
         labels = read_labels(label_file(dicts_dir, name))
-        key = cache.key(clip, fingerprint, labels)
+        key = cache.key(clip, labels)
         cached = cache.load(name, key, clip.embed_dim)
         if cached is not None:
             emb = cached.to(clip.device, clip.dtype)

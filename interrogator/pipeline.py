@@ -12,11 +12,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .atomic import TEMP_EXTRA, atomic_write, name_max
 from .caption import check_captioner_folder
+from .clip_checkpoint import resolve_clip
 from .config import Config
+from .console import bar, quiet_libraries
 from .errors import ConfigError, InterrogatorError
 from .identity import digest, run_identity
 from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_folder
@@ -167,6 +168,9 @@ def check_output(output: str) -> None:
         raise ConfigError(f"config key 'output': {path} is a folder; name a file such as {path / 'submission.csv'}")
     longest = max(len(os.fsencode(path.name)) + TEMP_EXTRA, len(os.fsencode(work_root(path).name)))
     folder = path.parent
+    blocker = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"config key 'output': cannot write in folder {folder}: {blocker} is a file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         limit = name_max(folder)
@@ -185,9 +189,11 @@ def check_inputs(config: Config, write: bool) -> FolderScan:
         from .demo import ensure_demo_models
         ensure_demo_models(config)
     config.require_paths("data_path", "blip_path", "clip_path", "embedding_path", "dicts")
+    config.check_dtype()
     if config.embedding_dir is not None:
         config.require_paths("embedding_dir")
     check_captioner_folder(config.blip_path)
+    resolve_clip(config.clip_model, config.clip_path)
     for name in TABLE_NAMES:
         read_labels(label_file(config.dicts, name))
     if write:
@@ -214,6 +220,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     models: already loaded models to use instead of loading them from the config's paths
     (to reuse them across runs, or for benchmarks); low_memory and resume do not apply to them.
     """
+    quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
     if models is None:
         scan = check_inputs(config, write)
     else:
@@ -313,8 +320,7 @@ def _load(state: RunState, group: Sequence[Phase]) -> Models:
 
 def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: List[int]) -> None:
     config, timer, batcher = state.config, state.timer, state.batcher
-    bars = {p.name: tqdm(total=state.images(todo), desc=p.bar, unit="img", position=i, disable=not state.progress,
-                         leave=True) for i, p in enumerate(group)}
+    bars = {p.name: bar(state.images(todo), p.bar, "img", state.progress, i) for i, p in enumerate(group)}
     imaged = [b for b in todo if any(p.needs_images and not _done(state, b, p) for p in group)]
     names = {p.name for p in group}
     batches = state.loader(imaged, models.captioner.transform if "caption" in names else None,
@@ -336,8 +342,8 @@ def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: Li
                         embed_phase(models, record, batcher)
             bars[phase.name].update(len(record.ids))
         state.save(b)
-    for bar in bars.values():
-        bar.close()
+    for shown in bars.values():
+        shown.close()
 
 
 def _done(state: RunState, b: int, phase: Phase) -> bool:

@@ -8,11 +8,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .caption import Captioner, load_captioner
 from .clip import Clip, load_clip
 from .config import Config
+from .console import bar
 from .embed import embed_prompts, embedding_dim, load_sentence_model
 from .errors import ModelLoadError
 from .images import ImageBatch, ImageFile
@@ -113,7 +113,7 @@ def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> N
 
 
 def label_progress(enabled: bool):
-    """A tqdm bar factory for label-table encoding."""
+    """A progress-bar factory for label-table encoding."""
     def make(name: str, total: int):
-        return tqdm(total=total, desc=f"encode {name}", unit="label", disable=not enabled)
+        return bar(total, f"encode {name}", "label", enabled)
     return make

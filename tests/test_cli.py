@@ -80,3 +80,33 @@ def test_make_demo_models_builds_loadable_models(tmp_path):
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json"):
         assert (tmp_path / "demo" / "blip2-tiny" / name).is_file()
     assert (tmp_path / "demo" / "all-MiniLM-L6-v2" / "modules.json").is_file()
+
+
+def test_version_and_a_help_line_for_every_option():
+    from interrogator import __version__
+    from interrogator.cli import build_parser
+    assert run_cli("--version").stdout.strip() == f"interrogator {__version__}"
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices  # argparse has no public walk
+    for name, sub in {"(top)": parser, **subparsers}.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name}: {action.option_strings or action.dest} has no help line"
+
+
+def test_output_is_quiet_when_stderr_is_not_a_terminal(write_config, tmp_path):
+    proc = run_cli("submit", "--config", str(write_config()))  # progress bars asked for, stderr is a pipe
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr
+    assert "INFO root" not in proc.stderr and "No pretrained weights loaded" not in proc.stderr
+    assert "Loading weights" not in proc.stderr
+    assert proc.stdout.splitlines()[0] == "images: 7 done, 0 undecodable (fallback prompt)"
+    debug = run_cli("--debug", "submit", "--config", str(write_config()), "--output", str(tmp_path / "d.csv"))
+    assert "INFO root: " in debug.stderr  # --debug shows open_clip's own log lines
+
+
+def test_fp16_on_the_cpu_is_refused(write_config):
+    proc = run_cli("submit", "--config", str(write_config(dtype="fp16")), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; write \"auto\", \"fp32\" or "
+        "\"bf16\" for a CPU run (in ")

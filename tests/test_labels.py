@@ -55,12 +55,38 @@ def test_changed_list_re_encodes_that_table_only(clip, dicts, tmp_path, encode_c
 
 
 def test_other_weights_miss_the_cache(clip, dicts, tmp_path, encode_calls):
+    from interrogator.demo import build_clip
     cache = LabelCache(str(tmp_path / "cache"))
     load_tables(clip, str(dicts), cache, names=["mediums"])
-    with torch.no_grad():
-        clip.model.token_embedding.weight[0, 0] += 1
-    load_tables(clip, str(dicts), cache, names=["mediums"])
+    other = tmp_path / "other.safetensors"
+    build_clip(other, seed=1)
+    load_tables(load_clip("demo-tiny-clip", str(other), "cpu", torch.float32), str(dicts), cache, names=["mediums"])
     assert encode_calls == [95, 95]
+
+
+def test_cache_filled_in_one_dtype_is_a_hit_in_another(clip, demo_models, dicts, tmp_path, encode_calls):
+    cache = LabelCache(str(tmp_path / "cache"))
+    filled = load_tables(clip, str(dicts), cache, names=["mediums"])["mediums"]
+    bf16 = load_clip("demo-tiny-clip", str(demo_models.clip_path), "cpu", torch.bfloat16)
+    table = load_tables(bf16, str(dicts), cache, names=["mediums"])["mediums"]
+    assert encode_calls == [95] and table.from_cache
+    assert table.embeddings.dtype == torch.bfloat16
+    assert torch.equal(table.embeddings, filled.embeddings.to(torch.bfloat16))
+    (path,) = (tmp_path / "cache").glob("mediums-*.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("embeddings").dtype == torch.float32
+
+
+def test_a_copied_checkpoint_is_a_hit(clip, demo_models, dicts, tmp_path, encode_calls):
+    cache = LabelCache(str(tmp_path / "cache"))
+    load_tables(clip, str(dicts), cache, names=["mediums"])
+    copy = tmp_path / "elsewhere" / "clip.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(demo_models.clip_path, copy)  # a new path and a new modification time
+    table = load_tables(load_clip("demo-tiny-clip", str(copy), "cpu", torch.float32), str(dicts), cache,
+                        names=["mediums"])["mediums"]
+    assert encode_calls == [95] and table.from_cache
 
 
 def test_mismatched_or_corrupt_cache_file_is_rebuilt(clip, dicts, tmp_path, encode_calls):
@@ -68,7 +94,7 @@ def test_mismatched_or_corrupt_cache_file_is_rebuilt(clip, dicts, tmp_path, enco
     load_tables(clip, str(dicts), cache, names=["mediums"])
     (path,) = (tmp_path / "cache").glob("mediums-*.safetensors")
     from safetensors.torch import save_file
-    save_file({"embeddings": torch.zeros(3, 32)}, str(path), metadata={"format": "1"})
+    save_file({"embeddings": torch.zeros(3, 32)}, str(path), metadata={"format": "2"})
     table = load_tables(clip, str(dicts), cache, names=["mediums"])["mediums"]
     assert not table.from_cache and table.embeddings.shape == (95, 32)
     path.write_bytes(b"truncated")
