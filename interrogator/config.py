@@ -57,6 +57,7 @@ class Config:
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
     config_path: Optional[str] = field(default=None, metadata={"internal": True})
+    given: tuple = field(default=(), metadata={"internal": True})  # keys the file or the overrides set
 
     # ---- derived settings -------------------------------------------------
     def stage_batch_size(self, stage: str) -> int:
@@ -165,17 +166,23 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, got {device!r}{where}")
 
 
-def _resolve(values: dict, base: Path) -> dict:
+def _resolve(values: dict, base: Path, bases: Optional[Mapping[str, Path]] = None) -> dict:
+    """Relative paths made absolute against ``base``, or against ``bases[key]`` for the keys it names."""
     out = dict(values)
     for key in PATH_KEYS:
         if out.get(key) is not None:
             p = Path(os.path.expanduser(out[key]))
-            out[key] = os.path.normpath(p if p.is_absolute() else base / p)
+            out[key] = os.path.normpath(p if p.is_absolute() else (bases or {}).get(key, base) / p)
     return out
 
 
-def load_config(path: Optional[str | os.PathLike] = None, **overrides: Any) -> Config:
-    """Read a JSON config (optional), apply overrides (None means 'not given'), validate."""
+def load_config(path: Optional[str | os.PathLike] = None, path_bases: Optional[Mapping[str, str]] = None,
+                **overrides: Any) -> Config:
+    """Read a JSON config (optional), apply overrides (None means 'not given'), validate.
+
+    path_bases: for some path keys, the folder their relative values in the file resolve against
+    (instead of the file's folder).
+    """
     values: dict = {}
     where = ""
     if path is not None:
@@ -190,11 +197,12 @@ def load_config(path: Optional[str | os.PathLike] = None, **overrides: Any) -> C
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a JSON object, got {type(raw).__name__}")
         _validate(raw, where)
-        values = _resolve(raw, Path(os.path.abspath(path)).parent)
+        bases = {k: Path(os.path.abspath(v)) for k, v in (path_bases or {}).items()}
+        values = _resolve(raw, Path(os.path.abspath(path)).parent, bases)
     given = {k: v for k, v in overrides.items() if v is not None}
     _validate(given, " (in overrides)")
     values.update(_resolve(given, Path.cwd()))
-    return Config(**values, config_path=str(path) if path is not None else None)
+    return Config(**values, config_path=str(path) if path is not None else None, given=tuple(sorted(values)))
 
 
 def replace(config: Config, **changes: Any) -> Config:

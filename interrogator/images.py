@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_SIDE = 2048  # larger images are downscaled (keeping aspect) before preprocessing
 MIN_PART = 8  # fewest images a loader worker decodes in one go
+COMPETITION_IMAGES = "images"  # where a data_path without images of its own may keep them
 LINE_BREAKS = ("\u2028", "\u2029")  # line separators that are not control characters
 
 
@@ -81,7 +82,8 @@ def check_name(name: str, folder: Path) -> None:
 
 
 def scan_folder(folder: str | Path) -> FolderScan:
-    """The images of a folder, sorted by id, following the folder rule above.
+    """The images of a folder, sorted by id, following the folder rule above; a folder with no images
+    of its own but an ``images/`` sub-folder (the competition's layout) gives that sub-folder's.
 
     Entries named like images that are not regular files (broken symlinks, folders, FIFOs) are skipped
     and listed; a name that cannot be an id in the CSV is an error naming it.
@@ -103,6 +105,10 @@ def scan_folder(folder: str | Path) -> FolderScan:
                               f"{by_id[path.stem].path.name} and {path.name}")
         by_id[path.stem] = ImageFile(path.stem, path)
     if not by_id:
+        nested = folder / COMPETITION_IMAGES
+        if nested.is_dir():  # the competition's folder: its images are in images/
+            log.info("no images in %s itself; using its %s/ folder", folder, COMPETITION_IMAGES)
+            return scan_folder(nested)
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     scan = FolderScan([by_id[k] for k in sorted(by_id)], skipped)
     if skipped:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from conftest import REPO, SAMPLES, run_cli
@@ -70,3 +71,63 @@ def test_summary_says_when_the_models_waited_for_image_decoding():
     assert "image decoding" not in result.summary()
     short = RunResult(["a"], ["c"], ["p"], np.zeros((1, 384)), stage_seconds={"decode": 3.0, "caption": 3.0})
     assert "image decoding" not in short.summary()  # runs under 10 s say nothing
+
+
+def test_the_original_call_on_a_competition_folder(demo_models, small_dicts, tmp_path, caplog, monkeypatch):
+    """The seed's notebook call, positional order and all, with a config in the seed's format."""
+    import json
+    import logging
+    import shutil
+    from conftest import SAMPLE
+    import interrogator.api as api
+    from interrogator import execute
+    competition = tmp_path / "stable-diffusion-image-to-prompts"
+    shutil.copytree(SAMPLES, competition / "images")
+    shutil.copy(SAMPLE / "prompts.csv", competition)
+    shutil.copy(SAMPLE / "sample_submission.csv", competition)
+    models, sentence = tmp_path / "models", tmp_path / "sentence"
+    shutil.copytree(demo_models.blip_path, models / "blip2-tiny")
+    shutil.copy(demo_models.clip_path, models / "clip.safetensors")
+    shutil.copytree(demo_models.embedding_path, sentence / "all-MiniLM-L6-v2")
+    config = tmp_path / "configs" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({
+        "blip_model": "blip2-opt-2.7b", "blip_path": "blip2-tiny", "clip_model": "demo-tiny-clip",
+        "clip_path": "clip.safetensors", "dicts": str(small_dicts), "chunk_size": 2048,
+        "embedding_model": "all-MiniLM-L6-v2", "embedding_path": "all-MiniLM-L6-v2",
+        "data_path": "/kaggle/input/stable-diffusion-image-to-prompts/images", "output": str(tmp_path / "submission.csv"),
+        "batch_size": 16, "max_flavors": 3, "num_beams": 1, "max_new_tokens": 4, "device": "cpu", "num_workers": 0}))
+    seen = []
+    real_run = api.run
+    monkeypatch.setattr(api, "run", lambda config, **kw: seen.append(config) or real_run(config, **kw))
+    caplog.set_level(logging.INFO)
+    vectors = execute(str(models), str(competition), "clip-interrogator-embedding", str(config), str(sentence),
+                      16, 3, 6, progress=False)
+    assert vectors.shape == (7, 384) and vectors.dtype == np.float32
+    assert f"no images in {competition} itself; using its images/ folder" in caplog.text
+    assert "model 'clip-interrogator-embedding' is a name, not a folder" in caplog.text
+    (used,) = seen
+    assert (used.blip_path, used.clip_path) == (str(models / "blip2-tiny"), str(models / "clip.safetensors"))
+    assert used.embedding_path == str(sentence / "all-MiniLM-L6-v2") and used.num_beams == 6
+    check_submission(tmp_path / "submission.csv", SAMPLE_IDS)  # the config's output is written
+
+
+def test_execute_leaves_unset_parameters_to_the_config(write_config, monkeypatch):
+    import json
+    import interrogator.api as api
+    from interrogator import execute
+    path = write_config(batch_size="auto", max_flavors=1, num_beams=2)
+    values = json.loads(path.read_text())
+    del values["output"]
+    path.write_text(json.dumps(values))
+    class Seen(Exception):
+        pass
+
+    def capture(config, **kw):
+        raise Seen(config, kw)
+    monkeypatch.setattr(api, "run", capture)
+    with pytest.raises(Seen) as seen:
+        execute(extend_path=str(path))
+    config, kw = seen.value.args
+    assert (config.batch_size, config.max_flavors, config.num_beams) == ("auto", 1, 2)
+    assert kw["write"] is False  # neither the call nor the config names an output
