@@ -45,7 +45,7 @@ SAMPLES = REPO / "samples"
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def build_tokenizer(vocab_size: int):
@@ -265,7 +265,7 @@ def measure(args, command: str, scratch: Path) -> dict:
     warm_folder = image_folder(min(batch, n_images), scratch)
     run(replace(config, data_path=str(warm_folder), output=str(out / "warm.csv")), progress=False, models=models)  # warm-up: kernels, allocator, loader workers
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     start = time.perf_counter()
     pipeline = run(config, progress=False, models=models)
@@ -277,7 +277,7 @@ def measure(args, command: str, scratch: Path) -> dict:
     result["stage_seconds"] = {k: round(v, 3) for k, v in pipeline.stage_seconds.items()}
     result["pipeline_over_caption_stage"] = round(result["pipeline_img_s"] / result["caption_stage_img_s"], 3)
     if device.startswith("cuda"):
-        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
 
     result["loader_img_s"] = round(loader_img_s(models, list_images(folder), batch, result["loader_workers"], device), 1)
     files = list_images(folder)[:n_reference]

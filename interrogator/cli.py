@@ -28,20 +28,30 @@ def _shard(text: str):
     return index, count
 
 
+def _image_range(text: str):
+    try:
+        lo, hi, total = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected lo:hi:total, got {text!r}") from None
+    if not 0 <= lo <= hi <= total:
+        raise argparse.ArgumentTypeError(f"expected 0 <= lo <= hi <= total, got {text!r}")
+    return lo, hi, total
+
+
 def cmd_submit(args) -> int:
     from .pipeline import run
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device)
     if args.devices:
         from .parallel import submit_on_devices, visible_devices
-        if args.shard:
+        if args.shard or args.images:
             raise InterrogatorError("give --devices or --shard, not both")
         extra = ["--strict"] if args.strict else []
         if args.batch_size:
             extra += ["--batch-size", str(args.batch_size)]
-        path = submit_on_devices(args.config, visible_devices(args.devices), config.output, extra)
+        path = submit_on_devices(config, args.config, visible_devices(args.devices), config.output, extra)
         print(f"submission: {path}")
         return 0
-    result = run(config, shard=args.shard, progress=not args.no_progress, strict=args.strict)
+    result = run(config, shard=args.shard, images=args.images, progress=not args.no_progress, strict=args.strict)
     print(result.summary())
     return 0
 
@@ -105,8 +115,14 @@ def cmd_score(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    from .images import list_images
     from .submission import merge_submissions
-    path = merge_submissions(args.shards, args.output)
+    expected = None
+    if args.config:
+        config = load_config(args.config)
+        config.require_paths("data_path")
+        expected = [f.image_id for f in list_images(config.data_path)]
+    path = merge_submissions(args.shards, args.output, expected_ids=expected)
     print(f"submission: {path}")
     return 0
 
@@ -134,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="override batch_size")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")
+    p.add_argument("--images", type=_image_range,
+                   help="process images lo..hi-1 of a folder of total images (what --devices gives each process)")
     p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
@@ -167,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join shard submissions into one validated submission")
     p.add_argument("shards", nargs="+", help="shard CSVs")
     p.add_argument("--output", required=True, help="merged submission path")
+    p.add_argument("--config", help="check that the shards cover exactly the images of this config's data_path")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_merge)
 

@@ -11,11 +11,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def release_cuda_memory(device: str) -> None:
+    """Collect garbage and return the CUDA allocator's cached blocks on ``device`` (and only there)."""
+    gc.collect()
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        with torch.cuda.device(torch.device(device)):
+            torch.cuda.empty_cache()
+
+
 class StageBatcher:
     """Runs a stage over sub-batches no larger than its working size, halving that size on OOM."""
 
-    def __init__(self, sizes: Dict[str, int]):
+    def __init__(self, sizes: Dict[str, int], device: str = "cpu"):
         self.sizes = dict(sizes)
+        self.device = device
 
     def run(self, stage: str, items, fn: Callable, concat: Callable[[List], T]) -> T:
         """fn(items[i:j]) over consecutive slices; results joined with concat, in order."""
@@ -32,9 +41,7 @@ class StageBatcher:
                 self.sizes[stage] = size // 2
                 log.warning("%s: CUDA out of memory at batch %d; retrying at %d for the rest of the run",
                             stage, size, size // 2)
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                release_cuda_memory(self.device)
         return concat(results)
 
 

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
+from .config import Config
 from .errors import InterrogatorError
+from .images import list_images
+from .shards import shard_ranges
 from .submission import merge_submissions
 
 
@@ -42,27 +45,57 @@ def _pin_to(cores: Optional[Set[int]]):
     return lambda: os.sched_setaffinity(0, cores)
 
 
-def submit_on_devices(config: str, devices: Sequence[str], output: str, extra: Optional[Sequence[str]] = None) -> Path:
-    """Run `submit --shard i/N --device d` per device in parallel, then merge; shard files are removed after.
+def child_environment(device: str, environ: Optional[dict] = None) -> Tuple[dict, str]:
+    """The environment and --device for the process of ``device``: a GPU is the only one it sees.
 
-    Each process gets its own share of this process's cores, so loader workers ("auto") and torch threads
-    of the shards do not compete for the same cores.
+    ``cuda:i`` becomes ``CUDA_VISIBLE_DEVICES`` = the i-th visible GPU (of the parent's own
+    ``CUDA_VISIBLE_DEVICES`` when set) and ``--device cuda``, so no process opens a context on another GPU.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if not device.startswith("cuda"):
+        return env, device
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible:
+        if index >= len(visible):
+            raise InterrogatorError(f"--devices: {device} is not among the visible GPUs ({','.join(visible)})")
+        env["CUDA_VISIBLE_DEVICES"] = visible[index]
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = str(index)
+    return env, "cuda"
+
+
+def submit_on_devices(config: Config, config_file: str, devices: Sequence[str], output: str,
+                      extra: Optional[Sequence[str]] = None) -> Path:
+    """Run `submit --images lo:hi:total` per device in parallel, then merge; shard files are removed after.
+
+    The ranges are computed here, once, as contiguous runs of whole batches of the config's caption
+    batch size. Each process sees only its own GPU and gets its own share of this process's cores, so
+    loader workers ("auto") and torch threads of the shards do not compete for the same cores. The
+    merge checks that the shards cover exactly this folder's images.
     """
     output = Path(output)
+    files = list_images(config.data_path)
+    count = len(devices)
+    ranges = shard_ranges(len(files), count, config.stage_batch_size("caption"))
+    devices = [d for d, (lo, hi) in zip(devices, ranges) if hi > lo]  # more devices than batches: fewer processes
+    ranges = [r for r in ranges if r[1] > r[0]]
     count = len(devices)
     shares = split_cores(os.sched_getaffinity(0), count) if hasattr(os, "sched_getaffinity") else None
     procs = []
-    for i, device in enumerate(devices):
-        cmd = [sys.executable, "-m", "interrogator", "submit", "--config", config, "--shard", f"{i}/{count}",
-               "--device", device, "--output", str(shard_output(output, i, count)), "--no-progress", *(extra or [])]
-        procs.append(subprocess.Popen(cmd, preexec_fn=_pin_to(shares[i] if shares else None)))
+    for i, (device, (lo, hi)) in enumerate(zip(devices, ranges)):
+        env, child_device = child_environment(device)
+        cmd = [sys.executable, "-m", "interrogator", "submit", "--config", config_file,
+               "--images", f"{lo}:{hi}:{len(files)}", "--device", child_device,
+               "--output", str(shard_output(output, i, count)), "--no-progress", *(extra or [])]
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_pin_to(shares[i] if shares else None)))
     failed = [(i, p.wait()) for i, p in enumerate(procs)]
     failed = [(i, code) for i, code in failed if code != 0]
     if failed:
         raise InterrogatorError(f"shard(s) {', '.join(f'{i} (exit {c})' for i, c in failed)} failed; nothing merged. "
                                 f"Rerun the same command to resume them.")
     shards = [shard_output(output, i, count) for i in range(count)]
-    path = merge_submissions(shards, output)
+    path = merge_submissions(shards, output, expected_ids=[f.image_id for f in files])
     for shard in shards:
         shard.unlink()
     return path

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from .identity import digest, run_identity
 from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_folder
 from .labels import TABLE_NAMES, label_file, read_labels
 from .oom import StageBatcher
+from .shards import select
 from .record import SUBMISSION_DIM, BatchRecord
 from .stages import (Models, caption_phase, embed_phase, load_captioner_stage, load_clip_stage, load_sentence,
                      new_record, tag_phase)
@@ -151,16 +151,6 @@ class RunState:
                 self.work.save(b, self.records[b])
 
 
-def shard_files(files: List[ImageFile], shard: Tuple[int, int], batch_size: int) -> List[ImageFile]:
-    """Shard i of n: a contiguous run of whole batches, so each batch is the one a single run would make."""
-    index, count = shard
-    if not (count >= 1 and 0 <= index < count):
-        raise ConfigError(f"shard must be i/N with 0 <= i < N, got {index}/{count}")
-    batches = math.ceil(len(files) / batch_size)
-    lo, hi = index * batches // count, (index + 1) * batches // count
-    return files[lo * batch_size:hi * batch_size]
-
-
 def check_output(output: str) -> None:
     """The output can be written: not a folder, its folder writable, and its temp and work names not too long."""
     path = Path(output)
@@ -213,12 +203,14 @@ def check_ids(files: Sequence[ImageFile]) -> None:
 
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
-        write: bool = True, strict: bool = False, models: Optional[Models] = None) -> RunResult:
+        write: bool = True, strict: bool = False, models: Optional[Models] = None,
+        images: Optional[Tuple[int, int, int]] = None) -> RunResult:
     """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
     from the work folder next to it if an earlier run with the same identity was interrupted.
 
     models: already loaded models to use instead of loading them from the config's paths
     (to reuse them across runs, or for benchmarks); low_memory and resume do not apply to them.
+    shard (i, N) or images (lo, hi, total): process only that part of the images (shards.py).
     """
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
     if models is None:
@@ -227,16 +219,15 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
         scan = scan_folder(config.data_path)
         if write:
             check_output(config.output)
-    files = scan.files
     batch_size = config.stage_batch_size("caption")
-    if shard is not None:
-        files = shard_files(files, shard, batch_size)
+    files = select(scan.files, batch_size, shard, images)
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     work = None
     if write and models is None:
         work = WorkDir(config.output, digest(run_identity(config, [label_file(config.dicts, n) for n in TABLE_NAMES])))
     timer = StageTimer(config.resolved_device())
-    batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")})
+    batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
+                           config.resolved_device())
     state = RunState(config, files, batches, work, timer, batcher, progress)
     if work is not None:
         with timer("resume"):
@@ -300,7 +291,7 @@ def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
             cache_hits = {name: t.from_cache for name, t in models.tables.items()}
         _run_group(state, models, group, todo)
         if given is None and low_memory:
-            models.free()
+            models.free(config.resolved_device())
     return cache_hits
 
 

@@ -1,7 +1,6 @@
 """The phases of one batch (caption; tags and prompt; embed) and the models they use."""
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -17,7 +16,7 @@ from .embed import embed_prompts, embedding_dim, load_sentence_model
 from .errors import ModelLoadError
 from .images import ImageBatch, ImageFile
 from .labels import LabelCache, LabelTable, load_tables
-from .oom import StageBatcher, concat_lists
+from .oom import StageBatcher, concat_lists, release_cuda_memory
 from .prompt import build_prompt
 from .record import SUBMISSION_DIM, BatchRecord, Tags
 
@@ -32,11 +31,9 @@ class Models:
     tables: Optional[Dict[str, LabelTable]] = None
     sentence: object = None
 
-    def free(self) -> None:
+    def free(self, device: str) -> None:
         self.captioner = self.clip = self.tables = self.sentence = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_cuda_memory(device)
 
 
 def load_sentence(config: Config):

@@ -132,15 +132,33 @@ def read_submission(path: str | Path) -> Tuple[List[str], np.ndarray]:
     return ids, vectors
 
 
-def merge_submissions(paths: Sequence[str | Path], output: str | Path) -> Path:
-    """Join shard submissions into one validated submission; an id in two shards is an error."""
-    all_ids: List[str] = []
+def merge_submissions(paths: Sequence[str | Path], output: str | Path,
+                      expected_ids: Optional[Sequence[str]] = None) -> Path:
+    """Join shard submissions into one validated submission.
+
+    An id in two shards is an error naming it; with ``expected_ids``, so is an id that no shard holds
+    (a gap) or one that is not expected.
+    """
+    owner: dict = {}
     parts = []
     for p in paths:
         ids, vectors = read_submission(p)
-        clash = set(ids) & set(all_ids)
+        clash = sorted(i for i in ids if i in owner)
         if clash:
-            raise SubmissionError(f"image id {sorted(clash)[0]!r} appears in more than one shard ({p})")
-        all_ids.extend(ids)
+            raise SubmissionError(f"shards overlap: {_some(clash)} in both {owner[clash[0]]} and {p}")
+        owner.update(dict.fromkeys(ids, p))
         parts.append(vectors)
-    return write_submission(all_ids, np.concatenate(parts), output)
+    if expected_ids is not None:
+        missing = sorted(set(expected_ids) - set(owner))
+        extra = sorted(set(owner) - set(expected_ids))
+        if missing:
+            raise SubmissionError(f"the shards leave a gap: {_some(missing)} in no shard")
+        if extra:
+            raise SubmissionError(f"the shards hold images that are not in the image list: {_some(extra)}")
+    return write_submission(list(owner), np.concatenate(parts), output)
+
+
+def _some(ids: Sequence[str], most: int = 5) -> str:
+    """A few ids, quoted, and how many more."""
+    shown = ", ".join(repr(i) for i in ids[:most])
+    return f"{len(ids)} id{'s' if len(ids) != 1 else ''} ({shown}{', ...' if len(ids) > most else ''})"

@@ -96,5 +96,5 @@ def test_merge_joins_shards_in_id_order(tmp_path):
     single = write_submission(["a", "b", "c", "d"], v, tmp_path / "single.csv")
     merged = merge_submissions([tmp_path / "s1.csv", tmp_path / "s0.csv"], tmp_path / "merged.csv")
     assert merged.read_bytes() == single.read_bytes()
-    with pytest.raises(SubmissionError, match="image id 'a' appears in more than one shard"):
+    with pytest.raises(SubmissionError, match=r"shards overlap: 2 ids \('a', 'b'\) in both"):
         merge_submissions([tmp_path / "s0.csv", tmp_path / "s0.csv"], tmp_path / "m2.csv")
