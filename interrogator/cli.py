@@ -40,12 +40,15 @@ def _image_range(text: str):
 
 def cmd_submit(args) -> int:
     from .pipeline import run
-    config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device)
+    config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device,
+                         data_path=args.data_path)
     if args.devices:
         from .parallel import submit_on_devices, visible_devices
         if args.shard or args.images:
             raise InterrogatorError("give --devices or --shard, not both")
         extra = ["--strict"] if args.strict else []
+        if args.data_path:
+            extra += ["--data-path", config.data_path]
         if args.batch_size:
             extra += ["--batch-size", str(args.batch_size)]
         path = submit_on_devices(config, args.config, visible_devices(args.devices), config.output, extra)
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="images -> submission CSV (same as submit.py)")
     p.add_argument("--config", required=True, help="JSON config")
     p.add_argument("--output", help="submission path (overrides the config's output)")
+    p.add_argument("--data-path", help="image folder (overrides the config's data_path)")
     p.add_argument("--batch-size", type=int, help="override batch_size")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")

@@ -17,8 +17,9 @@ from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DICTS = REPO_ROOT / "dicts"
+PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries the label lists in the package; a source tree keeps them beside it.
+DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
 
 PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
              "data_path", "output", "label_cache")
