@@ -16,7 +16,9 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 def pixel_values(image_processor, image) -> torch.Tensor:
     """One RGB image preprocessed by a transformers image processor."""
-    return image_processor(image, return_tensors="pt")["pixel_values"][0]
+    # a PIL image is height x width x channels; saying so spares a guess that older transformers get
+    # wrong for tiny images (1x1 looks channels-first too)
+    return image_processor(image, return_tensors="pt", input_data_format="channels_last")["pixel_values"][0]
 
 
 @dataclass
@@ -74,6 +76,17 @@ def check_captioner_folder(path: str) -> str:
     return kind
 
 
+def _transformers_at_least(version: str) -> bool:
+    import transformers
+    from packaging.version import Version
+    return Version(transformers.__version__) >= Version(version)
+
+
+def dtype_keyword() -> str:
+    """``from_pretrained``'s name for the load dtype: ``dtype`` from transformers 4.56 on, ``torch_dtype`` before."""
+    return "dtype" if _transformers_at_least("4.56") else "torch_dtype"
+
+
 def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
                    max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
     """Blip2/Blip processor + model from ``path`` with local_files_only (SDPA attention for BLIP-2)."""
@@ -86,8 +99,8 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    kwargs = {"local_files_only": True, "dtype": dtype}
-    if kind == "blip-2":  # BLIP v1 has no SDPA implementation
+    kwargs = {"local_files_only": True, dtype_keyword(): dtype}
+    if kind == "blip-2":  # BLIP v1 has no SDPA implementation; BLIP-2 has it from transformers 4.47 on
         kwargs["attn_implementation"] = "sdpa"
     if load_in_8bit:
         try:
@@ -98,7 +111,13 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
         kwargs["quantization_config"] = tf.BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": device}
     try:
-        model = model_cls.from_pretrained(path, **kwargs)
+        try:
+            model = model_cls.from_pretrained(path, **kwargs)
+        except ValueError as exc:  # transformers before SDPA support for BLIP-2 refuses it: use eager attention
+            if kwargs.get("attn_implementation") != "sdpa" or "attention implementation" not in str(exc):
+                raise
+            kwargs["attn_implementation"] = "eager"
+            model = model_cls.from_pretrained(path, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the {kind} model in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc

@@ -85,7 +85,9 @@ class Clip:
         x = x + model.positional_embedding[:n].to(cast_dtype)
         x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
         x = model.ln_final(x)
-        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        x = text_global_pool(x, tokens, model.text_pool_type, **_eos_option(text_global_pool, model))
+        if isinstance(x, tuple):  # open_clip 2 returns (pooled, tokens)
+            x = x[0]
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
         return F.normalize(x.float(), dim=-1)
 
@@ -128,6 +130,14 @@ def token_lengths(tokens: torch.Tensor) -> torch.Tensor:
     nonzero = tokens != 0
     positions = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
     return (positions * nonzero).max(dim=1).values
+
+
+def _eos_option(pool, model) -> dict:
+    """open_clip 3 pools at the model's EOS id ('eos' pooling); open_clip 2 has only 'argmax' and no such argument."""
+    import inspect
+    if "eos_token_id" in inspect.signature(pool).parameters:
+        return {"eos_token_id": getattr(model, "text_eos_id", None)}
+    return {}
 
 
 def _supports_cut_context(model) -> bool:

@@ -99,7 +99,8 @@ def resolve_clip(name: str, checkpoint: str | Path) -> ClipSpec:
         if not cfg:
             known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
             raise ModelLoadError(f"config key 'clip_model': {arch} has no pretrained tag {tag!r} (known: {known})")
-        quick_gelu = quick_gelu or bool(cfg.get("quick_gelu", False))
+        # OpenAI's weights are QuickGELU; open_clip before 2.29 says so in its loader, not in the tag's config
+        quick_gelu = quick_gelu or bool(cfg.get("quick_gelu", False)) or tag == OPENAI_TAG
         preprocess = {PREPROCESS_KEYS[k]: cfg[k] for k in PREPROCESS_KEYS if cfg.get(k) is not None}
     form = checkpoint_form(checkpoint)
     if form == "torchscript":

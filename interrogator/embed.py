@@ -26,6 +26,13 @@ def import_sentence_transformers(embedding_dir: Optional[str] = None):
     return sentence_transformers
 
 
+def local_only_option(cls) -> dict:
+    """``local_files_only=True`` where the constructor takes it; sentence-transformers before 2.3 does not,
+    and reads a local folder without asking the hub anyway."""
+    import inspect
+    return {"local_files_only": True} if "local_files_only" in inspect.signature(cls.__init__).parameters else {}
+
+
 def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = None, fp16: bool = False):
     """SentenceTransformer(path) with local files only, imported as ``import_sentence_transformers`` says."""
     SentenceTransformer = import_sentence_transformers(embedding_dir).SentenceTransformer
@@ -33,7 +40,7 @@ def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = N
         raise ModelLoadError(f"config key 'embedding_path': {path} is not a sentence-transformers model folder "
                              f"(no modules.json or config.json)")
     try:
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        model = SentenceTransformer(str(path), device=device, **local_only_option(SentenceTransformer))
     except Exception as exc:
         raise ModelLoadError(f"config key 'embedding_path': cannot load the sentence model in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc

@@ -30,7 +30,8 @@ def test_clip_checkpoint_for_another_architecture(capsys, write_config, demo_mod
 def test_captioner_folder_without_processor(capsys, write_config, demo_models, tmp_path):
     folder = tmp_path / "blip-no-processor"
     shutil.copytree(demo_models.blip_path, folder)
-    (folder / "processor_config.json").unlink()
+    for name in ("processor_config.json", "preprocessor_config.json"):  # older transformers write both
+        (folder / name).unlink(missing_ok=True)
     code, err = submit(capsys, write_config(blip_path=str(folder)))
     assert code == 2
     assert err[-1] == (f"error: config key 'blip_path': captioner folder {folder} has no processor "
