@@ -88,8 +88,13 @@ def test_defaults_and_stage_batch_sizes(tmp_path):
 
 @pytest.mark.parametrize("name", ["kaggle_config.json", "demo_config.json"])
 def test_shipped_configs_load(name):
+    import open_clip
+    from interrogator.clip import register_model_configs
+    register_model_configs()
     config = load_config(REPO / "configs" / name)
-    assert config.clip_model in ("ViT-L-14", "demo-tiny-clip")
+    arch, _, tag = config.clip_model.partition("/")  # ARCH or ARCH/TAG, both known to open_clip
+    assert arch in open_clip.list_models() and (not tag or open_clip.get_pretrained_cfg(arch, tag))
+    assert config.clip_model in ("ViT-L-14/openai", "demo-tiny-clip")
 
 
 def test_auto_batch_size_is_16_on_cpu(tmp_path):
