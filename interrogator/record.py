@@ -18,7 +18,6 @@ import numpy as np
 
 SUBMISSION_DIM = 384
 NORM_TOLERANCE = 1e-3
-PHASES = ("caption", "tag", "embed")
 RECORD_FORMAT = "1"
 
 

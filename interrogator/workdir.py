@@ -20,7 +20,6 @@ from .images import ImageFile
 from .record import BatchRecord, RecordError
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "batch-000000.safetensors"  # the longest name inside a key folder (for name-length checks)
 
 
 def work_root(output: str | Path) -> Path:
