@@ -53,6 +53,10 @@ def child_environment(device: str, environ: Optional[dict] = None) -> Tuple[dict
     """
     env = dict(os.environ if environ is None else environ)
     if not device.startswith("cuda"):
+        # A CPU's float sums depend on how many threads split them (1e-7 in MiniLM between 1 and 2):
+        # a CPU shard computes with the thread count of a single run here, so its bits are the same.
+        import torch
+        env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         return env, device
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]

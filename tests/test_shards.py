@@ -28,7 +28,9 @@ def test_each_gpu_process_sees_only_its_own_gpu():
     assert child_environment("cuda:1", {})[0]["CUDA_VISIBLE_DEVICES"] == "1"
     env, device = child_environment("cuda:1", {"CUDA_VISIBLE_DEVICES": "4,6"})
     assert (env["CUDA_VISIBLE_DEVICES"], device) == ("6", "cuda")
-    assert child_environment("cpu", {"CUDA_VISIBLE_DEVICES": "4"}) == ({"CUDA_VISIBLE_DEVICES": "4"}, "cpu")
+    import torch
+    assert child_environment("cpu", {"CUDA_VISIBLE_DEVICES": "4"}) == (
+        {"CUDA_VISIBLE_DEVICES": "4", "OMP_NUM_THREADS": str(torch.get_num_threads())}, "cpu")
 
 
 def test_two_shards_merged_equal_a_single_run(write_config, tmp_path):
