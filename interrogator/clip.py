@@ -150,7 +150,6 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
     with the weights of a local checkpoint file in any of its forms (never a download)."""
     import open_clip
     from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
-    from .identity import content_identity
     if not Path(checkpoint).is_file():
         raise ModelLoadError(f"config key 'clip_path': expected a checkpoint file (.pt/.bin/.safetensors), got {checkpoint}")
     spec = resolve_clip(name, checkpoint)
@@ -173,7 +172,7 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
         raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     clip = wrap_clip(model, preprocess, spec.arch, device, dtype)
-    clip.identity = f"{spec.key}:{content_identity(checkpoint)}"
+    clip.identity = spec.identity(checkpoint)
     return clip
 
 

@@ -80,6 +80,13 @@ class ClipSpec:
         """What about the model, beyond its weights, shapes its features (for the label cache)."""
         return f"{self.arch}{'-quickgelu' if self.quick_gelu else ''}"
 
+    def identity(self, checkpoint: str | Path) -> str:
+        """The features' identity: this key and the checkpoint's contents (the same for a copy elsewhere).
+
+        The label cache, feature stores and learned heads compare it; it needs no model loaded."""
+        from .identity import content_identity
+        return f"{self.key}:{content_identity(checkpoint)}"
+
 
 def resolve_clip(name: str, checkpoint: str | Path) -> ClipSpec:
     """The architecture, tag and QuickGELU setting for ``name`` and this checkpoint file; errors say what to write."""

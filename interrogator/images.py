@@ -7,6 +7,7 @@ other extension are skipped. Two images with the same stem are an error.
 from __future__ import annotations
 
 import logging
+import os
 import unicodedata
 import warnings
 import io
@@ -111,6 +112,38 @@ def scan_folder(folder: str | Path) -> FolderScan:
             return scan_folder(nested)
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     scan = FolderScan([by_id[k] for k in sorted(by_id)], skipped)
+    if skipped:
+        log.warning("skipped %d entries of %s named like images: %s", len(skipped), folder, scan.skipped_line())
+    return scan
+
+
+def scan_tree(folder: str | Path) -> FolderScan:
+    """The images of a folder and all its sub-folders, each with its relative path (``a/b.png``) as its id,
+    sorted by that path; the folder rule above holds in every sub-folder, and hidden sub-folders are skipped.
+
+    Relative paths are unique where stems need not be, so two images may share a stem here.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"config key 'data_path': not a folder: {folder}")
+    found, skipped = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            relative = path.relative_to(folder).as_posix()
+            why = _not_an_image_file(path)
+            if why is not None:
+                skipped.append((relative, why))
+                continue
+            check_name(relative, folder)
+            found.append(ImageFile(relative, path))
+    if not found:
+        raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder} "
+                          f"or its sub-folders")
+    scan = FolderScan(sorted(found, key=lambda f: f.image_id), skipped)
     if skipped:
         log.warning("skipped %d entries of %s named like images: %s", len(skipped), folder, scan.skipped_line())
     return scan
