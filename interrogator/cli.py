@@ -1,4 +1,5 @@
-"""``python -m interrogator <subcommand>``: submit, precompute-labels, embed, score, merge, make-demo-models."""
+"""``python -m interrogator <subcommand>``: submit, precompute-labels, embed, score, merge, make-demo-models,
+the CLIP toolkit (toolkit_cli.py) and the learned head, bank and blend (learned_cli.py)."""
 from __future__ import annotations
 
 import argparse
@@ -105,7 +106,7 @@ def cmd_embed(args) -> int:
 
 def cmd_score(args) -> int:
     from .embed import embed_prompts
-    from .score import cosine_per_image, read_prompts
+    from .score import cosine_per_image, mean_cosine, read_prompts
     from .submission import read_submission
     ids, vectors = read_submission(args.submission)
     prompts = read_prompts(args.prompts)
@@ -113,7 +114,7 @@ def cmd_score(args) -> int:
     scores = cosine_per_image(ids, vectors, prompts.imgId.tolist(), truth)
     for image_id, value in scores.items():
         print(f"{image_id} {value:.6f}")
-    print(f"score {sum(scores.values()) / len(scores):.6f}")
+    print(f"score {mean_cosine(ids, vectors, prompts.imgId.tolist(), truth):.6f}")
     return 0
 
 
@@ -199,13 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_make_demo_models)
+
+    from . import learned_cli, toolkit_cli
+    toolkit_cli.add_commands(sub)
+    learned_cli.add_commands(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers"):
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss",
+                  "faiss.loader", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.debug:
         logging.getLogger("interrogator").setLevel(logging.DEBUG)

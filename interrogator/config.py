@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent
 DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
 
 PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
-             "data_path", "output", "label_cache")
+             "data_path", "output", "label_cache", "head_path", "bank_path")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 
 
@@ -57,6 +57,12 @@ class Config:
     low_memory: bool = False
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
+    head_path: Optional[str] = None
+    bank_path: Optional[str] = None
+    blend: Optional[list] = None
+    bank_k: int = 16
+    bank_temperature: float = 0.05
+    bank_backend: str = "torch"
     config_path: Optional[str] = field(default=None, metadata={"internal": True})
     given: tuple = field(default=(), metadata={"internal": True})  # keys the file or the overrides set
 
@@ -107,6 +113,23 @@ class Config:
             raise ConfigError(f"config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; "
                               f"write \"auto\", \"fp32\" or \"bf16\" for a CPU run{self._where()}")
 
+    def blend_weight(self, component: str) -> float:
+        """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""
+        weights = self.blend if self.blend is not None else [1, 0, 0]
+        return float(weights[("prompt", "head", "bank").index(component)])
+
+    def check_blend(self) -> None:
+        """A head or bank needs a blend that uses it, and a blend weight needs its head or bank."""
+        for component, key in (("head", "head_path"), ("bank", "bank_path")):
+            if getattr(self, key) is not None and self.blend is None:
+                raise ConfigError(f"config key 'blend' must be set when '{key}' is: the weights of the prompt, "
+                                  f"head and bank, e.g. [0.5, 0.5, 0] (tune-blend picks them){self._where()}")
+            if self.blend_weight(component) > 0:
+                self.require_paths(key)
+        if self.bank_backend not in ("torch", "faiss"):
+            raise ConfigError(f"config key 'bank_backend': expected torch or faiss, got {self.bank_backend!r}"
+                              f"{self._where()}")
+
     def require_paths(self, *keys: str) -> None:
         """Raise ConfigError naming the first key whose path is unset or missing."""
         for key in keys:
@@ -138,7 +161,14 @@ def _check_type(key: str, value: Any, where: str) -> None:
     kinds = set(typing.get_args(hint)) or {hint}
     if (value is None and type(None) in kinds) or (key in AUTO_KEYS and value == "auto"):
         return
-    if bool in kinds:
+    number = (int, float)
+    if list in kinds:  # blend: three weights
+        ok = (isinstance(value, list) and len(value) == 3 and all(isinstance(v, number) and not isinstance(v, bool)
+                                                                   and v >= 0 for v in value) and sum(value) > 0)
+        expected = "three weights >= 0 (prompt, head, bank), not all 0"
+    elif float in kinds:
+        ok, expected = isinstance(value, number) and not isinstance(value, bool) and value > 0, "a number > 0"
+    elif bool in kinds:
         ok, expected = isinstance(value, bool), "true or false"
     elif int in kinds:
         least, most = (0 if key in NON_NEGATIVE_KEYS else 1), UPPER_BOUNDS.get(key)

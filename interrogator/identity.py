@@ -48,12 +48,15 @@ NEUTRAL_KEYS = {
     "blip_path": "replaced by the checkpoint's identity",
     "clip_path": "replaced by the checkpoint's identity",
     "embedding_path": "replaced by the checkpoint's identity",
+    "head_path": "replaced by the head's identity (its files)",
+    "bank_path": "replaced by the bank's identity (its files)",
     "device": "replaced by the resolved device type and, on CUDA, the GPU's name (cuda and cuda:0 are one device)",
     "dtype": "replaced by the resolved dtype",
     "batch_size": "replaced by the resolved caption batch size",
     "caption_batch_size": "replaced by the resolved caption batch size",
 }
 CHECKPOINT_KEYS = ("blip_path", "clip_path", "embedding_path")
+LEARNED_KEYS = ("head_path", "bank_path")
 
 
 def content_digest(data: bytes) -> str:
@@ -130,6 +133,9 @@ def run_identity(config, label_files: Iterable[Path]) -> dict:
     values["device"] = device_identity(config.resolved_device())
     values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
     values["checkpoints"] = {k: checkpoint_identity(getattr(config, k)) for k in CHECKPOINT_KEYS}
+    for key in LEARNED_KEYS:  # only where the blend uses them
+        if getattr(config, key) is not None and config.blend_weight(key.split("_")[0]) > 0:
+            values["checkpoints"][key] = checkpoint_identity(getattr(config, key))
     values["labels"] = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in label_files}
     from .embed import import_sentence_transformers
     import_sentence_transformers(config.embedding_dir)  # the version that will run, wherever it comes from

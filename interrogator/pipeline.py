@@ -23,9 +23,9 @@ from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_fold
 from .labels import TABLE_NAMES, label_file, read_labels
 from .oom import StageBatcher
 from .shards import select
-from .record import SUBMISSION_DIM, BatchRecord
-from .stages import (Models, caption_phase, embed_phase, load_captioner_stage, load_clip_stage, load_sentence,
-                     new_record, tag_phase)
+from .record import LEARNED, SUBMISSION_DIM, BatchRecord
+from .stages import (Models, caption_phase, embed_phase, load_captioner_stage, load_clip_stage, load_learned,
+                     load_sentence, new_record, tag_phase)
 from .submission import first_id_lost_in_csv, write_submission
 from .workdir import WorkDir, work_root
 
@@ -42,7 +42,10 @@ class RunResult:
     image_ids: List[str]
     captions: List[str]
     prompts: List[str]
-    embeddings: np.ndarray
+    embeddings: np.ndarray  # what the submission holds: the blend (blend.py), or the prompts' embeddings
+    prompt_embeddings: Optional[np.ndarray] = None  # the sentence model's embeddings of the prompts
+    head: Optional[np.ndarray] = None  # a learned head's predictions, when the blend uses one
+    bank: Optional[np.ndarray] = None  # the retrieval bank's, likewise
     failed: Dict[str, str] = field(default_factory=dict)
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
@@ -183,7 +186,7 @@ def check_inputs(config: Config, write: bool) -> FolderScan:
     if config.embedding_dir is not None:
         config.require_paths("embedding_dir")
     check_captioner_folder(config.blip_path)
-    resolve_clip(config.clip_model, config.clip_path)
+    check_learned(config, resolve_clip(config.clip_model, config.clip_path).identity(config.clip_path))
     for name in TABLE_NAMES:
         read_labels(label_file(config.dicts, name))
     if write:
@@ -191,6 +194,16 @@ def check_inputs(config: Config, write: bool) -> FolderScan:
     scan = scan_folder(config.data_path)
     check_ids(scan.files)
     return scan
+
+
+def check_learned(config: Config, clip_weights: str) -> None:
+    """A head or bank the blend uses must come from this CLIP's weights (checked before any model loads)."""
+    if config.blend_weight("head") > 0:
+        from .head import check_clip, read_spec
+        check_clip(read_spec(config.head_path), clip_weights, f"config key 'head_path': the head in {config.head_path}")
+    if config.blend_weight("bank") > 0:
+        from .bank import check_bank_clip
+        check_bank_clip(config.bank_path, clip_weights)
 
 
 def check_ids(files: Sequence[ImageFile]) -> None:
@@ -213,6 +226,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     shard (i, N) or images (lo, hi, total): process only that part of the images (shards.py).
     """
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
+    config.check_blend()
     if models is None:
         scan = check_inputs(config, write)
     else:
@@ -235,7 +249,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     resumed = len(state.todo((EMBED,)))
     cache_hits = _run_schedule(state, models)
 
-    result = _assemble([f.image_id for f in files], batches, state.records)
+    result = _assemble([f.image_id for f in files], batches, state.records, config.blend)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
     result.loader_workers = config.loader_workers()
     result.resumed_batches = len(batches) - resumed
@@ -256,18 +270,25 @@ def peak_gpu_bytes(device: str) -> Optional[int]:
     return torch.cuda.max_memory_allocated(torch.device(device)) if device.startswith("cuda") else None
 
 
-def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, BatchRecord]) -> RunResult:
-    """Per-image results in imgId order from the finished batch records."""
+def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, BatchRecord],
+              blend: Optional[Sequence[float]] = None) -> RunResult:
+    """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
+    from .blend import blend_vectors
     captions, prompts = [""] * len(ids), [""] * len(ids)
-    embeddings = np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32)
+    arrays = {name: np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
+    present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
     failed: Dict[str, str] = {}
     for b, members in enumerate(batches):
         record = records[b]
         for pos, i in enumerate(members):
             captions[i], prompts[i] = record.captions[pos], record.prompts[pos]
-        embeddings[members] = record.embeddings
+        for name, array in arrays.items():
+            if name == "embeddings" or present[name]:
+                array[members] = getattr(record, name)
         failed.update(record.failed)
-    return RunResult(ids, captions, prompts, embeddings, failed)
+    head, bank = (arrays[n] if present[n] else None for n in LEARNED)
+    vectors = blend_vectors(blend, arrays["embeddings"], head, bank)
+    return RunResult(ids, captions, prompts, vectors, arrays["embeddings"], head, bank, failed)
 
 
 def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
@@ -306,6 +327,7 @@ def _load(state: RunState, group: Sequence[Phase]) -> Models:
     if "clip" in needed:
         with state.timer("labels"):
             models.clip, models.tables = load_clip_stage(config, state.progress)
+        models.head, models.bank = load_learned(config, models.clip)
     return models
 
 

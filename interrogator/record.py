@@ -18,7 +18,8 @@ import numpy as np
 
 SUBMISSION_DIM = 384
 NORM_TOLERANCE = 1e-3
-RECORD_FORMAT = "1"
+RECORD_FORMAT = "2"
+LEARNED = ("head", "bank")  # the learned predictions a tag phase may add (blend.py)
 
 
 class RecordError(ValueError):
@@ -45,6 +46,8 @@ class BatchRecord:
     tags: Optional[List[Optional[Tags]]] = None  # None for an undecodable image
     prompts: Optional[List[str]] = None
     embeddings: Optional[np.ndarray] = None  # (n, 384) float32, unit norm
+    head: Optional[np.ndarray] = None  # (n, 384) float32: a learned head's prediction, zero rows where undecodable
+    bank: Optional[np.ndarray] = None  # (n, 384) float32: the retrieval bank's, likewise
 
     def done(self, phase: str) -> bool:
         return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[phase] is not None
@@ -60,7 +63,8 @@ class BatchRecord:
         header = {"ids": self.ids, "digests": self.digests, "failed": self.failed, "captions": self.captions,
                   "tags": None if self.tags is None else [None if t is None else asdict(t) for t in self.tags],
                   "prompts": self.prompts}
-        tensors = {} if self.embeddings is None else {"embeddings": np.ascontiguousarray(self.embeddings, np.float32)}
+        tensors = {name: np.ascontiguousarray(getattr(self, name), np.float32)
+                   for name in ("embeddings", *LEARNED) if getattr(self, name) is not None}
         return save(tensors, metadata={"format": RECORD_FORMAT, "record": json.dumps(header)})
 
     @classmethod
@@ -70,16 +74,19 @@ class BatchRecord:
         try:
             with safe_open(str(path), framework="np") as f:
                 meta = f.metadata() or {}
-                embeddings = f.get_tensor("embeddings") if "embeddings" in f.keys() else None
+                arrays = {name: f.get_tensor(name) for name in f.keys()}
             header = json.loads(meta["record"])
         except Exception as exc:  # truncated, empty, garbage, a foreign file: all mean "redo"
             raise RecordError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
         if meta.get("format") != RECORD_FORMAT:
             raise RecordError(f"format {meta.get('format')!r}, expected {RECORD_FORMAT}")
-        return cls._checked(header, embeddings)
+        if set(arrays) - {"embeddings", *LEARNED}:
+            raise RecordError(f"unexpected arrays {sorted(set(arrays) - {'embeddings', *LEARNED})}")
+        return cls._checked(header, arrays)
 
     @classmethod
-    def _checked(cls, header, embeddings) -> "BatchRecord":
+    def _checked(cls, header, arrays) -> "BatchRecord":
+        embeddings = arrays.get("embeddings")
         if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts"}:
             raise RecordError("the header does not hold a batch record")
         ids, n = header["ids"], len(header["ids"]) if isinstance(header["ids"], list) else -1
@@ -108,7 +115,20 @@ class BatchRecord:
                 raise RecordError("embeddings hold non-finite values")
             if np.abs(np.linalg.norm(embeddings.astype(np.float64), axis=1) - 1).max(initial=0) > NORM_TOLERANCE:
                 raise RecordError("embeddings are not unit-norm")
-        return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings)
+        learned = {}
+        for name in LEARNED:
+            value = arrays.get(name)
+            if value is not None:
+                if prompts is None:
+                    raise RecordError(f"{name} before prompts")
+                if value.dtype != np.float32 or value.shape != (n, SUBMISSION_DIM) or not np.isfinite(value).all():
+                    raise RecordError(f"{name} of shape {value.shape} {value.dtype}, expected finite ({n}, "
+                                      f"{SUBMISSION_DIM}) float32")
+                norms = np.linalg.norm(value.astype(np.float64), axis=1)
+                if (np.minimum(np.abs(norms - 1), norms) > NORM_TOLERANCE).any():
+                    raise RecordError(f"{name} rows are neither unit-norm nor zero")
+            learned[name] = value
+        return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings, **learned)
 
 
 def _strings(name: str, value, n: int) -> None:

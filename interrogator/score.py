@@ -35,3 +35,9 @@ def cosine_per_image(ids: Sequence[str], predicted: np.ndarray, true_ids: Sequen
         denom = np.linalg.norm(guess) * np.linalg.norm(truth)
         scores[image_id] = float(guess @ truth / denom) if denom else 0.0
     return scores
+
+
+def mean_cosine(ids: Sequence[str], predicted: np.ndarray, true_ids: Sequence[str], true_vectors: np.ndarray) -> float:
+    """The competition metric: the mean over true images of cosine_per_image."""
+    scores = cosine_per_image(ids, predicted, true_ids, true_vectors)
+    return sum(scores.values()) / len(scores) if scores else 0.0

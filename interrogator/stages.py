@@ -30,9 +30,11 @@ class Models:
     clip: Optional[Clip] = None
     tables: Optional[Dict[str, LabelTable]] = None
     sentence: object = None
+    head: object = None  # head.Head, when the blend uses one
+    bank: object = None  # bank.Bank, likewise
 
     def free(self, device: str) -> None:
-        self.captioner = self.clip = self.tables = self.sentence = None
+        self.captioner = self.clip = self.tables = self.sentence = self.head = self.bank = None
         release_cuda_memory(device)
 
 
@@ -56,6 +58,26 @@ def load_clip_stage(config: Config, progress: bool):
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=label_progress(progress))
     return clip, tables
+
+
+def load_learned(config: Config, clip: Clip):
+    """The head and the bank the blend uses (None where its weight is 0), checked against this CLIP."""
+    head = bank = None
+    if config.blend_weight("head") > 0:
+        from .head import load_head
+        head = load_head(config.head_path, clip.identity or "")
+    if config.blend_weight("bank") > 0:
+        from .bank import load_bank
+        bank = load_bank(config.bank_path, clip.identity or "")
+        bank.features = bank.features.to(clip.device)
+    return head, bank
+
+
+def _spread_rows(record: BatchRecord, rows: np.ndarray) -> np.ndarray:
+    """Rows of the decoded positions in an (n, 384) array, zero rows for the undecodable."""
+    out = np.zeros((len(record.ids), SUBMISSION_DIM), dtype=np.float32)
+    out[record.ok] = rows
+    return out
 
 
 def new_record(files: Sequence[ImageFile], members: Sequence[int], batch: ImageBatch) -> BatchRecord:
@@ -96,12 +118,21 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
             movements = tables["movements"].top(features, 1, chunk)
             flavors = tables["flavors"].top(features, config.max_flavors, chunk)
             tags = [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, flavors)]
+            if models.head is not None:
+                from .head import predict
+                record.head = _spread_rows(record, predict(models.head, features, str(features.device)))
+            if models.bank is not None:
+                record.bank = _spread_rows(record, models.bank.query(features, config.bank_k, config.bank_temperature,
+                                                                     config.bank_backend))
     with timer("prompt"):
         clip = models.clip
         prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
                                 clip.context_length) for pos, t in zip(record.ok, tags)]
     record.tags = _spread(record, tags, None)
     record.prompts = _spread(record, prompts, config.fallback_prompt)
+    for name, model in (("head", models.head), ("bank", models.bank)):
+        if model is not None and getattr(record, name) is None:  # a batch of only undecodable images
+            setattr(record, name, np.zeros((len(record.ids), SUBMISSION_DIM), dtype=np.float32))
 
 
 def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> None:
