@@ -52,3 +52,25 @@ def test_loader_benchmark_runs_both_loaders(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| one") or line.startswith("| batch")]
     assert [row.split(" | ")[0] for row in rows] == ["| one worker per batch", "| batch split over workers"]
+
+
+def test_toolkit_benchmark_runs_and_reports(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "toolkit.py"), "--clips", "demo-tiny-clip", "--index-images", "8",
+           "--batch-size", "4", "--workers", "0", "--vectors", "3000", "--dim", "32", "--repeats", "1",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []
+    result = json.loads((tmp_path / "toolkit-cpu.json").read_text())
+    assert result["index_img_s[demo-tiny-clip]"] > 0 and result["search_ms[torch, 16 queries]"] > 0
+    assert "| search_ms[torch, 1 queries] |" in (tmp_path / "toolkit-cpu.md").read_text()
+
+
+def test_head_benchmark_runs_and_reports(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "head.py"), "--pairs", "400", "--dim", "32", "--epochs", "2",
+           "--hidden", "0,16", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "head-cpu.json").read_text())
+    assert result["pairs"] == 400 and result["pairs_s[linear]"] > 0 and result["pairs_s[mlp 16]"] > 0
+    assert 0 < result["val_score[linear]"] <= 1
