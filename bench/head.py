@@ -10,18 +10,16 @@ validation score reached on the planted relation. Writes bench/results/head-<dev
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from report import header, write_report  # noqa: E402
 
 from interrogator.head import train_head  # noqa: E402
 
@@ -45,10 +43,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
     x, y = planted(args.pairs, args.dim, 384)
-    result = {"machine": f"{args.device} ({platform.machine()}, {torch.get_num_threads()} threads)",
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": "python bench/head.py " + " ".join(sys.argv[1:]), "pairs": args.pairs,
-              "features": f"{args.dim} -> 384", "epochs": args.epochs, "batch": args.batch_size}
+    result = {**header(args.device, "head.py"), "pairs": args.pairs, "features": f"{args.dim} -> 384",
+              "epochs": args.epochs, "batch": args.batch_size}
     for hidden in (int(h) for h in args.hidden.split(",")):
         start = time.perf_counter()
         trained = train_head(x, y, "bench", "bench", hidden=hidden, epochs=args.epochs, batch_size=args.batch_size,
@@ -57,13 +53,7 @@ def main() -> None:
         name = "linear" if hidden == 0 else f"mlp {hidden}"
         result[f"pairs_s[{name}]"] = round(args.pairs * args.epochs / seconds)
         result[f"val_score[{name}]"] = round(trained.val_score, 4)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"head-{args.device.split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    rows = ["| measure | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in result.items()]
-    (out / f"{stem}.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+    write_report(result, args.out, f"head-{args.device.split(':')[0]}")
 
 
 if __name__ == "__main__":

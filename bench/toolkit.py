@@ -12,9 +12,7 @@ top-k) and, when installed, faiss's exact IndexFlatIP. Writes bench/results/tool
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -23,19 +21,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import torch  # noqa: E402
+
+from report import header, sync, write_report  # noqa: E402
 
 from interrogator.config import load_config  # noqa: E402
 from interrogator.features import build_index  # noqa: E402
 from interrogator.nearest import nearest  # noqa: E402
 
 SAMPLES = REPO / "samples"
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 def make_clip_file(name: str, folder: Path) -> Path:
@@ -100,9 +96,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    result = {"machine": f"{args.device} ({platform.machine()})",
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": "python bench/toolkit.py " + " ".join(sys.argv[1:]), "index_images": args.index_images,
+    result = {**header(args.device, "toolkit.py"), "index_images": args.index_images,
               "batch": args.batch_size, "loader_workers": args.workers, "vectors": args.vectors, "dim": args.dim}
     folder = Path(tempfile.mkdtemp(prefix="bench-toolkit-"))
     try:
@@ -121,13 +115,7 @@ def main() -> None:
         for queries in (1, 16):
             seconds = search_latency(args.vectors, args.dim, queries, backend, args.device, args.repeats)
             result[f"search_ms[{backend}, {queries} queries]"] = round(seconds * 1000, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"toolkit-{args.device.split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    rows = ["| measure | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in result.items()]
-    (out / f"{stem}.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+    write_report(result, args.out, f"toolkit-{args.device.split(':')[0]}")
 
 
 if __name__ == "__main__":

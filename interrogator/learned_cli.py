@@ -1,14 +1,13 @@
 """Subcommands past the interrogator: train-head, build-bank, tune-blend."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from .config import load_config, replace
 from .errors import ConfigError
+from .toolkit_cli import common_options
 
-DEBUG_HELP = "show full tracebacks and the libraries' log lines"
 
 
 def _features_path(args) -> str:
@@ -103,9 +102,7 @@ def add_commands(sub) -> None:
             p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share (default 0.1)")
             p.add_argument("--patience", type=int, default=5, help="epochs without a better score before stopping")
             p.add_argument("--seed", type=int, default=0, help="random seed")
-        p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        common_options(p, progress=True)
         p.set_defaults(func=func)
 
     p = sub.add_parser("tune-blend", help="pick the blend of prompt, head and bank on labelled images")
@@ -115,7 +112,5 @@ def add_commands(sub) -> None:
     p.add_argument("--step", type=float, default=0.1, help="grid step of the weights (default 0.1)")
     p.add_argument("--show", type=int, default=10, help="blends shown (each component alone is always shown)")
     p.add_argument("--output", help="write the best settings as a config fragment (JSON)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p, progress=True)
     p.set_defaults(func=cmd_tune_blend)

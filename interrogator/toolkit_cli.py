@@ -143,6 +143,14 @@ def cmd_finetune_clip(args) -> int:
     return 0
 
 
+def common_options(p, progress: bool = False, device: str = "cpu, cuda or cuda:N (overrides the config)") -> None:
+    """The options every toolkit subcommand ends with."""
+    p.add_argument("--device", help=device)
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+
 def add_commands(sub) -> None:
     """Register the toolkit's subcommands on the main parser's subparsers."""
     for name, helptext in (("index", "CLIP image features of a folder -> feature store (incremental, resumable)"),
@@ -151,9 +159,7 @@ def add_commands(sub) -> None:
         p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
         p.add_argument("--images", required=True, help="image folder, searched recursively")
         p.add_argument("--out", required=True, help="feature store file (.safetensors)")
-        p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        common_options(p, progress=True)
         p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="images of an index nearest a text or an image")
@@ -167,8 +173,7 @@ def add_commands(sub) -> None:
     p.add_argument("--sheet", help="write a contact sheet PNG of the hits")
     p.add_argument("--root", help="the indexed folder, if it moved since")
     p.add_argument("--backend", choices=("torch", "faiss"), default="torch", help="exact search backend")
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p, device="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("classify", help="zero-shot classification of a folder over a label list")
@@ -183,8 +188,7 @@ def add_commands(sub) -> None:
                                                    "probability (with --reject: whose rejected labels are below it)")
     p.add_argument("--reject", action="append", help="with --threshold: a label that drops an image (repeatable)")
     p.add_argument("--kept", help="with --threshold: file of the kept paths (default beside --output)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine matrix of images against texts, and a heatmap")
@@ -195,8 +199,7 @@ def add_commands(sub) -> None:
     p.add_argument("--output", help="CSV of the matrix (default: print it)")
     p.add_argument("--plot", help="heatmap PNG with thumbnails (needs matplotlib)")
     p.add_argument("--title", help="title of the plot")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p)
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("rerank", help="order candidate images by their match to a prompt")
@@ -207,8 +210,7 @@ def add_commands(sub) -> None:
     p.add_argument("--best", type=int, help="copy the best N into --copy-to")
     p.add_argument("--copy-to", help="folder for the best N (never overwrites)")
     p.add_argument("--link", action="store_true", help="symlink instead of copying")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p)
     p.set_defaults(func=cmd_rerank)
 
     p = sub.add_parser("finetune-clip", help="contrastive fine-tuning on image-text pairs (open_clip_train)")
@@ -219,6 +221,5 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="pairs per step (default 32)")
     p.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    common_options(p)
     p.set_defaults(func=cmd_finetune_clip)
