@@ -25,7 +25,9 @@ SENTENCE_KEYS = ("embedding_path", "embedding_dir")
 def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, model: Optional[str] = None,
             extend_path: Optional[str] = None, model_extend_path: Optional[str] = None,
             batch_size: Optional[int] = None, max_flavors: Optional[int] = None, num_beams: Optional[int] = None,
-            output: Optional[str] = None, return_prompts: bool = False, progress: bool = True, **overrides: Any):
+            output: Optional[str] = None, return_prompts: bool = False, progress: bool = True,
+            engine: str = "local", parquet_dir: Optional[str] = None, ray_address: Optional[str] = None,
+            **overrides: Any):
     """Run the pipeline and return float32 embeddings of shape (n_images, 384), in imgId order.
 
     The first eight parameters are the original project's, in its order:
@@ -44,6 +46,10 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
     the submission CSV there; without it the CSV is written only when the config file names an
     ``output``. Any other config key may be passed as a keyword. With return_prompts=True, returns
     ``(embeddings, frame)`` where frame has columns imgId, caption, prompt.
+
+    engine="ray" runs the same stages on Ray Data (ray_engine.py): the cluster at ``ray_address`` (or
+    RAY_ADDRESS), else a local one; per-batch Parquet files go to ``parquet_dir`` (default: beside the
+    output), and the CSV is written from them when an output is named, as above.
     """
     blip_path = None
     if model is not None:
@@ -59,7 +65,16 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
     config = load_config(extend_path, path_bases=bases, blip_path=blip_path, data_path=data_path,
                          batch_size=batch_size, max_flavors=max_flavors, num_beams=num_beams, output=output,
                          **overrides)
-    result = run(config, progress=progress, write=output is not None or "output" in config.given)
+    write = output is not None or "output" in config.given
+    if engine == "ray":
+        from .ray_engine import default_parquet_dir, run_ray
+        result = run_ray(config, parquet_dir or default_parquet_dir(config),
+                         csv=config.output if write else None, address=ray_address, progress=progress)
+    elif engine == "local":
+        result = run(config, progress=progress, write=write)
+    else:
+        from .errors import ConfigError
+        raise ConfigError(f"execute(engine={engine!r}): expected 'local' or 'ray'")
     embeddings = np.ascontiguousarray(result.embeddings, dtype=np.float32)
     if not return_prompts:
         return embeddings

@@ -87,18 +87,25 @@ def dtype_keyword() -> str:
     return "dtype" if _transformers_at_least("4.56") else "torch_dtype"
 
 
+def load_caption_processor(path: str):
+    """The captioner folder's processor alone (its image part is what loader workers need)."""
+    import transformers as tf
+    kind = check_captioner_folder(path)
+    processor_cls = tf.Blip2Processor if kind == "blip-2" else tf.BlipProcessor
+    try:
+        return processor_cls.from_pretrained(path, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
 def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
                    max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1) -> Captioner:
     """Blip2/Blip processor + model from ``path`` with local_files_only (SDPA attention for BLIP-2)."""
     import transformers as tf
     kind = check_captioner_folder(path)
-    processor_cls, model_cls = ((tf.Blip2Processor, tf.Blip2ForConditionalGeneration) if kind == "blip-2"
-                                else (tf.BlipProcessor, tf.BlipForConditionalGeneration))
-    try:
-        processor = processor_cls.from_pretrained(path, local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"config key 'blip_path': cannot load the processor in {path}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    model_cls = tf.Blip2ForConditionalGeneration if kind == "blip-2" else tf.BlipForConditionalGeneration
+    processor = load_caption_processor(path)
     kwargs = {"local_files_only": True, dtype_keyword(): dtype}
     if kind == "blip-2":  # BLIP v1 has no SDPA implementation; BLIP-2 has it from transformers 4.47 on
         kwargs["attn_implementation"] = "sdpa"

@@ -43,6 +43,16 @@ def cmd_submit(args) -> int:
     from .pipeline import run
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device,
                          data_path=args.data_path)
+    if args.engine == "ray":
+        from .ray_engine import default_parquet_dir, run_ray
+        if args.devices or args.shard or args.images:
+            raise InterrogatorError("--engine ray schedules the devices itself: leave out --devices, --shard and --images")
+        result = run_ray(config, args.parquet_dir or default_parquet_dir(config), csv=args.output,
+                         address=args.ray_address, actors=args.actors, progress=not args.no_progress)
+        print(result.summary())
+        return 0
+    if args.parquet_dir or args.ray_address or args.actors:
+        raise InterrogatorError("--parquet-dir, --ray-address and --actors need --engine ray")
     if args.devices:
         from .parallel import submit_on_devices, visible_devices
         if args.shard or args.images:
@@ -158,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_image_range,
                    help="process images lo..hi-1 of a folder of total images (what --devices gives each process)")
     p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this machine) or ray (Ray Data: a local cluster, or the one at --ray-address)")
+    p.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
+    p.add_argument("--parquet-dir", help="with --engine ray: the Parquet output folder (default: beside the output, "
+                                         "<output stem>.parquet); the CSV is written only with --output")
+    p.add_argument("--actors", type=int, help="with --engine ray: model actors (default: one per GPU, else 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

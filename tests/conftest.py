@@ -64,3 +64,14 @@ def run_cli(*args, cwd=REPO, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster per test session (2 CPUs, a 300 MB object store); its address, for child drivers."""
+    pytest.importorskip("ray")
+    from interrogator.ray_engine import connect
+    import ray
+    connect(num_cpus=2, object_store_memory=300 * 1024 ** 2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
