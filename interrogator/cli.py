@@ -84,9 +84,12 @@ def cmd_precompute_labels(args) -> int:
     config.require_paths("clip_path", "dicts")
     config.check_dtype()
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=label_progress(True))
+    from .modes import TABLES
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=TABLES[config.mode],
+                         progress_factory=label_progress(True))
     for name, table in tables.items():
-        print(f"{name}: {len(table.labels)} labels, {'cache hit' if table.from_cache else 'encoded'}")
+        merged = f" ({table.merged} merged)" if table.merged else ""
+        print(f"{name}: {len(table.labels)} labels{merged}, {'cache hit' if table.from_cache else 'encoded'}")
     print(f"label cache: {config.label_cache}")
     return 0
 

@@ -57,6 +57,9 @@ class Config:
     low_memory: bool = False
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
+    mode: str = "seed"
+    min_flavors: int = 8
+    intermediate_count: int = 2048
     head_path: Optional[str] = None
     bank_path: Optional[str] = None
     blend: Optional[list] = None
@@ -113,6 +116,10 @@ class Config:
             raise ConfigError(f"config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; "
                               f"write \"auto\", \"fp32\" or \"bf16\" for a CPU run{self._where()}")
 
+    def needs_clip(self) -> bool:
+        """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features."""
+        return self.mode != "caption" or self.blend_weight("head") > 0 or self.blend_weight("bank") > 0
+
     def blend_weight(self, component: str) -> float:
         """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""
         weights = self.blend if self.blend is not None else [1, 0, 0]
@@ -150,7 +157,7 @@ def _user_fields() -> dict:
     return {f.name: f for f in fields(Config) if not f.metadata.get("internal")}
 
 
-NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers")
+NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers", "min_flavors")
 MAX_FLAVORS = 1000  # far more than fit in 77 tokens (about 35 one-word flavors do); a bound on ranking work
 UPPER_BOUNDS = {"max_flavors": MAX_FLAVORS}
 AUTO_KEYS = ("batch_size", "caption_batch_size", "num_workers")  # also accept "auto"
@@ -190,6 +197,9 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
             suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{where}{suggestion}")
         _check_type(key, value, where)
+    from .modes import MODES
+    if values.get("mode", "seed") not in MODES:
+        raise ConfigError(f"config key 'mode': expected one of {', '.join(MODES)}, got {values['mode']!r}{where}")
     if values.get("dtype", "auto") not in DTYPES:
         raise ConfigError(f"config key 'dtype': expected one of {', '.join(DTYPES)}, got {values['dtype']!r}{where}")
     device = values.get("device", "auto")

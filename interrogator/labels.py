@@ -11,14 +11,20 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 
 from .atomic import is_disk_full, sweep_temps, write_bytes
-from .clip import Clip
+from .clip import Clip, tokenize_many
 from .errors import ConfigError
 from .rank import topk_chunked
 
 log = logging.getLogger(__name__)
 
-TABLE_NAMES = ("mediums", "movements", "flavors")
+TABLE_NAMES = ("mediums", "movements", "flavors")  # the seed mode's tables
 CACHE_FORMAT = 2
+# clip-interrogator 0.6.0's trending table, built from its site list
+SITES = ("Artstation", "behance", "cg society", "cgsociety", "deviantart", "dribbble", "flickr", "instagram",
+         "pexels", "pinterest", "pixabay", "pixiv", "polycount", "reddit", "shutterstock", "tumblr", "unsplash",
+         "zbrush central")
+FILE_OF = {"mediums": "mediums", "movements": "movements", "flavors": "flavors", "negative": "negative",
+           "artists": "artists"}  # table -> the label file it is made from (trendings has none)
 
 
 def clean_labels(lines: Iterable[str]) -> List[str]:
@@ -50,6 +56,41 @@ def read_labels(path: Path) -> List[str]:
     return labels
 
 
+def trending_labels() -> List[str]:
+    return ([*SITES] + [f"trending on {s}" for s in SITES] + [f"featured on {s}" for s in SITES]
+            + [f"{s} contest winner" for s in SITES])
+
+
+def table_files(dicts: str | Path, names: Sequence[str]) -> List[Path]:
+    """The label files the tables are made from."""
+    return [label_file(dicts, FILE_OF[n]) for n in names if n in FILE_OF]
+
+
+def table_labels(dicts: str | Path, name: str) -> List[str]:
+    """A table's labels as clip-interrogator 0.6.0 builds them: artists as 'by X' and 'inspired by X',
+    trendings from the site list, every other table as its file's cleaned lines."""
+    if name == "trendings":
+        return trending_labels()
+    if name not in FILE_OF:
+        raise ConfigError(f"unknown label table {name!r}")
+    labels = read_labels(label_file(dicts, FILE_OF[name]))
+    if name == "artists":
+        return clean_labels([f"by {a}" for a in labels] + [f"inspired by {a}" for a in labels])
+    return labels
+
+
+def merge_token_duplicates(labels: Sequence[str], tokens: torch.Tensor) -> List[str]:
+    """The first label of each group whose CLIP tokens are identical (their scores are equal: 'canon eos c300'
+    and 'canon eos c 3 0 0' tokenize alike because CLIP's tokenizer splits digits)."""
+    seen, kept = set(), []
+    for label, row in zip(labels, tokens.tolist()):
+        key = tuple(row)
+        if key not in seen:
+            seen.add(key)
+            kept.append(label)
+    return kept
+
+
 def labels_sha256(labels: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(labels).encode("utf-8")).hexdigest()
 
@@ -62,6 +103,7 @@ class LabelTable:
     labels: List[str]
     embeddings: torch.Tensor  # (N, D), on the CLIP device, CLIP dtype
     from_cache: bool = False
+    merged: int = 0  # labels dropped because they tokenize like an earlier one
 
     def top(self, image_features: torch.Tensor, k: int, chunk_size: int) -> List[List[str]]:
         """The k best labels for each image, best first, exact for any chunk size."""
@@ -131,7 +173,10 @@ def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[s
         sweep_temps(cache.folder)
     tables = {}
     for name in names:
-        labels = read_labels(label_file(dicts_dir, name))
+        read = table_labels(dicts_dir, name)
+        labels = merge_token_duplicates(read, tokenize_many(clip.tokenizer, read))
+        if len(labels) < len(read):
+            log.info("%s: %d labels tokenize like an earlier one and were merged into it", name, len(read) - len(labels))
         key = cache.key(clip, labels)
         cached = cache.load(name, key, clip.embed_dim)
         if cached is not None:
@@ -142,5 +187,5 @@ def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[s
             if bar is not None:
                 bar.close()
             cache.save(name, key, emb)
-        tables[name] = LabelTable(name, labels, emb, from_cache=cached is not None)
+        tables[name] = LabelTable(name, labels, emb, from_cache=cached is not None, merged=len(read) - len(labels))
     return tables

@@ -20,7 +20,7 @@ from .console import bar, quiet_libraries
 from .errors import ConfigError, InterrogatorError
 from .identity import digest, run_identity
 from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_folder
-from .labels import TABLE_NAMES, label_file, read_labels
+from .labels import read_labels, table_files
 from .oom import StageBatcher
 from .shards import select
 from .record import LEARNED, SUBMISSION_DIM, BatchRecord
@@ -154,6 +154,12 @@ class RunState:
                 self.work.save(b, self.records[b])
 
 
+def mode_label_files(config: Config) -> List[Path]:
+    """The label files the config's mode reads (the seed mode: mediums, movements, flavors)."""
+    from .modes import TABLES
+    return table_files(config.dicts, TABLES[config.mode])
+
+
 def check_output(output: str) -> None:
     """The output can be written: not a folder, its folder writable, and its temp and work names not too long."""
     path = Path(output)
@@ -187,8 +193,8 @@ def check_inputs(config: Config, write: bool) -> FolderScan:
         config.require_paths("embedding_dir")
     check_captioner_folder(config.blip_path)
     check_learned(config, resolve_clip(config.clip_model, config.clip_path).identity(config.clip_path))
-    for name in TABLE_NAMES:
-        read_labels(label_file(config.dicts, name))
+    for path in mode_label_files(config):
+        read_labels(path)
     if write:
         check_output(config.output)
     scan = scan_folder(config.data_path)
@@ -238,7 +244,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
     work = None
     if write and models is None:
-        work = WorkDir(config.output, digest(run_identity(config, [label_file(config.dicts, n) for n in TABLE_NAMES])))
+        work = WorkDir(config.output, digest(run_identity(config, mode_label_files(config))))
     timer = StageTimer(config.resolved_device())
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
                            config.resolved_device())
@@ -324,7 +330,7 @@ def _load(state: RunState, group: Sequence[Phase]) -> Models:
             models.sentence = load_sentence(config)
         if "captioner" in needed:
             models.captioner = load_captioner_stage(config)
-    if "clip" in needed:
+    if "clip" in needed and config.needs_clip():
         with state.timer("labels"):
             models.clip, models.tables = load_clip_stage(config, state.progress)
         models.head, models.bank = load_learned(config, models.clip)
@@ -334,10 +340,12 @@ def _load(state: RunState, group: Sequence[Phase]) -> Models:
 def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: List[int]) -> None:
     config, timer, batcher = state.config, state.timer, state.batcher
     bars = {p.name: bar(state.images(todo), p.bar, "img", state.progress, i) for i, p in enumerate(group)}
-    imaged = [b for b in todo if any(p.needs_images and not _done(state, b, p) for p in group)]
+    clip_images = config.needs_clip()
+    imaged = [b for b in todo if any(p.needs_images and (p is not TAG or clip_images) and not _done(state, b, p)
+                                     for p in group)]
     names = {p.name for p in group}
     batches = state.loader(imaged, models.captioner.transform if "caption" in names else None,
-                           models.clip.preprocess if "tag" in names else None)
+                           models.clip.preprocess if "tag" in names and clip_images else None)
     for b in todo:
         batch = next(batches) if b in imaged else None
         if b not in state.records:

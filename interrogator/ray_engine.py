@@ -166,10 +166,11 @@ class InterrogateActor:
         self.config, self.out = config, Path(out)
         device, dtype = config.resolved_device(), config.torch_dtype()
         models = Models(captioner=load_captioner_stage(config), sentence=load_sentence(config))
-        models.clip = load_clip(config.clip_model, config.clip_path, device, dtype)
-        models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, dtype), hit)
-                         for name, (labels, emb, hit) in tables.items()}
-        models.head, models.bank = load_learned(config, models.clip)
+        if config.needs_clip():
+            models.clip = load_clip(config.clip_model, config.clip_path, device, dtype)
+            models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, dtype), hit)
+                             for name, (labels, emb, hit) in tables.items()}
+            models.head, models.bank = load_learned(config, models.clip)
         self.models = models
         self.batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")}, device)
         self.timer = StageTimer(device)
@@ -264,8 +265,7 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     from .caption import load_caption_processor
     from .console import bars_enabled, quiet_libraries
     from .identity import digest, run_identity
-    from .labels import TABLE_NAMES, label_file
-    from .pipeline import check_inputs, check_output
+    from .pipeline import check_inputs, check_output, mode_label_files
     from .stages import load_clip_stage
     from .atomic import sweep_temps
     from functools import partial
@@ -278,7 +278,7 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     files = scan.files
     size = config.stage_batch_size("caption")
     batches = [list(range(i, min(i + size, len(files)))) for i in range(0, len(files), size)]
-    key = digest(run_identity(config, [label_file(config.dicts, n) for n in TABLE_NAMES]))
+    key = digest(run_identity(config, mode_label_files(config)))
     folder = Path(parquet_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temps(folder)
@@ -290,11 +290,13 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
         ray = _ray()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = bars_enabled(progress)
-        clip, tables = load_clip_stage(config, progress)
-        shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
-                          for name, t in tables.items()})
-        clip_transform = clip.preprocess
-        del clip, tables
+        shared, clip_transform = ray.put({}), None
+        if config.needs_clip():
+            clip, tables = load_clip_stage(config, progress)
+            shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
+                              for name, t in tables.items()})
+            clip_transform = clip.preprocess
+            del clip, tables
         caption_transform = partial(pixel_values, load_caption_processor(config.blip_path).image_processor)
         gpus = ray.cluster_resources().get("GPU", 0)
         count = actors or default_actors()

@@ -33,6 +33,8 @@ class Tags:
     medium: str
     movement: str
     flavors: List[str]
+    artist: str = ""     # classic mode
+    trending: str = ""   # classic mode
 
 
 @dataclass
@@ -139,8 +141,8 @@ def _strings(name: str, value, n: int) -> None:
 def _tags(value) -> Optional[Tags]:
     if value is None:
         return None
-    if not (isinstance(value, dict) and set(value) == {"medium", "movement", "flavors"}
-            and isinstance(value["medium"], str) and isinstance(value["movement"], str)
+    if not (isinstance(value, dict) and set(value) == {"medium", "movement", "flavors", "artist", "trending"}
+            and all(isinstance(value[k], str) for k in ("medium", "movement", "artist", "trending"))
             and isinstance(value["flavors"], list) and all(isinstance(f, str) for f in value["flavors"])):
-        raise RecordError("a tag entry is not {medium, movement, flavors}")
-    return Tags(value["medium"], value["movement"], list(value["flavors"]))
+        raise RecordError("a tag entry is not {medium, movement, flavors, artist, trending}")
+    return Tags(value["medium"], value["movement"], list(value["flavors"]), value["artist"], value["trending"])

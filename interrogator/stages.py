@@ -17,7 +17,7 @@ from .errors import ModelLoadError
 from .images import ImageBatch, ImageFile
 from .labels import LabelCache, LabelTable, load_tables
 from .oom import StageBatcher, concat_lists, release_cuda_memory
-from .prompt import build_prompt
+from .prompt import build_prompt, clean_caption
 from .record import SUBMISSION_DIM, BatchRecord, Tags
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ def load_captioner_stage(config: Config) -> Captioner:
 
 
 def load_clip_stage(config: Config, progress: bool):
+    """The CLIP and the label tables the config's mode ranks (modes.TABLES)."""
+    from .modes import TABLES
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), progress_factory=label_progress(progress))
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=TABLES[config.mode],
+                         progress_factory=label_progress(progress))
     return clip, tables
 
 
@@ -109,15 +112,21 @@ def caption_phase(models: Models, batch: ImageBatch, record: BatchRecord, batche
 def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: StageBatcher, config: Config,
               timer) -> None:
     """Best medium, movement and max_flavors flavors of each decoded image, then its prompt."""
-    tags = []
-    if record.ok:  # a batch may hold only undecodable images
+    tags, chosen = [], None
+    if record.ok and config.needs_clip():  # a batch may hold only undecodable images
         with timer("tags"):
             features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
             tables, chunk = models.tables, config.chunk_size
-            mediums = tables["mediums"].top(features, 1, chunk)
-            movements = tables["movements"].top(features, 1, chunk)
-            flavors = tables["flavors"].top(features, config.max_flavors, chunk)
-            tags = [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, flavors)]
+            if config.mode == "seed":
+                mediums = tables["mediums"].top(features, 1, chunk)
+                movements = tables["movements"].top(features, 1, chunk)
+                flavors = tables["flavors"].top(features, config.max_flavors, chunk)
+                tags = [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, flavors)]
+            elif config.mode != "caption":
+                from .modes import interrogate
+                chosen = interrogate(config.mode, [record.captions[pos] for pos in record.ok], features, tables,
+                                     config, models.clip)
+                tags = [Tags(c.medium, c.movement, list(c.flavors), c.artist, c.trending) for c in chosen]
             if models.head is not None:
                 from .head import predict
                 record.head = _spread_rows(record, predict(models.head, features, str(features.device)))
@@ -126,8 +135,14 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
                                                                      config.bank_backend))
     with timer("prompt"):
         clip = models.clip
-        prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
-                                clip.context_length) for pos, t in zip(record.ok, tags)]
+        if config.mode == "seed":
+            prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
+                                    clip.context_length) for pos, t in zip(record.ok, tags)]
+        elif config.mode == "caption":
+            prompts = [clean_caption(record.captions[pos]) or config.fallback_prompt for pos in record.ok]
+            tags = [Tags("", "", []) for _ in record.ok]
+        else:
+            prompts = [c.prompt for c in chosen or []]
     record.tags = _spread(record, tags, None)
     record.prompts = _spread(record, prompts, config.fallback_prompt)
     for name, model in (("head", models.head), ("bank", models.bank)):
