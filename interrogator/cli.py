@@ -42,7 +42,7 @@ def _image_range(text: str):
 def cmd_submit(args) -> int:
     from .pipeline import run
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device,
-                         data_path=args.data_path)
+                         data_path=args.data_path, formats=args.format, overwrite=args.overwrite or None)
     if args.engine == "ray":
         from .ray_engine import default_parquet_dir, run_ray
         if args.devices or args.shard or args.images:
@@ -57,6 +57,9 @@ def cmd_submit(args) -> int:
         from .parallel import submit_on_devices, visible_devices
         if args.shard or args.images:
             raise InterrogatorError("give --devices or --shard, not both")
+        if config.formats != ["kaggle"]:
+            raise InterrogatorError("--devices writes the kaggle format only; run other formats in one process "
+                                    "or with --engine ray")
         extra = ["--strict"] if args.strict else []
         if args.data_path:
             extra += ["--data-path", config.data_path]
@@ -144,6 +147,27 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import tune, write_fragment
+    config = load_config(args.config, device=args.device, data_path=args.data_path)
+    work = args.work or str(Path(config.output).parent / ".tune")
+    counts = tuple(int(k) for k in args.flavor_counts.split(","))
+    rows = tune(config, args.prompts, work, holdout=args.holdout, seed=args.seed,
+                modes=tuple(args.modes.split(",")), counts=counts, progress=not args.no_progress)
+    held = rows[0].holdout is not None
+    print(f"{len(rows)} assemblies scored by the competition metric, best first"
+          + (f" (ranked on {1 - args.holdout:.0%} of the images; holdout: the rest)" if held else ""))
+    print("| rank | assembly | score |" + (" holdout |" if held else ""))
+    print("| --- | --- | --- |" + (" --- |" if held else ""))
+    for rank, row in enumerate(rows[:args.show], 1):
+        print(f"| {rank} | {row.assembly.label()} | {row.score:.6f} |" + (f" {row.holdout:.6f} |" if held else ""))
+    if args.output:
+        print(f"best settings: {write_fragment(rows[0], args.output)}")
+    import json
+    print(f"best: {json.dumps(rows[0].assembly.fragment())} score {rows[0].score:.6f}")
+    return 0
+
+
 def cmd_make_demo_models(args) -> int:
     from .demo import make_demo_models
     paths = make_demo_models(args.folder, force=args.force)
@@ -171,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_image_range,
                    help="process images lo..hi-1 of a folder of total images (what --devices gives each process)")
     p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
+    p.add_argument("--format", action="append", choices=("kaggle", "txt", "csv", "jsonl", "parquet"),
+                   help="what to write (repeatable; overrides the config's formats): kaggle (the submission CSV), "
+                        "txt (a .txt beside each image), csv, jsonl, parquet")
+    p.add_argument("--overwrite", action="store_true", help="replace existing .txt files")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (this machine) or ray (Ray Data: a local cluster, or the one at --ray-address)")
     p.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
@@ -212,6 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="check that the shards cover exactly the images of this config's data_path")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("tune", help="score prompt assemblies (modes, max_flavors, parts and their order) on "
+                                    "labelled images")
+    p.add_argument("--config", required=True, help="JSON config")
+    p.add_argument("--prompts", required=True, help="CSV imgId,prompt of the true prompts")
+    p.add_argument("--data-path", help="the labelled images (overrides the config's data_path)")
+    p.add_argument("--holdout", type=float, default=0.0, help="share of the images kept out of the ranking")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
+    p.add_argument("--modes", default="seed,classic,fast,caption", help="modes in the grid (best is slow)")
+    p.add_argument("--flavor-counts", default="1,2,3,5,8,16,32", help="max_flavors values in the grid")
+    p.add_argument("--show", type=int, default=20, help="rows shown")
+    p.add_argument("--output", help="write the best settings as a config fragment (JSON)")
+    p.add_argument("--work", help="where captions and features are kept (default: .tune beside the output)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
     p.add_argument("--folder", default="demo_models",

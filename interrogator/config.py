@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent
 DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
 
 PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
-             "data_path", "output", "label_cache", "head_path", "bank_path")
+             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 
 
@@ -58,6 +58,11 @@ class Config:
     demo: bool = False
     fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
     mode: str = "seed"
+    prompt_parts: list = field(default_factory=lambda: ["caption", "medium", "movement", "flavors"])
+    formats: list = field(default_factory=lambda: ["kaggle"])
+    txt_dir: Optional[str] = None
+    overwrite: bool = False
+    recursive: bool = False
     min_flavors: int = 8
     intermediate_count: int = 2048
     head_path: Optional[str] = None
@@ -169,7 +174,16 @@ def _check_type(key: str, value: Any, where: str) -> None:
     if (value is None and type(None) in kinds) or (key in AUTO_KEYS and value == "auto"):
         return
     number = (int, float)
-    if list in kinds:  # blend: three weights
+    if list in kinds and key == "prompt_parts":
+        from .prompt import PARTS
+        ok = (isinstance(value, list) and len(value) > 0 and all(v in PARTS for v in value)
+              and len(set(value)) == len(value))
+        expected = f"a list of distinct parts among {', '.join(PARTS)} (the seed mode's order)"
+    elif list in kinds and key == "formats":
+        from .outputs import FORMATS
+        ok = isinstance(value, list) and len(value) > 0 and all(v in FORMATS for v in value)
+        expected = f"a list of some of {', '.join(FORMATS)}"
+    elif list in kinds:  # blend: three weights
         ok = (isinstance(value, list) and len(value) == 3 and all(isinstance(v, number) and not isinstance(v, bool)
                                                                    and v >= 0 for v in value) and sum(value) > 0)
         expected = "three weights >= 0 (prompt, head, bank), not all 0"

@@ -176,7 +176,7 @@ def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[s
         read = table_labels(dicts_dir, name)
         labels = merge_token_duplicates(read, tokenize_many(clip.tokenizer, read))
         if len(labels) < len(read):
-            log.info("%s: %d labels tokenize like an earlier one and were merged into it", name, len(read) - len(labels))
+            log.debug("%s: %d labels tokenize like an earlier one and were merged into it", name, len(read) - len(labels))
         key = cache.key(clip, labels)
         cached = cache.load(name, key, clip.embed_dim)
         if cached is not None:

@@ -43,6 +43,7 @@ class RunResult:
     captions: List[str]
     prompts: List[str]
     embeddings: np.ndarray  # what the submission holds: the blend (blend.py), or the prompts' embeddings
+    tags: List = field(default_factory=list)  # record.Tags per image (None where undecodable)
     prompt_embeddings: Optional[np.ndarray] = None  # the sentence model's embeddings of the prompts
     head: Optional[np.ndarray] = None  # a learned head's predictions, when the blend uses one
     bank: Optional[np.ndarray] = None  # the retrieval bank's, likewise
@@ -54,6 +55,8 @@ class RunResult:
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why): entries named like images
     loader_workers: Optional[int] = None
     output: Optional[Path] = None
+    files: List[str] = field(default_factory=list)  # each image's path relative to data_path
+    written: Dict[str, object] = field(default_factory=dict)  # other formats: path, or txt counts
 
     def summary(self) -> str:
         n = len(self.image_ids)
@@ -78,6 +81,10 @@ class RunResult:
             lines.append(f"peak GPU memory: {self.peak_gpu_bytes / 1e9:.2f} GB")
         if self.output is not None:
             lines.append(f"submission: {self.output}")
+        for name, what in self.written.items():
+            if isinstance(what, dict):
+                what = ", ".join(f"{v} {k}" for k, v in what.items())
+            lines.append(f"{name}: {what}")
         return "\n".join(lines)
 
 
@@ -197,9 +204,17 @@ def check_inputs(config: Config, write: bool) -> FolderScan:
         read_labels(path)
     if write:
         check_output(config.output)
-    scan = scan_folder(config.data_path)
-    check_ids(scan.files)
+    scan = scan_images(config)
+    if "kaggle" in config.formats:
+        from .outputs import kaggle_ids
+        check_ids(scan.files, kaggle_ids([f.image_id for f in scan.files], config.recursive))
     return scan
+
+
+def scan_images(config: Config) -> FolderScan:
+    """The images of data_path: ids are file stems, or with ``recursive`` relative paths below it."""
+    from .images import scan_tree
+    return scan_tree(config.data_path) if config.recursive else scan_folder(config.data_path)
 
 
 def check_learned(config: Config, clip_weights: str) -> None:
@@ -212,11 +227,11 @@ def check_learned(config: Config, clip_weights: str) -> None:
         check_bank_clip(config.bank_path, clip_weights)
 
 
-def check_ids(files: Sequence[ImageFile]) -> None:
+def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
     """Every id must come back unchanged from the written CSV; else an error naming the file."""
-    bad = first_id_lost_in_csv([f.image_id for f in files])
+    bad = first_id_lost_in_csv(list(ids))
     if bad is not None:
-        name = next(f.path.name for f in files if f.image_id == bad)
+        name = next(f.path.name for f, i in zip(files, ids) if i == bad)
         raise ConfigError(f"config key 'data_path': the file name {name!r} does not come back unchanged "
                           f"from the submission CSV; rename it")
 
@@ -236,7 +251,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     if models is None:
         scan = check_inputs(config, write)
     else:
-        scan = scan_folder(config.data_path)
+        scan = scan_images(config)
         if write:
             check_output(config.output)
     batch_size = config.stage_batch_size("caption")
@@ -264,9 +279,17 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     if strict and result.failed:
         names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
         raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
+    result.files = [f.path.relative_to(config.data_path).as_posix() if config.recursive else f.path.name
+                    for f in files]
     if write:
+        from .outputs import kaggle_ids, rows_of, write_outputs
         with timer("write"):
-            result.output = write_submission(result.image_ids, result.embeddings, config.output)
+            if "kaggle" in config.formats:
+                result.output = write_submission(kaggle_ids(result.image_ids, config.recursive), result.embeddings,
+                                                 config.output)
+            rows = rows_of(result.image_ids, result.files, result.captions, result.tags, result.prompts,
+                           result.failed)
+            result.written = write_outputs(config.formats, rows, result.embeddings, config)
         if work is not None:
             work.remove()
     return result
@@ -280,21 +303,21 @@ def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, Batch
               blend: Optional[Sequence[float]] = None) -> RunResult:
     """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
     from .blend import blend_vectors
-    captions, prompts = [""] * len(ids), [""] * len(ids)
+    captions, prompts, tags = [""] * len(ids), [""] * len(ids), [None] * len(ids)
     arrays = {name: np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
     present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
     failed: Dict[str, str] = {}
     for b, members in enumerate(batches):
         record = records[b]
         for pos, i in enumerate(members):
-            captions[i], prompts[i] = record.captions[pos], record.prompts[pos]
+            captions[i], prompts[i], tags[i] = record.captions[pos], record.prompts[pos], record.tags[pos]
         for name, array in arrays.items():
             if name == "embeddings" or present[name]:
                 array[members] = getattr(record, name)
         failed.update(record.failed)
     head, bank = (arrays[n] if present[n] else None for n in LEARNED)
     vectors = blend_vectors(blend, arrays["embeddings"], head, bank)
-    return RunResult(ids, captions, prompts, vectors, arrays["embeddings"], head, bank, failed)
+    return RunResult(ids, captions, prompts, vectors, tags, arrays["embeddings"], head, bank, failed)
 
 
 def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:

@@ -11,11 +11,16 @@ def clean_caption(caption: str) -> str:
     return " ".join(caption.split()).rstrip(TRAILING)
 
 
-def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str],
-                 count_tokens: Callable[[List[str]], List[int]], context_length: int = 77) -> str:
-    """Join the parts, dropping trailing flavors (then movement, then medium) until it fits.
+PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
 
-    The caption is never cut. Empty parts are left out. ``count_tokens`` gives the token count
+
+def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str],
+                 count_tokens: Callable[[List[str]], List[int]], context_length: int = 77,
+                 order: Sequence[str] = PARTS) -> str:
+    """Join the parts in ``order`` (any of PARTS, each at most once), dropping trailing parts until it fits:
+    in the seed order, trailing flavors, then movement, then medium.
+
+    The first part is never cut (the caption, in the seed order). Empty parts are left out. ``count_tokens`` gives the token count
     (with start/end tokens) of each text, as CLIP's tokenizer sees it.
 
     The answer is the longest prefix of the parts that fits. The full prompt is counted first (it
@@ -26,7 +31,8 @@ def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str
     comma and the part's own words, so it is at least one token longer. ``tests/test_prompt.py``
     checks the search against the one-at-a-time scan on generated parts.
     """
-    parts = [p for p in [clean_caption(caption), medium, movement, *flavors] if p]
+    values = {"caption": [clean_caption(caption)], "medium": [medium], "movement": [movement], "flavors": list(flavors)}
+    parts = [p for name in order for p in values[name] if p]
     if not parts:
         return ""
 
@@ -35,7 +41,7 @@ def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str
 
     if fits(len(parts)):
         return ", ".join(parts)
-    lo, hi = 1, len(parts) - 1  # the caption alone is always kept; parts[:hi + 1] does not fit
+    lo, hi = 1, len(parts) - 1  # the first part alone is always kept; parts[:hi + 1] does not fit
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(mid):

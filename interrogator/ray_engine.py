@@ -14,9 +14,10 @@ The same stages as the single-machine run, arranged as Ray Data's streaming batc
   through the object store.
 
 Each finished batch is one Parquet file, ``<parquet_dir>/<key>/batch-NNNNNN.parquet``, written by the actor
-through the project's atomic writer: one row per image with ``imgId``, ``file``, ``digest``, ``caption``,
-``medium``, ``movement``, ``flavors``, ``prompt``, ``failed`` (the reason, or empty) and ``embedding`` (384
-float32, a plain fixed-size list). ``key`` is the single-machine resume key (identity.run_identity), so a
+through the project's atomic writer: one row per image with ``batch``, ``digest`` and the fields of the
+``parquet`` output format (outputs.py: ``imgId``, ``file``, ``caption``, ``medium``, ``movement``, ``artist``,
+``trending``, ``flavors``, ``prompt``, ``failed`` (the reason, or empty) and ``embedding``, 384 float32 as a
+plain fixed-size list). ``key`` is the single-machine resume key (identity.run_identity), so a
 rerun skips every batch whose file holds the same images with the same digests, and a killed job loses at
 most the batches in flight. The Kaggle CSV is written from the files only when asked, sorted and validated
 as in a single run, and byte-identical to it on the same device type.
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
                  "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 DECODE_CPUS = 0.5  # per decode task; the actors' CPUs are kept below the cluster's minus this (else decoding starves)
-COLUMNS = ("batch", "imgId", "file", "digest", "caption", "medium", "movement", "flavors", "prompt", "failed",
-           "embedding")
+COLUMNS = ("batch", "digest", "imgId", "file", "caption", "medium", "movement", "artist", "trending", "flavors",
+           "prompt", "failed", "embedding")
 
 
 def set_ray_environment() -> None:
@@ -89,18 +90,13 @@ def batch_file(folder: Path, batch: int) -> Path:
 
 
 def record_table(batch: int, record, files: Sequence[ImageFile], embeddings: np.ndarray):
+    """One batch's rows (outputs.arrow_table) with its batch number first."""
     import pyarrow as pa
-    tags = [t for t in record.tags]
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1)
-    return pa.table({
-        "batch": pa.array([batch] * len(record.ids), pa.int32()),
-        "imgId": record.ids, "file": [f.path.name for f in files], "digest": record.digests,
-        "caption": record.captions,
-        "medium": [t.medium if t else "" for t in tags], "movement": [t.movement if t else "" for t in tags],
-        "flavors": pa.array([t.flavors if t else [] for t in tags], pa.list_(pa.string())),
-        "prompt": record.prompts, "failed": [record.failed.get(i, "") for i in record.ids],
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb, pa.float32()), SUBMISSION_DIM),
-    })
+    from .outputs import arrow_table, rows_of
+    rows = rows_of(record.ids, [f.path.name for f in files], record.captions, record.tags, record.prompts,
+                   record.failed)
+    return arrow_table(rows, embeddings, {"batch": pa.array([batch] * len(rows), pa.int32()),
+                                          "digest": list(record.digests)})
 
 
 @dataclass

@@ -137,7 +137,7 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
         clip = models.clip
         if config.mode == "seed":
             prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
-                                    clip.context_length) for pos, t in zip(record.ok, tags)]
+                                    clip.context_length, config.prompt_parts) for pos, t in zip(record.ok, tags)]
         elif config.mode == "caption":
             prompts = [clean_caption(record.captions[pos]) or config.fallback_prompt for pos in record.ok]
             tags = [Tags("", "", []) for _ in record.ok]

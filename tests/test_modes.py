@@ -201,3 +201,31 @@ def test_seed_mode_changes_only_where_a_merged_duplicate_reached_a_prompt(base, 
         assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
     else:  # the demo CLIP ranks 'canon eos c 3 0 0' and 'canon eos c300' next to each other
         assert all(reached)
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "kaggle-sample").is_dir(), reason="../shared/kaggle-sample is absent")
+def test_tune_ranks_assemblies_and_its_best_row_rescores_the_same(base, tmp_path, capsys, minilm_path):
+    import json
+    import re
+    from interrogator.cli import main
+    prompts = REPO.parent / "shared" / "kaggle-sample" / "prompts.csv"
+    values = {k: v for k, v in base.to_dict().items() if v is not None}
+    values["output"] = str(tmp_path / "sub.csv")
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    capsys.readouterr()
+    assert main(["tune", "--config", str(tmp_path / "c.json"), "--prompts", str(prompts), "--modes",
+                 "seed,classic,caption", "--flavor-counts", "1,3", "--show", "100", "--output",
+                 str(tmp_path / "best.json"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"\| \d+ \|", line)]
+    scores = [float(r.split("|")[3]) for r in rows]
+    assert len(rows) > 20 and scores == sorted(scores, reverse=True)
+    assert {r.split("|")[2].strip() for r in rows} >= {"caption", "classic k=3", "seed caption+medium+movement+flavors k=3"}
+    best = json.loads((tmp_path / "best.json").read_text())
+    values.update(best, output=str(tmp_path / "best.csv"))
+    (tmp_path / "best-config.json").write_text(json.dumps(values))
+    assert main(["submit", "--config", str(tmp_path / "best-config.json"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["score", "--submission", str(tmp_path / "best.csv"), "--prompts", str(prompts),
+                 "--embedding-path", str(minilm_path)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"score {scores[0]:.6f}"

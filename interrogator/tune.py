@@ -1,0 +1,182 @@
+"""``tune``: score prompt assemblies on labelled images with the competition metric, each only re-embedding.
+
+Captions come from one ``caption``-mode run of the pipeline (its batch records resume in the work folder
+beside ``--output``) and CLIP image features from the feature store (features.py), so both are computed once;
+every assembly is then built from the features and the label tables, embedded by the sentence model, and
+scored by score.mean_cosine against the true prompts' embeddings.
+
+The grid: the ``seed`` mode with each ``max_flavors`` and each ``prompt_parts`` order (the caption on or off,
+which tables, tags before or after the caption), ``classic`` and ``fast`` with each ``max_flavors``, and
+``caption`` alone. Each assembly is built with the calls and the batches a submission run uses (the same
+caption batches, CLIP batches, ranking and embedding slices), so the best row's settings, run with
+``submit``, give the score ``tune`` printed.
+
+``--holdout F`` keeps a seeded share of the images out of the ranking: rows are sorted by the score on the
+rest, and the held-out score is printed beside it, so an assembly that only fits the tuning images shows.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import permutations
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .config import Config, replace
+
+FLAVOR_COUNTS = (1, 2, 3, 5, 8, 16, 32)
+TAG_SETS = (("medium", "movement", "flavors"), ("medium", "flavors"), ("movement", "flavors"), ("flavors",),
+            ("medium", "movement"))
+
+
+@dataclass(frozen=True)
+class Assembly:
+    mode: str
+    max_flavors: int
+    parts: Tuple[str, ...] = ("caption", "medium", "movement", "flavors")
+
+    def fragment(self) -> dict:
+        """The config keys that make a submission run build this assembly."""
+        out = {"mode": self.mode}
+        if self.mode != "caption":
+            out["max_flavors"] = max(self.max_flavors, 1)  # 0 only where no flavors part is used
+        if self.mode == "seed":
+            out["prompt_parts"] = list(self.parts)
+        return out
+
+    def label(self) -> str:
+        if self.mode == "caption":
+            return "caption"
+        if self.mode == "seed":
+            return f"seed {'+'.join(self.parts)} k={self.max_flavors}"
+        return f"{self.mode} k={self.max_flavors}"
+
+
+def grid(modes: Sequence[str] = ("seed", "classic", "fast", "caption"),
+         counts: Sequence[int] = FLAVOR_COUNTS) -> List[Assembly]:
+    out = []
+    for mode in modes:
+        if mode == "caption":
+            out.append(Assembly("caption", 0))
+        elif mode == "seed":
+            orders = set()
+            for tags in TAG_SETS:
+                orders.add(("caption", *tags))
+                orders.add((*tags, "caption"))
+                orders.add(tags)
+            for order in sorted(orders):
+                if "flavors" in order:
+                    out.extend(Assembly("seed", k, order) for k in counts if k > 0)
+                else:
+                    out.append(Assembly("seed", 0, order))
+        else:
+            out.extend(Assembly(mode, k) for k in counts if k > 0)
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class TuneRow:
+    assembly: Assembly
+    score: float
+    holdout: Optional[float]
+
+
+def _batches(n: int, size: int) -> List[List[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed: int = 0,
+         modes: Sequence[str] = ("seed", "classic", "fast", "caption"), counts: Sequence[int] = FLAVOR_COUNTS,
+         progress: bool = True) -> List[TuneRow]:
+    """Every assembly of the grid scored on the labelled images (see the module docstring), best first."""
+    from .embed import embed_prompts
+    from .errors import ConfigError
+    from .features import build_index
+    from .labels import LabelCache, load_tables
+    from .modes import TABLES, interrogate
+    from .pipeline import run
+    from .prompt import build_prompt, clean_caption
+    from .score import mean_cosine, read_prompts
+    from .stages import load_sentence
+    from .clip import load_clip
+    work_dir = Path(work)
+    captioned = run(replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
+                            output=str(work_dir / "captions.csv")), progress=progress)
+    ids, captions, failed = captioned.image_ids, captioned.captions, captioned.failed
+    truth = read_prompts(prompts_csv)
+    truth = truth[truth.imgId.isin(set(ids))]
+    if truth.empty:
+        raise ConfigError(f"tune: no imgId of {prompts_csv} is an image of {config.data_path}")
+    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    report = build_index(config, config.data_path, str(work_dir / "features.safetensors"), progress=progress, clip=clip)
+    names = sorted({n for m in modes for n in TABLES[m]})
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=names)
+    ok = [i for i, image_id in enumerate(ids) if image_id not in failed]
+    ok_set, row_of = set(ok), {i: r for r, i in enumerate(ok)}
+    names_in_store = [f.path.relative_to(config.data_path).as_posix() for f in captioned_files(config)]
+    features = report.store.rows([names_in_store[i] for i in ok]).to(clip.device, clip.dtype) if ok else None
+    sentence = load_sentence(config)
+    true_vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(truth))
+    n_hold = int(round(holdout * len(truth)))
+    held = set(truth.imgId.iloc[order[:n_hold]])
+    tuned_ids = [i for i in truth.imgId if i not in held]
+    tuned_rows = [k for k, i in enumerate(truth.imgId) if i not in held]
+    held_ids = [i for i in truth.imgId if i in held]
+    held_rows = [k for k, i in enumerate(truth.imgId) if i in held]
+    caption_batch, embed_batch = config.stage_batch_size("caption"), config.stage_batch_size("embed")
+    top_k = max(counts)
+    seed_tags = {}
+    if "seed" in modes:
+        chunk = config.chunk_size
+        for members in _batches(len(ids), caption_batch):
+            dec = [i for i in members if i in ok_set]
+            if not dec:
+                continue
+            f = features[[row_of[i] for i in dec]]
+            mediums, movements = tables["mediums"].top(f, 1, chunk), tables["movements"].top(f, 1, chunk)
+            flavors = tables["flavors"].top(f, top_k, chunk)
+            for i, m, v, fl in zip(dec, mediums, movements, flavors):
+                seed_tags[i] = (m[0], v[0], fl)
+    rows = []
+    for assembly in grid(modes, counts):
+        prompts = [config.fallback_prompt] * len(ids)
+        cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1))
+        if assembly.mode == "caption":
+            for i in ok:
+                prompts[i] = clean_caption(captions[i]) or config.fallback_prompt
+        elif assembly.mode == "seed":
+            for i in ok:
+                m, v, fl = seed_tags[i]
+                prompts[i] = build_prompt(captions[i], m, v, fl[:assembly.max_flavors], clip.count_tokens,
+                                          clip.context_length, assembly.parts)
+        else:
+            for members in _batches(len(ids), caption_batch):
+                dec = [i for i in members if i in ok_set]
+                if dec:
+                    chosen = interrogate(assembly.mode, [captions[i] for i in dec], features[[row_of[i] for i in dec]],
+                                         tables, cfg, clip)
+                    for i, c in zip(dec, chosen):
+                        prompts[i] = c.prompt
+        vectors = np.concatenate([embed_prompts(sentence, [prompts[i] for i in members[s:s + embed_batch]],
+                                                len(members[s:s + embed_batch]))
+                                  for members in _batches(len(ids), caption_batch)
+                                  for s in range(0, len(members), embed_batch)])
+        score = mean_cosine(ids, vectors, tuned_ids, true_vectors[tuned_rows]) if tuned_ids else 0.0
+        hold = mean_cosine(ids, vectors, held_ids, true_vectors[held_rows]) if held else None
+        rows.append(TuneRow(assembly, score, hold))
+    return sorted(rows, key=lambda r: -r.score)
+
+
+def captioned_files(config: Config):
+    from .pipeline import scan_images
+    return scan_images(config).files
+
+
+def write_fragment(row: TuneRow, path: str) -> Path:
+    from .atomic import write_bytes
+    return write_bytes(path, (json.dumps(row.assembly.fragment()) + "\n").encode())
