@@ -63,6 +63,7 @@ class Config:
     txt_dir: Optional[str] = None
     overwrite: bool = False
     recursive: bool = False
+    negative_prompt: bool = False
     min_flavors: int = 8
     intermediate_count: int = 2048
     head_path: Optional[str] = None
@@ -123,7 +124,8 @@ class Config:
 
     def needs_clip(self) -> bool:
         """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features."""
-        return self.mode != "caption" or self.blend_weight("head") > 0 or self.blend_weight("bank") > 0
+        return (self.mode != "caption" or self.negative_prompt or self.blend_weight("head") > 0
+                or self.blend_weight("bank") > 0)
 
     def blend_weight(self, component: str) -> float:
         """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""

@@ -215,3 +215,8 @@ def interrogate(mode: str, captions: Sequence[str], features: torch.Tensor, tabl
     if mode == "best":
         return best(captions, features, tables, merged, config, texts)
     raise ValueError(f"mode {mode!r} ranks no labels")
+
+
+def negative_prompts(features: torch.Tensor, tables: Dict[str, LabelTable], config, clip) -> List[str]:
+    """The negative mode's prompt of each image, beside any mode's prompt (config key negative_prompt)."""
+    return [c.prompt for c in negative(features, tables, config, Texts(clip))]

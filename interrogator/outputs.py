@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | ``kaggle`` | ``output`` | the submission CSV (submission.py); ids are file stems, so they must be unique |
 | ``txt`` | ``<stem>.txt`` beside each image, or under ``txt_dir`` keeping the sub-folders | the prompt, one line |
-| ``csv`` | ``<output stem>.prompts.csv`` | imgId, file, caption, medium, movement, artist, trending, flavors, prompt, failed |
+| ``csv`` | ``<output stem>.prompts.csv`` | imgId, file, caption, medium, movement, artist, trending, flavors, prompt, failed, and negative_prompt when ``negative_prompt`` is set |
 | ``jsonl`` | ``<output stem>.jsonl`` | the same fields, one JSON object a line (flavors as a list) |
 | ``parquet`` | ``<output stem>.parquet`` | the same fields and ``embedding`` (384 float32, a plain fixed-size list) |
 
@@ -47,17 +47,23 @@ class Row:
     flavors: List[str]
     prompt: str
     failed: str          # why it could not be decoded, or ''
+    negative: Optional[str] = None  # the negative prompt, when asked for (config key negative_prompt)
 
     def as_dict(self) -> dict:
-        return dict(zip(FIELDS, (self.image_id, self.file, self.caption, self.medium, self.movement, self.artist,
-                                 self.trending, self.flavors, self.prompt, self.failed)))
+        out = dict(zip(FIELDS, (self.image_id, self.file, self.caption, self.medium, self.movement, self.artist,
+                                self.trending, self.flavors, self.prompt, self.failed)))
+        if self.negative is not None:
+            out["negative_prompt"] = self.negative
+        return out
 
 
-def rows_of(ids: Sequence[str], files: Sequence[str], captions, tags, prompts, failed: Dict[str, str]) -> List[Row]:
+def rows_of(ids: Sequence[str], files: Sequence[str], captions, tags, prompts, failed: Dict[str, str],
+            negatives: Optional[Sequence[str]] = None) -> List[Row]:
     out = []
-    for i, f, c, t, p in zip(ids, files, captions, tags, prompts):
+    for n, (i, f, c, t, p) in enumerate(zip(ids, files, captions, tags, prompts)):
         out.append(Row(i, f, c, t.medium if t else "", t.movement if t else "", t.artist if t else "",
-                       t.trending if t else "", list(t.flavors) if t else [], p, failed.get(i, "")))
+                       t.trending if t else "", list(t.flavors) if t else [], p, failed.get(i, ""),
+                       None if negatives is None else negatives[n]))
     return out
 
 
@@ -65,7 +71,8 @@ def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dic
     """The rows and their embeddings as an Arrow table (``extra``: leading columns, such as the batch)."""
     import pyarrow as pa
     columns = dict(extra or {})
-    for name in FIELDS:
+    names = list(FIELDS) + (["negative_prompt"] if rows and rows[0].negative is not None else [])
+    for name in names:
         values = [r.as_dict()[name] for r in rows]
         columns[name] = pa.array(values, pa.list_(pa.string())) if name == "flavors" else values
     flat = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1)
@@ -127,7 +134,8 @@ def write_outputs(formats: Sequence[str], rows: Sequence[Row], embeddings: np.nd
         written["txt"] = write_txt(rows, config.data_path, config.txt_dir, config.overwrite)
     if "csv" in formats:
         import pandas as pd
-        frame = pd.DataFrame([{**r.as_dict(), "flavors": ", ".join(r.flavors)} for r in rows], columns=list(FIELDS))
+        columns = list(FIELDS) + (["negative_prompt"] if rows and rows[0].negative is not None else [])
+        frame = pd.DataFrame([{**r.as_dict(), "flavors": ", ".join(r.flavors)} for r in rows], columns=columns)
         written["csv"] = atomic_write(paths["csv"], lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
     if "jsonl" in formats:
         text = "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in rows)

@@ -44,6 +44,7 @@ class RunResult:
     prompts: List[str]
     embeddings: np.ndarray  # what the submission holds: the blend (blend.py), or the prompts' embeddings
     tags: List = field(default_factory=list)  # record.Tags per image (None where undecodable)
+    negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them
     prompt_embeddings: Optional[np.ndarray] = None  # the sentence model's embeddings of the prompts
     head: Optional[np.ndarray] = None  # a learned head's predictions, when the blend uses one
     bank: Optional[np.ndarray] = None  # the retrieval bank's, likewise
@@ -163,8 +164,8 @@ class RunState:
 
 def mode_label_files(config: Config) -> List[Path]:
     """The label files the config's mode reads (the seed mode: mediums, movements, flavors)."""
-    from .modes import TABLES
-    return table_files(config.dicts, TABLES[config.mode])
+    from .stages import table_names
+    return table_files(config.dicts, table_names(config))
 
 
 def check_output(output: str) -> None:
@@ -288,7 +289,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
                 result.output = write_submission(kaggle_ids(result.image_ids, config.recursive), result.embeddings,
                                                  config.output)
             rows = rows_of(result.image_ids, result.files, result.captions, result.tags, result.prompts,
-                           result.failed)
+                           result.failed, result.negatives)
             result.written = write_outputs(config.formats, rows, result.embeddings, config)
         if work is not None:
             work.remove()
@@ -303,7 +304,7 @@ def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, Batch
               blend: Optional[Sequence[float]] = None) -> RunResult:
     """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
     from .blend import blend_vectors
-    captions, prompts, tags = [""] * len(ids), [""] * len(ids), [None] * len(ids)
+    captions, prompts, tags, negatives = [""] * len(ids), [""] * len(ids), [None] * len(ids), [""] * len(ids)
     arrays = {name: np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
     present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
     failed: Dict[str, str] = {}
@@ -311,13 +312,17 @@ def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, Batch
         record = records[b]
         for pos, i in enumerate(members):
             captions[i], prompts[i], tags[i] = record.captions[pos], record.prompts[pos], record.tags[pos]
+            if record.negatives is not None:
+                negatives[i] = record.negatives[pos]
         for name, array in arrays.items():
             if name == "embeddings" or present[name]:
                 array[members] = getattr(record, name)
         failed.update(record.failed)
     head, bank = (arrays[n] if present[n] else None for n in LEARNED)
     vectors = blend_vectors(blend, arrays["embeddings"], head, bank)
-    return RunResult(ids, captions, prompts, vectors, tags, arrays["embeddings"], head, bank, failed)
+    with_negatives = bool(records) and all(r.negatives is not None for r in records.values())
+    return RunResult(ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
+                     arrays["embeddings"], head, bank, failed)
 
 
 def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:

@@ -50,6 +50,7 @@ class BatchRecord:
     embeddings: Optional[np.ndarray] = None  # (n, 384) float32, unit norm
     head: Optional[np.ndarray] = None  # (n, 384) float32: a learned head's prediction, zero rows where undecodable
     bank: Optional[np.ndarray] = None  # (n, 384) float32: the retrieval bank's, likewise
+    negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them (negative_prompt)
 
     def done(self, phase: str) -> bool:
         return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[phase] is not None
@@ -64,7 +65,7 @@ class BatchRecord:
         from safetensors.numpy import save
         header = {"ids": self.ids, "digests": self.digests, "failed": self.failed, "captions": self.captions,
                   "tags": None if self.tags is None else [None if t is None else asdict(t) for t in self.tags],
-                  "prompts": self.prompts}
+                  "prompts": self.prompts, "negatives": self.negatives}
         tensors = {name: np.ascontiguousarray(getattr(self, name), np.float32)
                    for name in ("embeddings", *LEARNED) if getattr(self, name) is not None}
         return save(tensors, metadata={"format": RECORD_FORMAT, "record": json.dumps(header)})
@@ -89,7 +90,8 @@ class BatchRecord:
     @classmethod
     def _checked(cls, header, arrays) -> "BatchRecord":
         embeddings = arrays.get("embeddings")
-        if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts"}:
+        if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts",
+                                                           "negatives"}:
             raise RecordError("the header does not hold a batch record")
         ids, n = header["ids"], len(header["ids"]) if isinstance(header["ids"], list) else -1
         _strings("ids", ids, n)
@@ -98,7 +100,7 @@ class BatchRecord:
         if not (isinstance(failed, dict) and all(isinstance(v, str) for v in failed.values()) and set(failed) <= set(ids)):
             raise RecordError("failed is not a map of this batch's ids to reasons")
         captions, prompts, tags = header["captions"], header["prompts"], header["tags"]
-        for name, value in (("captions", captions), ("prompts", prompts)):
+        for name, value in (("captions", captions), ("prompts", prompts), ("negatives", header["negatives"])):
             if value is not None:
                 _strings(name, value, n)
         if tags is not None:
@@ -130,7 +132,10 @@ class BatchRecord:
                 if (np.minimum(np.abs(norms - 1), norms) > NORM_TOLERANCE).any():
                     raise RecordError(f"{name} rows are neither unit-norm nor zero")
             learned[name] = value
-        return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings, **learned)
+        if header["negatives"] is not None and prompts is None:
+            raise RecordError("negatives before prompts")
+        return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings, **learned,
+                   negatives=header["negatives"])
 
 
 def _strings(name: str, value, n: int) -> None:

@@ -55,12 +55,20 @@ def load_captioner_stage(config: Config) -> Captioner:
 
 
 def load_clip_stage(config: Config, progress: bool):
-    """The CLIP and the label tables the config's mode ranks (modes.TABLES)."""
-    from .modes import TABLES
+    """The CLIP and the label tables the config's mode ranks (table_names)."""
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=TABLES[config.mode],
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=table_names(config),
                          progress_factory=label_progress(progress))
     return clip, tables
+
+
+def table_names(config: Config):
+    """The label tables the config's mode ranks (modes.TABLES), and the negative chain's when asked for."""
+    from .modes import TABLES
+    names = list(TABLES[config.mode])
+    if config.negative_prompt:
+        names += [n for n in TABLES["negative"] if n not in names]
+    return names
 
 
 def load_learned(config: Config, clip: Clip):
@@ -112,7 +120,7 @@ def caption_phase(models: Models, batch: ImageBatch, record: BatchRecord, batche
 def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: StageBatcher, config: Config,
               timer) -> None:
     """Best medium, movement and max_flavors flavors of each decoded image, then its prompt."""
-    tags, chosen = [], None
+    tags, chosen, negatives = [], None, []
     if record.ok and config.needs_clip():  # a batch may hold only undecodable images
         with timer("tags"):
             features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
@@ -127,6 +135,9 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
                 chosen = interrogate(config.mode, [record.captions[pos] for pos in record.ok], features, tables,
                                      config, models.clip)
                 tags = [Tags(c.medium, c.movement, list(c.flavors), c.artist, c.trending) for c in chosen]
+            if config.negative_prompt:
+                from .modes import negative_prompts
+                negatives = negative_prompts(features, tables, config, models.clip)
             if models.head is not None:
                 from .head import predict
                 record.head = _spread_rows(record, predict(models.head, features, str(features.device)))
@@ -145,6 +156,8 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
             prompts = [c.prompt for c in chosen or []]
     record.tags = _spread(record, tags, None)
     record.prompts = _spread(record, prompts, config.fallback_prompt)
+    if config.negative_prompt:
+        record.negatives = _spread(record, negatives, "")
     for name, model in (("head", models.head), ("bank", models.bank)):
         if model is not None and getattr(record, name) is None:  # a batch of only undecodable images
             setattr(record, name, np.zeros((len(record.ids), SUBMISSION_DIM), dtype=np.float32))

@@ -111,3 +111,16 @@ def test_recursive_ids_are_relative_paths_and_kaggle_needs_unique_stems(write_co
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: config key 'formats': the kaggle format needs unique file stems, and 'a/x.png' and 'b/x.png' "
         "share 'x'; leave kaggle out of formats or rename one")
+
+
+def test_negative_prompt_beside_the_prompt_equals_the_negative_mode(write_config, tmp_path):
+    from interrogator.config import replace
+    dicts = tmp_path / "dicts"
+    shutil.copytree(load_config(write_config()).dicts, dicts)
+    shutil.copy(REPO / "dicts" / "negative.txt", dicts)
+    base = load_config(write_config(dicts=str(dicts), max_flavors=4, min_flavors=1, intermediate_count=32))
+    asked = run(replace(base, negative_prompt=True, formats=["jsonl"]), progress=False)
+    alone = run(replace(base, mode="negative", output=str(tmp_path / "neg.csv")), progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "submission.jsonl").read_text().splitlines()]
+    assert [r["negative_prompt"] for r in rows] == alone.prompts
+    assert [r["prompt"] for r in rows] == run(base, progress=False, write=False).prompts
