@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from itertools import permutations
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from .config import Config, replace
 

@@ -57,6 +57,25 @@ def write_config(tmp_path, demo_models, small_dicts):
     return write
 
 
+# A child that runs ``submit --config`` and SIGKILLs itself as the third batch starts captioning
+# (batches 0 and 1 are saved in the work folder); format with repo and config.
+KILL_ON_THIRD_CAPTION = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from interrogator.caption import Captioner
+from interrogator.cli import main
+original = Captioner.caption
+calls = []
+def caption(self, pixels):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, pixels)
+Captioner.caption = caption
+main(["submit", "--config", {config!r}, "--no-progress"])
+"""
+
+
 def run_cli(*args, cwd=REPO, check=True):
     """Run ``python -m interrogator ...`` (or a script) in a subprocess; returns CompletedProcess."""
     cmd = [sys.executable, *args] if args[0].endswith(".py") else [sys.executable, "-m", "interrogator", *args]

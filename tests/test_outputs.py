@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES
 from interrogator.cli import main
 from interrogator.config import load_config
 from interrogator.pipeline import run
@@ -34,20 +34,6 @@ def outputs_of(folder, stem="out"):
     return found
 
 
-KILL_ON_THIRD_CAPTION = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from interrogator.caption import Captioner
-from interrogator.cli import main
-original, calls = Captioner.caption, []
-def caption(self, pixels):
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, pixels)
-Captioner.caption = caption
-main(["submit", "--config", {config!r}, "--no-progress"])
-"""
 
 
 def test_every_format_resumes_after_a_kill_with_identical_content(write_config, tmp_path, images):
@@ -119,7 +105,7 @@ def test_negative_prompt_beside_the_prompt_equals_the_negative_mode(write_config
     shutil.copytree(load_config(write_config()).dicts, dicts)
     shutil.copy(REPO / "dicts" / "negative.txt", dicts)
     base = load_config(write_config(dicts=str(dicts), max_flavors=4, min_flavors=1, intermediate_count=32))
-    asked = run(replace(base, negative_prompt=True, formats=["jsonl"]), progress=False)
+    run(replace(base, negative_prompt=True, formats=["jsonl"]), progress=False)
     alone = run(replace(base, mode="negative", output=str(tmp_path / "neg.csv")), progress=False)
     rows = [json.loads(x) for x in (tmp_path / "out" / "submission.jsonl").read_text().splitlines()]
     assert [r["negative_prompt"] for r in rows] == alone.prompts

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, SAMPLES, run_cli
+from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, run_cli
 from interrogator import load_config, run
 from interrogator.config import replace
 from interrogator.record import BatchRecord
@@ -73,21 +73,6 @@ def test_strict_turns_undecodable_images_into_an_error(write_config, hostile_fol
     assert not (tmp_path / "out" / "submission.csv").exists()
 
 
-KILL_AFTER_TWO_BATCHES = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from interrogator.caption import Captioner
-from interrogator.cli import main
-original = Captioner.caption
-calls = []
-def caption(self, pixels):
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, pixels)
-Captioner.caption = caption
-main(["submit", "--config", {config!r}, "--no-progress"])
-"""
 
 
 def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monkeypatch):
@@ -95,7 +80,7 @@ def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monke
     config = write_config(batch_size=2)
     run_cli("submit", "--config", str(config), "--output", str(reference), "--no-progress")
 
-    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO_BATCHES.format(repo=str(REPO), config=str(config))],
+    proc = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_CAPTION.format(repo=str(REPO), config=str(config))],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     out = tmp_path / "out" / "submission.csv"
