@@ -239,13 +239,15 @@ def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
         write: bool = True, strict: bool = False, models: Optional[Models] = None,
-        images: Optional[Tuple[int, int, int]] = None) -> RunResult:
+        images: Optional[Tuple[int, int, int]] = None, keep_work: bool = False) -> RunResult:
     """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
     from the work folder next to it if an earlier run with the same identity was interrupted.
 
     models: already loaded models to use instead of loading them from the config's paths
     (to reuse them across runs, or for benchmarks); low_memory and resume do not apply to them.
     shard (i, N) or images (lo, hi, total): process only that part of the images (shards.py).
+    keep_work: keep the batch records after a successful write, so the next run with the same identity
+    reuses every batch (tune caches its captions so).
     """
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
     config.check_blend()
@@ -291,7 +293,7 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
             rows = rows_of(result.image_ids, result.files, result.captions, result.tags, result.prompts,
                            result.failed, result.negatives)
             result.written = write_outputs(config.formats, rows, result.embeddings, config)
-        if work is not None:
+        if work is not None and not keep_work:
             work.remove()
     return result
 

@@ -1,7 +1,8 @@
 """``tune``: score prompt assemblies on labelled images with the competition metric, each only re-embedding.
 
-Captions come from one ``caption``-mode run of the pipeline (its batch records resume in the work folder
-beside ``--output``) and CLIP image features from the feature store (features.py), so both are computed once;
+Captions come from a ``caption``-mode run of the pipeline whose batch records stay in the work folder
+(``--work``, by default ``.tune`` beside the output), so a later ``tune`` on the same images and settings
+captions nothing; CLIP image features come from the feature store there (features.py), computed once too;
 every assembly is then built from the features and the label tables, embedded by the sentence model, and
 scored by score.mean_cosine against the true prompts' embeddings.
 
@@ -102,7 +103,7 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
     from .clip import load_clip
     work_dir = Path(work)
     captioned = run(replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
-                            output=str(work_dir / "captions.csv")), progress=progress)
+                            output=str(work_dir / "captions.csv")), progress=progress, keep_work=True)
     ids, captions, failed = captioned.image_ids, captioned.captions, captioned.failed
     truth = read_prompts(prompts_csv)
     truth = truth[truth.imgId.isin(set(ids))]

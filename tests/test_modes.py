@@ -221,6 +221,9 @@ def test_tune_ranks_assemblies_and_its_best_row_rescores_the_same(base, tmp_path
     scores = [float(r.split("|")[3]) for r in rows]
     assert len(rows) > 20 and scores == sorted(scores, reverse=True)
     assert {r.split("|")[2].strip() for r in rows} >= {"caption", "classic k=3", "seed caption+medium+movement+flavors k=3"}
+    # captions cached for the next tune: the caption run's batch records stay in the work folder
+    assert len(list((tmp_path / ".tune").glob(".captions.csv.work/*/batch-*.safetensors"))) == 2
+    assert (tmp_path / ".tune" / "features.safetensors").is_file()
     best = json.loads((tmp_path / "best.json").read_text())
     values.update(best, output=str(tmp_path / "best.csv"))
     (tmp_path / "best-config.json").write_text(json.dumps(values))
