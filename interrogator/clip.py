@@ -50,14 +50,16 @@ class Clip:
         return F.normalize(torch.cat(feats).float(), dim=-1).to(self.dtype)
 
     @torch.inference_mode()
-    def encode_labels(self, labels: Sequence[str], batch_size: int = 1024, progress=None) -> torch.Tensor:
+    def encode_labels(self, labels: Sequence[str], batch_size: int = 1024, progress=None,
+                      tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """L2-normalised text features (N, D) in label order, computed exactly but fast.
 
         Labels are sorted by token count and each batch's context is cut after its
         longest sequence: the text transformer is causal, so tokens after a
         sequence's EOT cannot change the EOT feature.
         """
-        tokens = tokenize_many(self.tokenizer, list(labels))
+        if tokens is None:  # the caller may pass the labels' tokens if it already has them
+            tokens = tokenize_many(self.tokenizer, list(labels))
         lengths = token_lengths(tokens)
         order = torch.argsort(lengths, descending=True, stable=True)
         out = torch.empty((len(labels), self.embed_dim), dtype=self.dtype, device=self.device)

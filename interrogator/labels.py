@@ -82,13 +82,10 @@ def table_labels(dicts: str | Path, name: str) -> List[str]:
 def merge_token_duplicates(labels: Sequence[str], tokens: torch.Tensor) -> List[str]:
     """The first label of each group whose CLIP tokens are identical (their scores are equal: 'canon eos c300'
     and 'canon eos c 3 0 0' tokenize alike because CLIP's tokenizer splits digits)."""
-    seen, kept = set(), []
+    first = {}
     for label, row in zip(labels, tokens.tolist()):
-        key = tuple(row)
-        if key not in seen:
-            seen.add(key)
-            kept.append(label)
-    return kept
+        first.setdefault(tuple(row), label)
+    return list(first.values())
 
 
 def labels_sha256(labels: Sequence[str]) -> str:
@@ -174,7 +171,8 @@ def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[s
     tables = {}
     for name in names:
         read = table_labels(dicts_dir, name)
-        labels = merge_token_duplicates(read, tokenize_many(clip.tokenizer, read))
+        tokens = tokenize_many(clip.tokenizer, read)
+        labels = merge_token_duplicates(read, tokens)
         if len(labels) < len(read):
             log.debug("%s: %d labels tokenize like an earlier one and were merged into it", name, len(read) - len(labels))
         key = cache.key(clip, labels)
@@ -183,7 +181,10 @@ def load_tables(clip: Clip, dicts_dir: str, cache: LabelCache, names: Sequence[s
             emb = cached.to(clip.device, clip.dtype)
         else:
             bar = progress_factory(name, len(labels)) if progress_factory else None
-            emb = clip.encode_labels(labels, batch_size=batch_size, progress=bar)
+            if len(labels) < len(read):  # the kept labels' rows of the tokens already made
+                row = {label: i for i, label in reversed(list(enumerate(read)))}
+                tokens = tokens[[row[label] for label in labels]]
+            emb = clip.encode_labels(labels, batch_size=batch_size, progress=bar, tokens=tokens)
             if bar is not None:
                 bar.close()
             cache.save(name, key, emb)
