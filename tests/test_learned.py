@@ -1,10 +1,8 @@
 """Past the interrogator: the learned head, the retrieval bank and the blend, on planted data and demo models."""
 import json
 import re
-import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -14,7 +12,6 @@ from interrogator.blend import blend_vectors, simplex_grid
 from interrogator.cli import main
 from interrogator.config import load_config
 from interrogator.head import train_head
-from interrogator.submission import read_submission
 
 
 def planted(n=2000, dim=64, out=384, seed=0):
