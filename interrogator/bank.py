@@ -11,7 +11,7 @@ loading it for another CLIP is an error naming both.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
@@ -33,10 +33,17 @@ class Bank:
     embeddings: torch.Tensor   # (N, E) float32, unit-norm
     clip_model: str
     clip_weights: str
+    _faiss: object = field(default=None, repr=False, compare=False)  # the faiss index, built on first use
 
     def query(self, features: torch.Tensor, k: int, temperature: float, backend: str = "torch") -> np.ndarray:
         """(B, E) float32: the softmax-weighted, normalised mean of the k nearest entries' embeddings."""
-        scores, index = nearest(features.float().to(self.features.device), self.features, k, backend)
+        prebuilt = None
+        if backend == "faiss":  # built once per bank, not once per batch
+            if self._faiss is None:
+                from .nearest import faiss_index
+                self._faiss = faiss_index(self.features)
+            prebuilt = self._faiss
+        scores, index = nearest(features.float().to(self.features.device), self.features, k, backend, index=prebuilt)
         weights = torch.softmax(scores.double().cpu() / temperature, dim=1)
         voted = (weights.unsqueeze(-1) * self.embeddings.double()[index.cpu()]).sum(dim=1)
         return torch.nn.functional.normalize(voted, dim=-1).float().numpy()

@@ -19,14 +19,8 @@ BACKENDS = ("torch", "faiss")
 SEARCH_CHUNK = 65536  # keys scored at once
 
 
-def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, backend: str = "torch",
-            chunk_size: int = SEARCH_CHUNK) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(scores, indices), both (Q, min(k, N)), best first, of the k keys nearest each query."""
-    if backend == "torch":
-        queries = queries.to(keys.device, keys.dtype)
-        return topk_chunked(queries, keys, k, chunk_size)
-    if backend != "faiss":
-        raise InterrogatorError(f"search backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+def faiss_index(keys: torch.Tensor):
+    """An exact faiss ``IndexFlatIP`` holding the keys (build it once for many searches)."""
     try:
         import faiss
     except ImportError as exc:
@@ -34,6 +28,19 @@ def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, backend: str = "t
     base = np.ascontiguousarray(keys.detach().float().cpu().numpy())
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(base)
-    k = min(k, base.shape[0])
-    scores, idx = index.search(np.ascontiguousarray(queries.detach().float().cpu().numpy()), k)
+    return index
+
+
+def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, backend: str = "torch",
+            chunk_size: int = SEARCH_CHUNK, index=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices), both (Q, min(k, N)), best first, of the k keys nearest each query.
+
+    index: with the faiss backend, a ``faiss_index(keys)`` built before (else one is built for this call)."""
+    if backend == "torch":
+        queries = queries.to(keys.device, keys.dtype)
+        return topk_chunked(queries, keys, k, chunk_size)
+    if backend != "faiss":
+        raise InterrogatorError(f"search backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    index = index if index is not None else faiss_index(keys)
+    scores, idx = index.search(np.ascontiguousarray(queries.detach().float().cpu().numpy()), min(k, index.ntotal))
     return torch.from_numpy(scores), torch.from_numpy(idx.astype(np.int64))

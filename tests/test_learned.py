@@ -54,6 +54,20 @@ def test_bank_returns_a_duplicates_own_embedding_at_k1():
     assert np.abs(got[0] - mean / np.linalg.norm(mean)).max() < 1e-5
 
 
+def test_bank_with_faiss_equals_torch_and_builds_its_index_once(monkeypatch):
+    pytest.importorskip("faiss")
+    import interrogator.nearest as nearest
+    x, y = planted(n=80, seed=5)
+    bank = Bank([str(i) for i in range(80)], torch.from_numpy(x), torch.from_numpy(y), "m", "w")
+    built = []
+    original = nearest.faiss_index
+    monkeypatch.setattr(nearest, "faiss_index", lambda keys: built.append(1) or original(keys))
+    for rows in ([0, 1, 2], [3, 4]):
+        q = torch.from_numpy(x[rows])
+        assert np.abs(bank.query(q, 5, 0.05, "faiss") - bank.query(q, 5, 0.05, "torch")).max() < 1e-6
+    assert built == [1]
+
+
 def test_blend_of_the_prompt_alone_is_the_prompt_exactly_and_others_normalised():
     _, y = planted(n=6, seed=4)
     head, bank = np.roll(y, 1, axis=0), np.roll(y, 2, axis=0)
