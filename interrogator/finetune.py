@@ -47,9 +47,8 @@ def _training_frame(pairs_csv: str) -> pd.DataFrame:
     return pd.DataFrame({"filepath": [str(p) for p in pairs.images], "title": pairs.prompts})
 
 
-def _start_checkpoint(config, out: Path) -> str:
-    from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
-    spec = resolve_clip(config.clip_model, config.clip_path)
+def _start_checkpoint(config, spec, out: Path) -> str:
+    from .clip_checkpoint import read_torchscript_state_dict
     if spec.form != "torchscript":
         return str(Path(config.clip_path).resolve())
     start = out / "start.pt"
@@ -57,11 +56,9 @@ def _start_checkpoint(config, out: Path) -> str:
     return str(start)
 
 
-def train_arguments(config, start: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float,
+def train_arguments(config, spec, start: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float,
                     seed: int) -> List[str]:
-    """open_clip_train's command line for this run."""
-    from .clip_checkpoint import resolve_clip
-    spec = resolve_clip(config.clip_model, config.clip_path)
+    """open_clip_train's command line for this run (``spec``: the config's resolved ClipSpec)."""
     device = config.resolved_device()
     args = ["--train-data", str(data), "--dataset-type", "csv", "--csv-separator", "\t",
             "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", spec.arch, "--pretrained", start,
@@ -117,9 +114,11 @@ def finetune_clip(config, pairs_csv: str, out: str, epochs: int = 1, batch_size:
     pairs.to_csv(data, sep="\t", index=False)
     device, dtype = config.resolved_device(), config.torch_dtype()
     before = contrastive_loss(load_clip(config.clip_model, config.clip_path, device, dtype), pairs)
-    start = _start_checkpoint(config, out_path)
+    from .clip_checkpoint import resolve_clip
+    spec = resolve_clip(config.clip_model, config.clip_path)
+    start = _start_checkpoint(config, spec, out_path)
     log = out_path / "train.log"
-    argv = train_arguments(config, start, data, out_path, epochs, batch_size, lr, seed)
+    argv = train_arguments(config, spec, start, data, out_path, epochs, batch_size, lr, seed)
     with open(log, "w") as stream:
         proc = subprocess.run([sys.executable, "-m", "interrogator.finetune", *argv], stdout=stream,
                               stderr=subprocess.STDOUT)

@@ -36,7 +36,8 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     from .features import FeatureStore
     from .pictures import contact_sheet, save_png
-    from .toolkit import check_store_clip, files_of, image_features, read_lines, search, text_features
+    from .toolkit import (check_store_clip, files_of, image_features, load_toolkit_clip, read_lines, search,
+                          text_features)
     store = FeatureStore.load(args.index)
     texts = list(args.text or []) + (read_lines(args.queries, "--queries") if args.queries else [])
     if not texts and not args.image:
@@ -45,7 +46,6 @@ def cmd_search(args) -> int:
         config = _config(args)
     else:  # the CLIP that built the index, from where it was
         config = load_config(None, clip_model=store.clip.model, clip_path=store.clip.path, device=args.device)
-    from .toolkit import load_toolkit_clip
     clip = load_toolkit_clip(config)
     check_store_clip(store, clip, f"--index {args.index}")
     import torch
