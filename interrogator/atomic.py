@@ -3,8 +3,10 @@
 ``atomic_write(path, write)`` writes to a temp file in the target's folder, flushes and fsyncs it,
 gives it the mode a plain ``open`` would (0666 less the umask), renames it over the target and
 fsyncs the folder, so after a crash or a power loss the target is either the old file or the whole
-new one. Temp files are named ``.<name>.<pid>.<random>.tmp``; ``sweep_temps(folder)`` removes those
-whose writing process is gone (writes killed midway), and each write sweeps its folder first.
+new one. Temp files are named ``.<name>.<pid>.<random>.interrogator-tmp``; ``sweep_temps(folder)`` removes
+those whose writing process is gone (writes killed midway), and each write sweeps its folder first. The sweep
+touches nothing else: only a name ending in this tool's own suffix, with a dead pid in its place, is removed, so
+an editor's or another tool's ``.<name>.<pid>.<x>.tmp`` in an output folder is left alone.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, List, Optional, Union
 
-TEMP_SUFFIX = ".tmp"
-TEMP_EXTRA = len(".2147483647.abcdefgh.tmp") + 1  # bytes a temp name adds to the target's name
+TEMP_SUFFIX = ".interrogator-tmp"
+TEMP_EXTRA = len(".2147483647.abcdefgh") + len(TEMP_SUFFIX) + 1  # bytes a temp name adds to the target's name
 
 
 def _umask() -> int:
@@ -29,7 +31,7 @@ def _temp_prefix(name: str) -> str:
 
 
 def _writer_pid(temp_name: str) -> int:
-    """The writer's pid in a temp name ``.<name>.<pid>.<random>.tmp``, or -1 if it is not one."""
+    """The writer's pid in a temp name ``.<name>.<pid>.<random>.interrogator-tmp``, or -1 if it is not one."""
     if not (temp_name.startswith(".") and temp_name.endswith(TEMP_SUFFIX)):
         return -1
     parts = temp_name[:-len(TEMP_SUFFIX)].rsplit(".", 2)

@@ -56,7 +56,7 @@ class Bank:
                                                            "embeddings": self.embeddings.contiguous()}, metadata=meta))
 
 
-def load_bank(folder: str, clip_weights: str, key: str = "bank_path") -> Bank:
+def load_bank(folder: str, clip_weights, key: str = "bank_path") -> Bank:
     from safetensors import safe_open
     path = Path(folder) / BANK_NAME
     try:
@@ -74,12 +74,12 @@ def load_bank(folder: str, clip_weights: str, key: str = "bank_path") -> Bank:
 
 
 def _check_weights(meta: dict, folder: str, clip_weights: str, key: str) -> None:
-    if meta["clip_weights"] != clip_weights:
+    if not clip_weights.matches(meta["clip_weights"]):
         raise ConfigError(f"config key '{key}': the bank in {folder} holds features of other CLIP weights "
-                          f"({meta['clip_model']}, {meta['clip_weights']}); this run's CLIP is {clip_weights}")
+                          f"({meta['clip_model']}, {meta['clip_weights']}); this run's CLIP is {clip_weights.identity}")
 
 
-def check_bank_clip(folder: str, clip_weights: str, key: str = "bank_path") -> None:
+def check_bank_clip(folder: str, clip_weights, key: str = "bank_path") -> None:
     """The bank's CLIP identity, read from its metadata without loading its tensors, must be clip_weights."""
     from safetensors import safe_open
     path = Path(folder) / BANK_NAME

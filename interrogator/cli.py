@@ -17,6 +17,8 @@ from . import __version__  # noqa: E402
 from .config import load_config  # noqa: E402
 from .console import quiet_libraries  # noqa: E402
 from .errors import InterrogatorError  # noqa: E402
+from .arguments import (ArgParser, add_common, device_name, choice_list, holdout_share, int_list, non_negative_int, output_file,  # noqa: E402
+                        output_folder, positive_int)
 
 
 def _shard(text: str):
@@ -55,21 +57,27 @@ def cmd_submit(args) -> int:
         raise InterrogatorError("--parquet-dir, --ray-address and --actors need --engine ray")
     if args.devices:
         from .parallel import submit_on_devices, visible_devices
-        if args.shard or args.images:
+        if args.shard or args.images or args.records_only:
             raise InterrogatorError("give --devices or --shard, not both")
-        if config.formats != ["kaggle"]:
-            raise InterrogatorError("--devices writes the kaggle format only; run other formats in one process "
-                                    "or with --engine ray")
         extra = ["--strict"] if args.strict else []
         if args.data_path:
             extra += ["--data-path", config.data_path]
         if args.batch_size:
             extra += ["--batch-size", str(args.batch_size)]
-        path = submit_on_devices(config, args.config, visible_devices(args.devices), config.output, extra)
-        print(f"submission: {path}")
+        for name in args.format or []:
+            extra += ["--format", name]
+        if args.overwrite:
+            extra += ["--overwrite"]
+        result = submit_on_devices(config, args.config, visible_devices(args.devices), extra,
+                                   progress=not args.no_progress)
+        print(result.summary())
         return 0
-    result = run(config, shard=args.shard, images=args.images, progress=not args.no_progress, strict=args.strict)
-    print(result.summary())
+    if args.records_only and not args.images:
+        raise InterrogatorError("--records-only goes with --images (it is what --devices gives each process)")
+    result = run(config, shard=args.shard, images=args.images, progress=not args.no_progress, strict=args.strict,
+                 records_only=args.records_only)
+    if not args.records_only:
+        print(result.summary())
     return 0
 
 
@@ -85,10 +93,15 @@ def cmd_precompute_labels(args) -> int:
         from .demo import ensure_demo_models
         ensure_demo_models(config)
     config.require_paths("clip_path", "dicts")
+    config.check_device()
     config.check_dtype()
+    from .labels import read_labels
+    from .plan import mode_label_files
+    from .stages import table_names
+    for path in mode_label_files(config):  # every table a run of this config reads, the negative chain's too
+        read_labels(path)
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    from .modes import TABLES
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=TABLES[config.mode],
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=table_names(config),
                          progress_factory=label_progress(True))
     for name, table in tables.items():
         merged = f" ({table.merged} merged)" if table.merged else ""
@@ -135,13 +148,14 @@ def cmd_score(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from .images import list_images
+    from .plan import kaggle_ids, relative_path, scan_images
     from .submission import merge_submissions
     expected = None
     if args.config:
         config = load_config(args.config)
         config.require_paths("data_path")
-        expected = [f.image_id for f in list_images(config.data_path)]
+        files = scan_images(config).files
+        expected = kaggle_ids([relative_path(config, f) for f in files], config.recursive)
     path = merge_submissions(args.shards, args.output, expected_ids=expected)
     print(f"submission: {path}")
     return 0
@@ -151,9 +165,8 @@ def cmd_tune(args) -> int:
     from .tune import tune, write_fragment
     config = load_config(args.config, device=args.device, data_path=args.data_path)
     work = args.work or str(Path(config.output).parent / ".tune")
-    counts = tuple(int(k) for k in args.flavor_counts.split(","))
     rows = tune(config, args.prompts, work, holdout=args.holdout, seed=args.seed,
-                modes=tuple(args.modes.split(",")), counts=counts, progress=not args.no_progress)
+                modes=tuple(args.modes), counts=tuple(args.flavor_counts), progress=not args.no_progress)
     held = rows[0].holdout is not None
     print(f"{len(rows)} assemblies scored by the competition metric, best first"
           + (f" (ranked on {1 - args.holdout:.0%} of the images; holdout: the rest)" if held else ""))
@@ -175,11 +188,11 @@ def cmd_make_demo_models(args) -> int:
     return 0
 
 
-DEBUG_HELP = "show full tracebacks and the libraries' log lines"
+
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m interrogator", description=__doc__)
+    parser = ArgParser(prog="python -m interrogator", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and the libraries' log lines")
     parser.add_argument("--version", action="version", version=f"interrogator {__version__}",
                         help="print the version and exit")
@@ -187,14 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="images -> submission CSV (same as submit.py)")
     p.add_argument("--config", required=True, help="JSON config")
-    p.add_argument("--output", help="submission path (overrides the config's output)")
+    p.add_argument("--output", type=output_file, help="submission path (overrides the config's output)")
     p.add_argument("--data-path", help="image folder (overrides the config's data_path)")
-    p.add_argument("--batch-size", type=int, help="override batch_size")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--batch-size", type=positive_int, help="override batch_size")
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--shard", type=_shard, help="process shard i of N (i/N), for `merge` later")
     p.add_argument("--images", type=_image_range,
                    help="process images lo..hi-1 of a folder of total images (what --devices gives each process)")
     p.add_argument("--devices", help="one process per device, merged: 'auto' (all GPUs) or a list like cuda:0,cuda:1")
+    p.add_argument("--records-only", action="store_true",
+                   help="with --images: save the batch records in the output's work folder and write nothing else "
+                        "(what --devices gives each process)")
     p.add_argument("--format", action="append", choices=("kaggle", "txt", "csv", "jsonl", "parquet"),
                    help="what to write (repeatable; overrides the config's formats): kaggle (the submission CSV), "
                         "txt (a .txt beside each image), csv, jsonl, parquet")
@@ -202,19 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (this machine) or ray (Ray Data: a local cluster, or the one at --ray-address)")
     p.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
-    p.add_argument("--parquet-dir", help="with --engine ray: the Parquet output folder (default: beside the output, "
+    p.add_argument("--parquet-dir", type=output_folder, help="with --engine ray: the Parquet output folder (default: beside the output, "
                                          "<output stem>.parquet); the CSV is written only with --output")
-    p.add_argument("--actors", type=int, help="with --engine ray: model actors (default: one per GPU, else 1)")
+    p.add_argument("--actors", type=positive_int, help="with --engine ray: model actors (default: one per GPU, else 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    add_common(p, device="")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("precompute-labels", help="fill the label-embedding cache ahead of time")
     p.add_argument("--config", required=True, help="JSON config (its clip_model, clip_path and dicts)")
     p.add_argument("--label-cache", help="cache folder (overrides the config's label_cache)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (overrides the config)")
+    add_common(p, device="")
     p.set_defaults(func=cmd_precompute_labels)
 
     for name, func, helptext in (("embed", cmd_embed, "prompts CSV (imgId,prompt) -> submission CSV"),
@@ -222,23 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         if name == "embed":
             p.add_argument("--prompts", required=True, help="CSV with columns imgId,prompt")
-            p.add_argument("--output", required=True, help="submission path")
+            p.add_argument("--output", required=True, type=output_file, help="submission path")
         else:
             p.add_argument("--submission", required=True, help="submission CSV")
             p.add_argument("--prompts", required=True, help="CSV with the true prompts (imgId,prompt)")
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--config", help="JSON config (its embedding_path)")
         group.add_argument("--embedding-path", help="sentence-transformers model folder")
-        p.add_argument("--batch-size", type=int, default=64, help="prompts embedded at once (default 64)")
-        p.add_argument("--device", help="cpu or cuda (default: the config's, else cpu)")
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        p.add_argument("--batch-size", type=positive_int, default=64, help="prompts embedded at once (default 64)")
+        p.add_argument("--device", type=device_name, help="cpu or cuda (default: the config's, else cpu)")
+        add_common(p, device="")
         p.set_defaults(func=func)
 
     p = sub.add_parser("merge", help="join shard submissions into one validated submission")
     p.add_argument("shards", nargs="+", help="shard CSVs")
-    p.add_argument("--output", required=True, help="merged submission path")
+    p.add_argument("--output", required=True, type=output_file, help="merged submission path")
     p.add_argument("--config", help="check that the shards cover exactly the images of this config's data_path")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    add_common(p, device="")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("tune", help="score prompt assemblies (modes, max_flavors, parts and their order) on "
@@ -246,23 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="JSON config")
     p.add_argument("--prompts", required=True, help="CSV imgId,prompt of the true prompts")
     p.add_argument("--data-path", help="the labelled images (overrides the config's data_path)")
-    p.add_argument("--holdout", type=float, default=0.0, help="share of the images kept out of the ranking")
-    p.add_argument("--seed", type=int, default=0, help="seed of the holdout split")
-    p.add_argument("--modes", default="seed,classic,fast,caption", help="modes in the grid (best is slow)")
-    p.add_argument("--flavor-counts", default="1,2,3,5,8,16,32", help="max_flavors values in the grid")
-    p.add_argument("--show", type=int, default=20, help="rows shown")
-    p.add_argument("--output", help="write the best settings as a config fragment (JSON)")
-    p.add_argument("--work", help="where captions and features are kept (default: .tune beside the output)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--holdout", type=holdout_share, default=0.0, help="share of the images kept out of the ranking")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the holdout split")
+    p.add_argument("--modes", type=choice_list(("seed", "classic", "fast", "best", "negative", "caption")),
+                   default="seed,classic,fast,caption", help="modes in the grid (best is slow)")
+    p.add_argument("--flavor-counts", type=int_list, default="1,2,3,5,8,16,32", help="max_flavors values in the grid")
+    p.add_argument("--show", type=positive_int, default=20, help="rows shown")
+    p.add_argument("--output", type=output_file, help="write the best settings as a config fragment (JSON)")
+    p.add_argument("--work", type=output_folder,
+                   help="where captions and features are kept (default: .tune beside the output)")
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    add_common(p, device="")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
-    p.add_argument("--folder", default="demo_models",
+    p.add_argument("--folder", type=output_folder, default="demo_models",
                    help="where to build them (default: demo_models in the current folder)")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    add_common(p, device="")
     p.set_defaults(func=cmd_make_demo_models)
 
     from . import learned_cli, toolkit_cli
@@ -287,6 +305,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file this command reads or writes: a full or read-only disk, a vanished file
+        if args.debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; no submission was written at the output path", file=sys.stderr)
         return 130

@@ -40,6 +40,7 @@ class Clip:
     device: torch.device
     dtype: torch.dtype
     identity: Optional[str] = None  # the architecture and checkpoint contents, for the label cache
+    weights: object = None  # identity.Weights: the identity, and the one versions before 0.3 recorded
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, batch_size: int = 0) -> torch.Tensor:
@@ -174,7 +175,8 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
         raise ModelLoadError(f"config key 'clip_path': cannot read checkpoint {checkpoint}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     clip = wrap_clip(model, preprocess, spec.arch, device, dtype)
-    clip.identity = spec.identity(checkpoint)
+    clip.weights = spec.weights(checkpoint)
+    clip.identity = clip.weights.identity
     return clip
 
 

@@ -81,11 +81,16 @@ class ClipSpec:
         return f"{self.arch}{'-quickgelu' if self.quick_gelu else ''}"
 
     def identity(self, checkpoint: str | Path) -> str:
-        """The features' identity: this key and the checkpoint's contents (the same for a copy elsewhere).
+        """The features' identity: this key and the checkpoint's whole contents (the same for a copy elsewhere).
 
         The label cache, feature stores and learned heads compare it; it needs no model loaded."""
-        from .identity import content_identity
-        return f"{self.key}:{content_identity(checkpoint)}"
+        return self.weights(checkpoint).identity
+
+    def weights(self, checkpoint: str | Path):
+        """identity.Weights of this checkpoint: its identity, and the one versions before 0.3 recorded."""
+        from .identity import Weights, content_identity, legacy_file_identity
+        return Weights(f"{self.key}:{content_identity(checkpoint)}",
+                       f"{self.key}:{legacy_file_identity(checkpoint, with_mtime=False)}")
 
 
 def resolve_clip(name: str, checkpoint: str | Path) -> ClipSpec:

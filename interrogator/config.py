@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -116,6 +117,18 @@ class Config:
             name = "fp16" if self.resolved_device().startswith("cuda") else "fp32"
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
+    def check_device(self) -> None:
+        """A CUDA device must exist here: one line now, not a traceback from the first model load."""
+        if self.device == "auto" or not self.device.startswith("cuda"):
+            return
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+        if index >= count:
+            have = f"only {count} CUDA device(s)" if count else "no CUDA device (torch sees no GPU)"
+            raise ConfigError(f"config key 'device': {self.device!r} is not available: this machine has {have}; "
+                              f"write \"auto\" or \"cpu\"{self._where()}")
+
     def check_dtype(self) -> None:
         """fp16 on the CPU is refused: it runs about 100x slower than fp32 there."""
         if self.dtype == "fp16" and not self.resolved_device().startswith("cuda"):
@@ -187,10 +200,12 @@ def _check_type(key: str, value: Any, where: str) -> None:
         expected = f"a list of some of {', '.join(FORMATS)}"
     elif list in kinds:  # blend: three weights
         ok = (isinstance(value, list) and len(value) == 3 and all(isinstance(v, number) and not isinstance(v, bool)
-                                                                   and v >= 0 for v in value) and sum(value) > 0)
-        expected = "three weights >= 0 (prompt, head, bank), not all 0"
+                                                                   and math.isfinite(v) and v >= 0 for v in value)
+              and sum(value) > 0)
+        expected = "three finite weights >= 0 (prompt, head, bank), not all 0"
     elif float in kinds:
-        ok, expected = isinstance(value, number) and not isinstance(value, bool) and value > 0, "a number > 0"
+        ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        expected = "a finite number > 0"
     elif bool in kinds:
         ok, expected = isinstance(value, bool), "true or false"
     elif int in kinds:
@@ -219,7 +234,7 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
     if values.get("dtype", "auto") not in DTYPES:
         raise ConfigError(f"config key 'dtype': expected one of {', '.join(DTYPES)}, got {values['dtype']!r}{where}")
     device = values.get("device", "auto")
-    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+    if device != "auto" and not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, got {device!r}{where}")
 
 
@@ -248,9 +263,13 @@ def load_config(path: Optional[str | os.PathLike] = None, path_bases: Optional[M
         if not path.is_file():
             raise ConfigError(f"config file does not exist: {path}")
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a JSON object, got {type(raw).__name__}")
         _validate(raw, where)

@@ -163,18 +163,25 @@ def read_spec(folder: str, key: str = "head_path") -> HeadSpec:
         raise ConfigError(f"config key '{key}': {path} is not a head this tool wrote ({type(exc).__name__})") from exc
     if spec.format != HEAD_FORMAT:
         raise ConfigError(f"config key '{key}': {path} has head format {spec.format!r}, expected {HEAD_FORMAT}")
+    for name in ("input_dim", "output_dim", "hidden"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "hidden" else 1):
+            raise ConfigError(f"config key '{key}': {path}: {name} must be a whole number "
+                              f">= {0 if name == 'hidden' else 1}, got {value!r}")
+    if not (isinstance(spec.clip_model, str) and isinstance(spec.clip_weights, str)):
+        raise ConfigError(f"config key '{key}': {path}: clip_model and clip_weights must be text")
     return spec
 
 
-def check_clip(spec: HeadSpec, clip_weights: str, where: str) -> None:
-    """A head trained on other CLIP weights is refused, with one line naming both."""
-    if spec.clip_weights != clip_weights:
+def check_clip(spec: HeadSpec, weights, where: str) -> None:
+    """A head trained on other CLIP weights (identity.Weights) is refused, with one line naming both."""
+    if not weights.matches(spec.clip_weights):
         raise ConfigError(f"{where} was trained on features of other CLIP weights ({spec.clip_model}, "
-                          f"{spec.clip_weights}); this run's CLIP is {clip_weights}")
+                          f"{spec.clip_weights}); this run's CLIP is {weights.identity}")
 
 
-def load_head(folder: str, clip_weights: str, key: str = "head_path") -> Head:
-    """The head in folder, for features of the CLIP whose identity is ``clip_weights``."""
+def load_head(folder: str, clip_weights, key: str = "head_path") -> Head:
+    """The head in folder, for features of the CLIP whose identity.Weights are ``clip_weights``."""
     from safetensors.torch import load_file
     spec = read_spec(folder, key)
     check_clip(spec, clip_weights, f"config key '{key}': the head in {folder}")

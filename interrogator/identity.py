@@ -4,8 +4,9 @@ A run's identity (``run_identity``) holds:
 
 - every config value that can change an output, and nothing else (``NEUTRAL_KEYS`` lists what is
   left out, with the reason);
-- the identity of each checkpoint (``checkpoint_identity``: per file, its size, its modification time
-  and a hash of its first and last MiB; a folder is every file below it), in place of its path;
+- the identity of each checkpoint (``checkpoint_identity``: per file, a hash of all its bytes, computed once
+  per path, size, mtime and inode and remembered in ``~/.cache/interrogator``; a folder is every file below
+  it), in place of its path;
 - the contents of the three label lists (sha256 of the bytes), in place of the ``dicts`` path;
 - the resolved device type (``cpu``, or ``cuda`` with the GPU's name; not the index) and dtype;
 - the versions of torch, transformers, open_clip and sentence-transformers as imported.
@@ -13,7 +14,8 @@ A run's identity (``run_identity``) holds:
 Images are identified per file, by a hash of their bytes taken while they are decoded
 (``content_digest``); each saved batch keeps the digests of its images and is reused only while every
 one of them still matches. Renaming a checkpoint's folder or moving the images elsewhere keeps the
-identity; touching a checkpoint file (a new mtime) changes it, on the safe side.
+identity; touching a checkpoint file only makes its hash be computed again. (Versions before 0.3 hashed the
+first and last MiB only: a fine-tune that changed middle layers kept its identity and hit a stale cache.)
 
 ``chunk_size`` and the CLIP and sentence batch sizes stay in the identity. Ranking is exact for any
 chunk size *given the scores* (rank.py), but a score is a float dot product whose last bit can
@@ -27,9 +29,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Union
 
-EDGE_BYTES = 1 << 20  # a checkpoint file is hashed at its first and last MiB
+EDGE_BYTES = 1 << 20  # versions before 0.3 hashed a checkpoint file at its first and last MiB
+HASH_BLOCK = 8 << 20
+FULL_PREFIX = "full-"  # marks an identity that hashes whole contents (versions before 0.3 did not)
+MEMO_ENTRIES = 10_000  # remembered whole-file hashes
 LIBRARIES = (("torch", "torch"), ("transformers", "transformers"), ("open_clip", "open_clip"),
              ("sentence_transformers", "sentence_transformers"))
 
@@ -73,12 +79,33 @@ def file_digest(path: Union[str, Path]) -> str:
 
 
 def content_identity(path: Union[str, Path]) -> str:
-    """Size and a hash of the first and last MiB of one file: the same for a copy on another machine."""
-    return file_identity(path, with_mtime=False)
+    """The exact identity of one file's contents: a hash of every byte (the same for a copy on another machine)."""
+    return f"{FULL_PREFIX}{content_hash(path)}"
 
 
-def file_identity(path: Union[str, Path], with_mtime: bool = True) -> str:
-    """Size, modification time and a hash of the first and last MiB of one file."""
+def checkpoint_identity(path: Union[str, Path], legacy: bool = False) -> str:
+    """content_identity of a file, or of every file below a folder (links followed), with their relative names.
+
+    legacy: the identity of versions before 0.3 (size, mtime and the first and last MiB), only to find the
+    work folder of a run that such a version left unfinished (workdir.py).
+    """
+    one = legacy_file_identity if legacy else content_identity
+    path = Path(path)
+    if path.is_file():
+        return one(path)
+    h = hashlib.blake2b(digest_size=16)
+    for root, dirs, names in os.walk(path, followlinks=True):
+        dirs.sort()
+        for name in sorted(names):
+            file = Path(root) / name
+            if file.is_file():
+                h.update(f"{file.relative_to(path).as_posix()}\0{one(file)}\n".encode())
+    return h.hexdigest()
+
+
+def legacy_file_identity(path: Union[str, Path], with_mtime: bool = True) -> str:
+    """Before 0.3: size, modification time and a hash of the first and last MiB of one file. Not exact (a
+    fine-tune that changed only middle layers kept it), so it is only read, never relied on for new records."""
     path = Path(path)
     st = path.stat()
     h = hashlib.blake2b(digest_size=16)
@@ -91,19 +118,64 @@ def file_identity(path: Union[str, Path], with_mtime: bool = True) -> str:
     return h.hexdigest()
 
 
-def checkpoint_identity(path: Union[str, Path]) -> str:
-    """file_identity of a file, or of every file below a folder (links followed), with their relative names."""
-    path = Path(path)
-    if path.is_file():
-        return file_identity(path)
-    h = hashlib.blake2b(digest_size=16)
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs.sort()
-        for name in sorted(names):
-            file = Path(root) / name
-            if file.is_file():
-                h.update(f"{file.relative_to(path).as_posix()}\0{file_identity(file)}\n".encode())
-    return h.hexdigest()
+@dataclass(frozen=True)
+class Weights:
+    """The identity of CLIP weights (architecture key and the checkpoint's whole contents), and the identity
+    that versions before 0.3 recorded for the same weights, so that heads, banks and stores they wrote are
+    still recognised."""
+
+    identity: str
+    legacy: str
+
+    def matches(self, recorded: str) -> bool:
+        if FULL_PREFIX in recorded:
+            return recorded == self.identity
+        return recorded == self.legacy
+
+
+def content_hash(path: Union[str, Path]) -> str:
+    """blake2b-128 of a whole file, computed once per (path, size, mtime, inode) and remembered on disk."""
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    memo = _digest_memo()
+    if key not in memo:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(HASH_BLOCK), b""):
+                h.update(block)
+        memo[key] = h.hexdigest()
+        _save_digest_memo(memo)
+    return memo[key]
+
+
+def digest_memo_path() -> Path:
+    """Where whole-file hashes are remembered: $INTERROGATOR_CACHE, else ~/.cache/interrogator."""
+    folder = os.environ.get("INTERROGATOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "interrogator")
+    return Path(folder) / "file-digests.json"
+
+
+_MEMO: Dict[str, Dict[str, str]] = {}
+
+
+def _digest_memo() -> Dict[str, str]:
+    path = str(digest_memo_path())
+    if path not in _MEMO:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+            _MEMO[path] = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            _MEMO[path] = {}
+    return _MEMO[path]
+
+
+def _save_digest_memo(memo: Dict[str, str]) -> None:
+    """Best effort: a folder that cannot be written only means the hash is computed again next run."""
+    from .atomic import write_bytes
+    keep = dict(list(memo.items())[-MEMO_ENTRIES:])
+    try:
+        write_bytes(digest_memo_path(), json.dumps(keep).encode("utf-8"))
+    except OSError:
+        pass
 
 
 def library_versions() -> Dict[str, str]:
@@ -129,16 +201,18 @@ def digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_identity(config, label_files: Iterable[Path]) -> dict:
-    """Everything that shapes a batch's result, as a JSON-able dict (see the module docstring)."""
+def run_identity(config, label_files: Iterable[Path], legacy: bool = False) -> dict:
+    """Everything that shapes a batch's result, as a JSON-able dict (see the module docstring).
+
+    legacy: as versions before 0.3 computed it (checkpoint_identity), to find their unfinished work."""
     values = {k: v for k, v in sorted(config.to_dict().items()) if k not in NEUTRAL_KEYS}
     values["caption_batch"] = config.stage_batch_size("caption")
     values["device"] = device_identity(config.resolved_device())
     values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
-    values["checkpoints"] = {k: checkpoint_identity(getattr(config, k)) for k in CHECKPOINT_KEYS}
+    values["checkpoints"] = {k: checkpoint_identity(getattr(config, k), legacy) for k in CHECKPOINT_KEYS}
     for key in LEARNED_KEYS:  # only where the blend uses them
         if getattr(config, key) is not None and config.blend_weight(key.split("_")[0]) > 0:
-            values["checkpoints"][key] = checkpoint_identity(getattr(config, key))
+            values["checkpoints"][key] = checkpoint_identity(getattr(config, key), legacy)
     values["labels"] = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in label_files}
     from .embed import import_sentence_transformers
     import_sentence_transformers(config.embedding_dir)  # the version that will run, wherever it comes from

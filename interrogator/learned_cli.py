@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .arguments import (add_common, grid_step, non_negative_int, output_file, output_folder, positive_float,
+                        positive_int, probability)
 from .config import load_config, replace
 from .errors import ConfigError
-from .toolkit_cli import common_options
 
 
 
@@ -51,20 +52,16 @@ def cmd_tune_blend(args) -> int:
     from .blend import COMPONENTS, tune_blend
     from .embed import embed_prompts
     from .pipeline import run
-    from .score import read_prompts
+    from .score import matched_prompts
     from .stages import load_sentence
     config = load_config(args.config, device=args.device, data_path=args.data_path)
     if config.head_path is None and config.bank_path is None:
         raise ConfigError("tune-blend: set head_path and/or bank_path in the config: there is nothing to blend")
     every = [1.0, 1.0 if config.head_path else 0.0, 1.0 if config.bank_path else 0.0]
     result = run(replace(config, blend=every), progress=not args.no_progress, write=False)
-    truth = read_prompts(args.prompts)
-    known = set(result.image_ids)
-    truth = truth[truth.imgId.isin(known)]
-    if truth.empty:
-        raise ConfigError(f"tune-blend: no imgId of {args.prompts} is an image of {config.data_path}")
+    truth = matched_prompts(args.prompts, result.kaggle_ids, config.data_path, "tune-blend")
     vectors = embed_prompts(load_sentence(config), truth.prompt.tolist(), config.stage_batch_size("embed"))
-    rows = tune_blend(result.image_ids, result.prompt_embeddings, result.head, result.bank, truth.imgId.tolist(),
+    rows = tune_blend(result.kaggle_ids, result.prompt_embeddings, result.head, result.bank, truth.imgId.tolist(),
                       vectors, args.step)
     print(f"{len(truth)} labelled images; blends scored by the competition metric, best first")
     print("| rank | " + " | ".join(COMPONENTS) + " | score | |")
@@ -91,26 +88,28 @@ def add_commands(sub) -> None:
         p.add_argument("--pairs", required=True, help="CSV with columns image (or imgId) and prompt")
         p.add_argument("--images", help="folder the pairs' images are in (needed for imgId; default: the "
                                         "folder that holds them all)")
-        p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--features", help="feature store to use and update (default: features.safetensors "
+        p.add_argument("--out", required=True, type=output_folder, help="output folder")
+        p.add_argument("--features", type=output_file, help="feature store to use and update (default: features.safetensors "
                                           "in --out)")
         if name == "train-head":
-            p.add_argument("--hidden", type=int, default=0, help="MLP hidden width; 0 (default) is a linear map")
-            p.add_argument("--epochs", type=int, default=50, help="most epochs (default 50)")
-            p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-            p.add_argument("--batch-size", type=int, default=256, help="pairs per step (default 256)")
-            p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share (default 0.1)")
-            p.add_argument("--patience", type=int, default=5, help="epochs without a better score before stopping")
-            p.add_argument("--seed", type=int, default=0, help="random seed")
-        common_options(p, progress=True)
+            p.add_argument("--hidden", type=non_negative_int, default=0,
+                           help="MLP hidden width; 0 (default) is a linear map")
+            p.add_argument("--epochs", type=positive_int, default=50, help="most epochs (default 50)")
+            p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
+            p.add_argument("--batch-size", type=positive_int, default=256, help="pairs per step (default 256)")
+            p.add_argument("--val-fraction", type=probability, default=0.1, help="held-out share (default 0.1)")
+            p.add_argument("--patience", type=positive_int, default=5,
+                           help="epochs without a better score before stopping")
+            p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+        add_common(p, progress=True)
         p.set_defaults(func=func)
 
     p = sub.add_parser("tune-blend", help="pick the blend of prompt, head and bank on labelled images")
     p.add_argument("--config", required=True, help="JSON config with head_path and/or bank_path")
     p.add_argument("--prompts", required=True, help="CSV imgId,prompt of the true prompts")
     p.add_argument("--data-path", help="the labelled images (overrides the config's data_path)")
-    p.add_argument("--step", type=float, default=0.1, help="grid step of the weights (default 0.1)")
-    p.add_argument("--show", type=int, default=10, help="blends shown (each component alone is always shown)")
-    p.add_argument("--output", help="write the best settings as a config fragment (JSON)")
-    common_options(p, progress=True)
+    p.add_argument("--step", type=grid_step, default=0.1, help="grid step of the weights, in (0, 1] (default 0.1)")
+    p.add_argument("--show", type=positive_int, default=10, help="blends shown (each component alone is always shown)")
+    p.add_argument("--output", type=output_file, help="write the best settings as a config fragment (JSON)")
+    add_common(p, progress=True)
     p.set_defaults(func=cmd_tune_blend)

@@ -19,12 +19,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .atomic import atomic_write, write_bytes
-from .errors import ConfigError
 from .record import SUBMISSION_DIM
 
 log = logging.getLogger(__name__)
@@ -57,13 +56,14 @@ class Row:
         return out
 
 
-def rows_of(ids: Sequence[str], files: Sequence[str], captions, tags, prompts, failed: Dict[str, str],
-            negatives: Optional[Sequence[str]] = None) -> List[Row]:
+def rows_of(result) -> List[Row]:
+    """The one builder of output rows: each image's row from a run's result (pipeline.RunResult)."""
     out = []
-    for n, (i, f, c, t, p) in enumerate(zip(ids, files, captions, tags, prompts)):
+    for n, (i, f, c, t, p) in enumerate(zip(result.image_ids, result.files, result.captions, result.tags,
+                                            result.prompts)):
         out.append(Row(i, f, c, t.medium if t else "", t.movement if t else "", t.artist if t else "",
-                       t.trending if t else "", list(t.flavors) if t else [], p, failed.get(i, ""),
-                       None if negatives is None else negatives[n]))
+                       t.trending if t else "", list(t.flavors) if t else [], p, result.failed.get(i, ""),
+                       None if result.negatives is None else result.negatives[n]))
     return out
 
 
@@ -86,34 +86,10 @@ def format_paths(output: str) -> Dict[str, Path]:
             "jsonl": out.with_name(f"{out.stem}.jsonl"), "parquet": out.with_name(f"{out.stem}.parquet")}
 
 
-def check_formats(formats: Sequence[str]) -> None:
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ConfigError(f"config key 'formats': expected some of {', '.join(FORMATS)}, got {list(formats)!r}")
-
-
-def kaggle_ids(ids: Sequence[str], recursive: bool) -> List[str]:
-    """The submission's ids: the file stems (with ``recursive``, ids are relative paths; stems must not collide)."""
-    if not recursive:
-        return list(ids)
-    stems, seen = [], {}
-    for image_id in ids:
-        stem = Path(image_id).stem
-        if stem in seen:
-            raise ConfigError(f"config key 'formats': the kaggle format needs unique file stems, and "
-                              f"{seen[stem]!r} and {image_id!r} share {stem!r}; leave kaggle out of formats "
-                              f"or rename one")
-        seen[stem] = image_id
-        stems.append(stem)
-    return stems
-
-
-def write_txt(rows: Sequence[Row], data_path: str, txt_dir: Optional[str], overwrite: bool) -> Dict[str, int]:
-    """``<stem>.txt`` with each prompt; returns counts of written, unchanged and kept (not overwritten) files."""
+def write_txt(rows: Sequence[Row], paths: Sequence[Path], overwrite: bool) -> Dict[str, int]:
+    """Each prompt in its ``.txt`` (plan.txt_paths); returns counts of written, unchanged and kept files."""
     counts = {"written": 0, "unchanged": 0, "kept": 0}
-    for row in rows:
-        base = Path(txt_dir) if txt_dir else Path(data_path)
-        target = (base / row.file).with_suffix(".txt")
+    for row, target in zip(rows, paths):
         data = (row.prompt + "\n").encode("utf-8")
         if target.exists() and not overwrite:
             counts["unchanged" if target.read_bytes() == data else "kept"] += 1
@@ -126,22 +102,28 @@ def write_txt(rows: Sequence[Row], data_path: str, txt_dir: Optional[str], overw
     return counts
 
 
-def write_outputs(formats: Sequence[str], rows: Sequence[Row], embeddings: np.ndarray, config) -> Dict[str, object]:
-    """Every format but kaggle (pipeline.run writes the submission); {format: path or txt counts}."""
-    paths = format_paths(config.output)
+def write_all(plan, result) -> Tuple[Optional[Path], Dict[str, object]]:
+    """Every output of the plan (plan.Outputs) from a run's result: the submission's path and {format: path
+    or txt counts} of the others."""
+    from .submission import write_submission
+    outputs, rows = plan.outputs, rows_of(result)
+    submission = None
+    if outputs.submission is not None:
+        submission = write_submission(result.kaggle_ids, result.embeddings, outputs.submission)
     written: Dict[str, object] = {}
-    if "txt" in formats:
-        written["txt"] = write_txt(rows, config.data_path, config.txt_dir, config.overwrite)
-    if "csv" in formats:
+    if outputs.txt:
+        written["txt"] = write_txt(rows, outputs.txt, plan.config.overwrite)
+    if "csv" in outputs.files:
         import pandas as pd
         columns = list(FIELDS) + (["negative_prompt"] if rows and rows[0].negative is not None else [])
         frame = pd.DataFrame([{**r.as_dict(), "flavors": ", ".join(r.flavors)} for r in rows], columns=columns)
-        written["csv"] = atomic_write(paths["csv"], lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
-    if "jsonl" in formats:
+        written["csv"] = atomic_write(outputs.files["csv"],
+                                      lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
+    if "jsonl" in outputs.files:
         text = "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in rows)
-        written["jsonl"] = write_bytes(paths["jsonl"], text.encode("utf-8"))
-    if "parquet" in formats:
+        written["jsonl"] = write_bytes(outputs.files["jsonl"], text.encode("utf-8"))
+    if "parquet" in outputs.files:
         import pyarrow.parquet as pq
-        table = arrow_table(rows, embeddings)
-        written["parquet"] = atomic_write(paths["parquet"], lambda f: pq.write_table(table, f))
-    return written
+        table = arrow_table(rows, result.embeddings)
+        written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
+    return submission, written

@@ -4,14 +4,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
 from .config import Config
 from .errors import InterrogatorError
-from .images import list_images
 from .shards import shard_ranges
-from .submission import merge_submissions
 
 
 def visible_devices(spec: str) -> List[str]:
@@ -24,10 +21,6 @@ def visible_devices(spec: str) -> List[str]:
     if not devices:
         raise InterrogatorError(f"--devices: no device in {spec!r}")
     return devices
-
-
-def shard_output(output: Path, index: int, count: int) -> Path:
-    return output.with_name(f"{output.stem}.shard-{index}-of-{count}{output.suffix}")
 
 
 def split_cores(cores: Sequence[int], count: int) -> Optional[List[Set[int]]]:
@@ -69,37 +62,39 @@ def child_environment(device: str, environ: Optional[dict] = None) -> Tuple[dict
     return env, "cuda"
 
 
-def submit_on_devices(config: Config, config_file: str, devices: Sequence[str], output: str,
-                      extra: Optional[Sequence[str]] = None) -> Path:
-    """Run `submit --images lo:hi:total` per device in parallel, then merge; shard files are removed after.
+def submit_on_devices(config: Config, config_file: str, devices: Sequence[str], extra: Optional[Sequence[str]] = None,
+                      progress: bool = False):
+    """Run ``submit --images lo:hi:total --records-only`` per device in parallel, then write every output here.
 
-    The ranges are computed here, once, as contiguous runs of whole batches of the config's caption
-    batch size. Each process sees only its own GPU and gets its own share of this process's cores, so
-    loader workers ("auto") and torch threads of the shards do not compete for the same cores. The
-    merge checks that the shards cover exactly this folder's images.
+    The plan (plan.py) is made here, once: the images, and the ranges as contiguous runs of whole batches of
+    the config's caption batch size. Each process sees only its own GPU, gets its own share of this process's
+    cores (so loader workers and torch threads do not compete), checks the folder still holds the images
+    counted here, and saves its batches' records in the output's work folder under their numbers in the whole
+    run. This process then runs the plan itself: every batch is resumed from those records (nothing is
+    computed again), and every format is written as a single run writes it. A failed process leaves its
+    finished batches there: rerunning the command resumes them. Returns the pipeline.RunResult.
     """
-    output = Path(output)
-    files = list_images(config.data_path)
-    count = len(devices)
-    ranges = shard_ranges(len(files), count, config.stage_batch_size("caption"))
-    devices = [d for d, (lo, hi) in zip(devices, ranges) if hi > lo]  # more devices than batches: fewer processes
-    ranges = [r for r in ranges if r[1] > r[0]]
-    count = len(devices)
-    shares = split_cores(os.sched_getaffinity(0), count) if hasattr(os, "sched_getaffinity") else None
+    from .config import replace
+    from .pipeline import run
+    from .plan import make_plan
+    kinds = {d.split(":")[0] for d in devices}
+    if len(kinds) != 1:
+        raise InterrogatorError(f"--devices: give devices of one kind (all cpu or all cuda), got {','.join(devices)}")
+    config = replace(config, device=kinds.pop())  # the records' key names the device type the children run on
+    plan = make_plan(config)
+    ranges = shard_ranges(plan.total, len(devices), config.stage_batch_size("caption"))
+    pairs = [(d, r) for d, r in zip(devices, ranges) if r[1] > r[0]]  # more devices than batches: fewer processes
+    shares = split_cores(os.sched_getaffinity(0), len(pairs)) if hasattr(os, "sched_getaffinity") else None
     procs = []
-    for i, (device, (lo, hi)) in enumerate(zip(devices, ranges)):
+    for i, (device, (lo, hi)) in enumerate(pairs):
         env, child_device = child_environment(device)
         cmd = [sys.executable, "-m", "interrogator", "submit", "--config", config_file,
-               "--images", f"{lo}:{hi}:{len(files)}", "--device", child_device,
-               "--output", str(shard_output(output, i, count)), "--no-progress", *(extra or [])]
+               "--images", f"{lo}:{hi}:{plan.total}", "--device", child_device, "--output", config.output,
+               "--records-only", "--no-progress", *(extra or [])]
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_pin_to(shares[i] if shares else None)))
     failed = [(i, p.wait()) for i, p in enumerate(procs)]
     failed = [(i, code) for i, code in failed if code != 0]
     if failed:
-        raise InterrogatorError(f"shard(s) {', '.join(f'{i} (exit {c})' for i, c in failed)} failed; nothing merged. "
-                                f"Rerun the same command to resume them.")
-    shards = [shard_output(output, i, count) for i in range(count)]
-    path = merge_submissions(shards, output, expected_ids=[f.image_id for f in files])
-    for shard in shards:
-        shard.unlink()
-    return path
+        raise InterrogatorError(f"device process(es) {', '.join(f'{i} (exit {c})' for i, c in failed)} failed; "
+                                f"nothing was written. Rerun the same command to resume them.")
+    return run(config, progress=progress)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,22 +11,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .atomic import TEMP_EXTRA, atomic_write, name_max
-from .caption import check_captioner_folder
-from .clip_checkpoint import resolve_clip
 from .config import Config
 from .console import bar, quiet_libraries
-from .errors import ConfigError, InterrogatorError
-from .identity import digest, run_identity
-from .images import FolderScan, ImageDataset, ImageFile, batch_loader, scan_folder
-from .labels import read_labels, table_files
+from .errors import InterrogatorError
+from .images import ImageDataset, ImageFile, batch_loader
 from .oom import StageBatcher
-from .shards import select
+from .plan import Plan, make_plan
 from .record import LEARNED, SUBMISSION_DIM, BatchRecord
-from .stages import (Models, caption_phase, embed_phase, load_captioner_stage, load_clip_stage, load_learned,
-                     load_sentence, new_record, tag_phase)
-from .submission import first_id_lost_in_csv, write_submission
-from .workdir import WorkDir, work_root
+from .stages import Models, load_captioner_stage, load_clip_stage, load_learned, load_sentence, new_record, run_phases
+from .workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +49,9 @@ class RunResult:
     loader_workers: Optional[int] = None
     output: Optional[Path] = None
     files: List[str] = field(default_factory=list)  # each image's path relative to data_path
+    kaggle_ids: List[str] = field(default_factory=list)  # each image's id in the submission CSV
     written: Dict[str, object] = field(default_factory=dict)  # other formats: path, or txt counts
+    ray: Optional[str] = None  # what the Ray engine did (batches written, actors, reused), when it ran
 
     def summary(self) -> str:
         n = len(self.image_ids)
@@ -67,7 +61,9 @@ class RunResult:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} entries named like images: "
                          + ", ".join(f"{name} ({why})" for name, why in self.skipped))
-        if self.resumed_batches:
+        if self.ray is not None:
+            lines.append(f"ray: {self.ray}")
+        elif self.resumed_batches:
             lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
         lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
                      + f" (total {total:.2f}, {n / total if total else 0:.1f} img/s)")
@@ -162,84 +158,10 @@ class RunState:
                 self.work.save(b, self.records[b])
 
 
-def mode_label_files(config: Config) -> List[Path]:
-    """The label files the config's mode reads (the seed mode: mediums, movements, flavors)."""
-    from .stages import table_names
-    return table_files(config.dicts, table_names(config))
-
-
-def check_output(output: str) -> None:
-    """The output can be written: not a folder, its folder writable, and its temp and work names not too long."""
-    path = Path(output)
-    if path.is_dir():
-        raise ConfigError(f"config key 'output': {path} is a folder; name a file such as {path / 'submission.csv'}")
-    longest = max(len(os.fsencode(path.name)) + TEMP_EXTRA, len(os.fsencode(work_root(path).name)))
-    folder = path.parent
-    blocker = next((p for p in [folder, *folder.parents] if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise ConfigError(f"config key 'output': cannot write in folder {folder}: {blocker} is a file")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        limit = name_max(folder)
-        if longest > limit:
-            raise ConfigError(f"config key 'output': the name {path.name!r} is too long: its temp and work "
-                              f"names need {longest} bytes, the file system allows {limit}")
-        atomic_write(folder / f".write-test-{os.getpid()}", lambda f: None).unlink()
-    except OSError as exc:
-        raise ConfigError(f"config key 'output': cannot write in folder {folder}: "
-                          f"{exc.strerror or exc}") from exc
-
-
-def check_inputs(config: Config, write: bool) -> FolderScan:
-    """Everything that can be checked before a model loads; returns the images."""
-    if config.demo:
-        from .demo import ensure_demo_models
-        ensure_demo_models(config)
-    config.require_paths("data_path", "blip_path", "clip_path", "embedding_path", "dicts")
-    config.check_dtype()
-    if config.embedding_dir is not None:
-        config.require_paths("embedding_dir")
-    check_captioner_folder(config.blip_path)
-    check_learned(config, resolve_clip(config.clip_model, config.clip_path).identity(config.clip_path))
-    for path in mode_label_files(config):
-        read_labels(path)
-    if write:
-        check_output(config.output)
-    scan = scan_images(config)
-    if "kaggle" in config.formats:
-        from .outputs import kaggle_ids
-        check_ids(scan.files, kaggle_ids([f.image_id for f in scan.files], config.recursive))
-    return scan
-
-
-def scan_images(config: Config) -> FolderScan:
-    """The images of data_path: ids are file stems, or with ``recursive`` relative paths below it."""
-    from .images import scan_tree
-    return scan_tree(config.data_path) if config.recursive else scan_folder(config.data_path)
-
-
-def check_learned(config: Config, clip_weights: str) -> None:
-    """A head or bank the blend uses must come from this CLIP's weights (checked before any model loads)."""
-    if config.blend_weight("head") > 0:
-        from .head import check_clip, read_spec
-        check_clip(read_spec(config.head_path), clip_weights, f"config key 'head_path': the head in {config.head_path}")
-    if config.blend_weight("bank") > 0:
-        from .bank import check_bank_clip
-        check_bank_clip(config.bank_path, clip_weights)
-
-
-def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
-    """Every id must come back unchanged from the written CSV; else an error naming the file."""
-    bad = first_id_lost_in_csv(list(ids))
-    if bad is not None:
-        name = next(f.path.name for f, i in zip(files, ids) if i == bad)
-        raise ConfigError(f"config key 'data_path': the file name {name!r} does not come back unchanged "
-                          f"from the submission CSV; rename it")
-
-
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
         write: bool = True, strict: bool = False, models: Optional[Models] = None,
-        images: Optional[Tuple[int, int, int]] = None, keep_work: bool = False) -> RunResult:
+        images: Optional[Tuple[int, int, int]] = None, keep_work: bool = False,
+        records_only: bool = False) -> RunResult:
     """Run the pipeline on config.data_path; with write, validate and write config.output, resuming
     from the work folder next to it if an earlier run with the same identity was interrupted.
 
@@ -248,70 +170,68 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
     shard (i, N) or images (lo, hi, total): process only that part of the images (shards.py).
     keep_work: keep the batch records after a successful write, so the next run with the same identity
     reuses every batch (tune caches its captions so).
+    records_only: save the batch records of these images in the output's work folder and write nothing else
+    (what each process of ``--devices`` does; the parent then writes every output from the records).
     """
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
-    config.check_blend()
-    if models is None:
-        scan = check_inputs(config, write)
-    else:
-        scan = scan_images(config)
-        if write:
-            check_output(config.output)
-    batch_size = config.stage_batch_size("caption")
-    files = select(scan.files, batch_size, shard, images)
-    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
+    plan = make_plan(config, shard, images, write=write, models_given=models is not None)
+    return run_plan(plan, progress, strict, models, keep_work, records_only)
+
+
+def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Optional[Models] = None,
+             keep_work: bool = False, records_only: bool = False) -> RunResult:
+    """The phases over a plan's batches (make_plan), then its outputs (``run``'s docstring)."""
+    config, batches = plan.config, [list(b) for b in plan.batches]
     work = None
-    if write and models is None:
-        work = WorkDir(config.output, digest(run_identity(config, mode_label_files(config))))
+    if plan.outputs is not None and plan.key is not None:
+        work = WorkDir(config.output, plan.key, plan.first_batch)
+        work.adopt(legacy_key(config, plan))
     timer = StageTimer(config.resolved_device())
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
                            config.resolved_device())
-    state = RunState(config, files, batches, work, timer, batcher, progress)
+    state = RunState(config, list(plan.files), batches, work, timer, batcher, progress)
     if work is not None:
         with timer("resume"):
-            state.records = work.resume(files, batches)
+            state.records = work.resume(state.files, batches)
     resumed = len(state.todo((EMBED,)))
     cache_hits = _run_schedule(state, models)
-
-    result = _assemble([f.image_id for f in files], batches, state.records, config.blend)
+    result = assemble(plan, state.records)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
     result.loader_workers = config.loader_workers()
     result.resumed_batches = len(batches) - resumed
-    result.skipped = scan.skipped
     result.peak_gpu_bytes = peak_gpu_bytes(config.resolved_device())
     if strict and result.failed:
         names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
         raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
-    result.files = [f.path.relative_to(config.data_path).as_posix() if config.recursive else f.path.name
-                    for f in files]
-    if write:
-        from .outputs import kaggle_ids, rows_of, write_outputs
+    if plan.outputs is not None and not records_only:
+        from .outputs import write_all
         with timer("write"):
-            if "kaggle" in config.formats:
-                result.output = write_submission(kaggle_ids(result.image_ids, config.recursive), result.embeddings,
-                                                 config.output)
-            rows = rows_of(result.image_ids, result.files, result.captions, result.tags, result.prompts,
-                           result.failed, result.negatives)
-            result.written = write_outputs(config.formats, rows, result.embeddings, config)
+            result.output, result.written = write_all(plan, result)
         if work is not None and not keep_work:
             work.remove()
     return result
+
+
+def legacy_key(config: Config, plan: Plan) -> str:
+    """The key a version before 0.3 gave this run (its unfinished work is adopted, workdir.WorkDir.adopt)."""
+    from .identity import digest, run_identity
+    return digest(run_identity(config, plan.label_files, legacy=True))
 
 
 def peak_gpu_bytes(device: str) -> Optional[int]:
     return torch.cuda.max_memory_allocated(torch.device(device)) if device.startswith("cuda") else None
 
 
-def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, BatchRecord],
-              blend: Optional[Sequence[float]] = None) -> RunResult:
+def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
     """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
     from .blend import blend_vectors
-    captions, prompts, tags, negatives = [""] * len(ids), [""] * len(ids), [None] * len(ids), [""] * len(ids)
-    arrays = {name: np.zeros((len(ids), SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
+    n = len(plan.files)
+    captions, prompts, tags, negatives = [""] * n, [""] * n, [None] * n, [""] * n
+    arrays = {name: np.zeros((n, SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
     present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
     failed: Dict[str, str] = {}
-    for b, members in enumerate(batches):
-        record = records[b]
+    for b, members in enumerate(plan.batches):
+        record, members = records[b], list(members)
         for pos, i in enumerate(members):
             captions[i], prompts[i], tags[i] = record.captions[pos], record.prompts[pos], record.tags[pos]
             if record.negatives is not None:
@@ -321,10 +241,11 @@ def _assemble(ids: List[str], batches: List[List[int]], records: Dict[int, Batch
                 array[members] = getattr(record, name)
         failed.update(record.failed)
     head, bank = (arrays[n] if present[n] else None for n in LEARNED)
-    vectors = blend_vectors(blend, arrays["embeddings"], head, bank)
+    vectors = blend_vectors(plan.config.blend, arrays["embeddings"], head, bank)
     with_negatives = bool(records) and all(r.negatives is not None for r in records.values())
-    return RunResult(ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
-                     arrays["embeddings"], head, bank, failed)
+    return RunResult(plan.ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
+                     arrays["embeddings"], head, bank, failed, skipped=list(plan.skipped), files=list(plan.relative),
+                     kaggle_ids=list(plan.kaggle))
 
 
 def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
@@ -381,16 +302,8 @@ def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: Li
         if b not in state.records:
             state.records[b] = new_record(state.files, state.batches[b], batch)
         record = state.records[b]
+        run_phases(models, [p.name for p in group], batch, record, batcher, config, timer)
         for phase in group:
-            if not record.done(phase.name):
-                if phase is CAPTION:
-                    with timer("caption"):
-                        caption_phase(models, batch, record, batcher)
-                elif phase is TAG:
-                    tag_phase(models, batch, record, batcher, config, timer)
-                else:
-                    with timer("embed"):
-                        embed_phase(models, record, batcher)
             bars[phase.name].update(len(record.ids))
         state.save(b)
     for shown in bars.values():

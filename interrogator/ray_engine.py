@@ -28,7 +28,6 @@ import logging
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -46,6 +45,8 @@ LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
 DECODE_CPUS = 0.5  # per decode task; the actors' CPUs are kept below the cluster's minus this (else decoding starves)
 COLUMNS = ("batch", "digest", "imgId", "file", "caption", "medium", "movement", "artist", "trending", "flavors",
            "prompt", "failed", "embedding")
+OPTIONAL = ("negative_prompt", "prompt_embedding", "head", "bank")  # with negative_prompt; with a blend
+VECTOR_COLUMNS = ("embedding", "prompt_embedding", "head", "bank")
 
 
 def set_ray_environment() -> None:
@@ -84,46 +85,83 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None,
              _temp_dir=short, logging_level=logging.WARNING)
 
 
-# ---- one batch's file -------------------------------------------------------------------------
+# ---- one batch's file: a writer of the batch record -------------------------------------------
 def batch_file(folder: Path, batch: int) -> Path:
     return folder / f"batch-{batch:06d}.parquet"
 
 
-def record_table(batch: int, record, files: Sequence[ImageFile], embeddings: np.ndarray):
-    """One batch's rows (outputs.arrow_table) with its batch number first."""
+def record_table(batch: int, record, relative: Sequence[str], blend):
+    """One batch's record as rows (outputs.arrow_table) with its batch number and digests first; with a blend,
+    the prompt embeddings and the head's and bank's predictions too, so that the record reads back whole."""
     import pyarrow as pa
+    from .blend import blend_vectors
     from .outputs import arrow_table, rows_of
-    rows = rows_of(record.ids, [f.path.name for f in files], record.captions, record.tags, record.prompts,
-                   record.failed)
-    return arrow_table(rows, embeddings, {"batch": pa.array([batch] * len(rows), pa.int32()),
-                                          "digest": list(record.digests)})
+    from .pipeline import RunResult
+    vectors = blend_vectors(blend, record.embeddings, record.head, record.bank)
+    rows = rows_of(RunResult(record.ids, record.captions, record.prompts, vectors, record.tags, record.negatives,
+                             failed=record.failed, files=list(relative)))
+    table = arrow_table(rows, vectors, {"batch": pa.array([batch] * len(rows), pa.int32()),
+                                        "digest": list(record.digests)})
+    if blend is not None:
+        for name in ("prompt_embedding", "head", "bank"):
+            value = record.embeddings if name == "prompt_embedding" else getattr(record, name)
+            if value is not None:
+                table = table.append_column(name, _vectors(value))
+    return table
 
 
-@dataclass
-class BatchRows:
-    """One batch file read back."""
-
-    ids: List[str]
-    digests: List[str]
-    captions: List[str]
-    prompts: List[str]
-    failed: Dict[str, str]
-    embeddings: np.ndarray  # (n, 384) float32
+def _vectors(array: np.ndarray):
+    import pyarrow as pa
+    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), SUBMISSION_DIM)
 
 
-def read_batch(path: Path) -> BatchRows:
-    """A batch file; ValueError for anything that is not one this engine wrote whole."""
+def read_batch(path: Path):
+    """A batch file as the record.BatchRecord it was written from; RecordError for anything that is not one
+    this engine wrote whole (checked as the work folder's records are)."""
     import pyarrow.parquet as pq
-    table = pq.read_table(path)
-    if tuple(table.column_names) != COLUMNS:
-        raise ValueError(f"columns {table.column_names}")
-    emb = table.column("embedding").combine_chunks()
-    vectors = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(table), SUBMISSION_DIM)
-    if not np.isfinite(vectors).all():
-        raise ValueError("non-finite embeddings")
-    col = {name: table.column(name).to_pylist() for name in ("imgId", "digest", "caption", "prompt", "failed")}
-    return BatchRows(col["imgId"], col["digest"], col["caption"], col["prompt"],
-                     {i: why for i, why in zip(col["imgId"], col["failed"]) if why}, vectors)
+    from .record import BatchRecord, RecordError, Tags
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise RecordError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    names = table.column_names
+    extra = [n for n in names if n not in COLUMNS]
+    if tuple(n for n in names if n in COLUMNS) != COLUMNS or set(extra) - set(OPTIONAL):
+        raise RecordError(f"columns {names}")
+    col = {name: table.column(name).to_pylist() for name in names if name not in VECTOR_COLUMNS}
+    failed = {i: why for i, why in zip(col["imgId"], col["failed"]) if why}
+    tags = [None if i in failed else Tags(m, v, list(f), a, t) for i, m, v, f, a, t in
+            zip(col["imgId"], col["medium"], col["movement"], col["flavors"], col["artist"], col["trending"])]
+    arrays = {"embeddings": _array(table, "prompt_embedding" if "prompt_embedding" in names else "embedding")}
+    arrays.update({n: _array(table, n) for n in ("head", "bank") if n in names})
+    header = {"ids": col["imgId"], "digests": col["digest"], "failed": failed, "captions": col["caption"],
+              "tags": [None if t is None else t.__dict__ for t in tags], "prompts": col["prompt"],
+              "negatives": col.get("negative_prompt")}
+    return BatchRecord.checked(header, arrays)
+
+
+def _array(table, name: str) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(table), SUBMISSION_DIM)
+
+
+class BatchFiles:
+    """Ray's per-batch Parquet files under ``<parquet_dir>/<key>/``, read as batch records for the resume rule."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def load(self, batch: int):
+        from .record import RecordError
+        path = batch_file(self.folder, batch)
+        if not path.exists():
+            return None
+        try:
+            return read_batch(path)
+        except RecordError as exc:
+            log.warning("ray output: %s cannot be read back (%s); redoing that batch", path.name, exc)
+            return None
 
 
 # ---- the two stages ---------------------------------------------------------------------------
@@ -131,25 +169,24 @@ def decode_rows(rows: Dict[str, np.ndarray], caption_transform: Callable, clip_t
     """CPU stage: each row's images read, hashed, decoded and preprocessed into one pickled ImageBatch."""
     from .images import ImageDataset, collate
     payloads = []
-    for ids, paths in zip(rows["ids"], rows["paths"]):
+    for ids, paths, relative in zip(rows["ids"], rows["paths"], rows["relative"]):
         files = [ImageFile(str(i), Path(str(p))) for i, p in zip(ids, paths)]
         dataset = ImageDataset(files, caption_transform, clip_transform)
-        payloads.append(pickle.dumps((files, collate([dataset[i] for i in range(len(files))]))))
+        payloads.append(pickle.dumps((files, [str(r) for r in relative],
+                                      collate([dataset[i] for i in range(len(files))]))))
     return {"batch": np.asarray(rows["batch"]), "payload": np.array(payloads, dtype=object)}
 
 
 class InterrogateActor:
-    """GPU (or CPU) stage: the models loaded once per actor from the config; each call runs the pipeline's
-    phases on whole batches and writes each batch's Parquet file."""
+    """GPU (or CPU) stage: the models loaded once per actor from the config; each call runs the one batch
+    function (stages.run_phases) on whole batches and writes each batch's record as its Parquet file."""
 
     def __init__(self, config: Config, tables, out: str, threads: int):
         import torch
         from .config import replace
-        from .labels import LabelTable
         from .oom import StageBatcher
         from .pipeline import StageTimer
-        from .stages import Models, load_captioner_stage, load_learned, load_sentence
-        from .clip import load_clip
+        from .stages import load_models
         from .console import quiet_libraries
         quiet_libraries()
         ray = _ray()
@@ -160,88 +197,30 @@ class InterrogateActor:
         else:
             torch.set_num_threads(threads)  # a CPU's sums depend on the thread count: the driver's, as a single run
         self.config, self.out = config, Path(out)
-        device, dtype = config.resolved_device(), config.torch_dtype()
-        models = Models(captioner=load_captioner_stage(config), sentence=load_sentence(config))
-        if config.needs_clip():
-            models.clip = load_clip(config.clip_model, config.clip_path, device, dtype)
-            models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, dtype), hit)
-                             for name, (labels, emb, hit) in tables.items()}
-            models.head, models.bank = load_learned(config, models.clip)
-        self.models = models
+        self.models = load_models(config, tables)
+        device = config.resolved_device()
         self.batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")}, device)
         self.timer = StageTimer(device)
 
-    def run_batch(self, number: int, files: List[ImageFile], batch) -> int:
+    def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> int:
         from .atomic import atomic_write
-        from .blend import blend_vectors
-        from .stages import caption_phase, embed_phase, new_record, tag_phase
+        from .stages import new_record, run_phases
         import pyarrow.parquet as pq
         record = new_record(files, range(len(files)), batch)
-        caption_phase(self.models, batch, record, self.batcher)
-        tag_phase(self.models, batch, record, self.batcher, self.config, self.timer)
-        embed_phase(self.models, record, self.batcher)
-        vectors = blend_vectors(self.config.blend, record.embeddings, record.head, record.bank)
-        table = record_table(number, record, files, vectors)
+        run_phases(self.models, ("caption", "tag", "embed"), batch, record, self.batcher, self.config, self.timer)
+        table = record_table(number, record, relative, self.config.blend)
         atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
         return len(files)
 
     def __call__(self, rows: Dict[str, np.ndarray]) -> dict:
         done = []
         for number, payload in zip(rows["batch"], rows["payload"]):
-            files, batch = pickle.loads(payload)
-            done.append(self.run_batch(int(number), files, batch))
+            files, relative, batch = pickle.loads(payload)
+            done.append(self.run_batch(int(number), files, relative, batch))
         return {"batch": np.asarray(rows["batch"]), "images": np.asarray(done)}
 
 
 # ---- the driver -------------------------------------------------------------------------------
-@dataclass
-class RayResult:
-    image_ids: List[str]
-    captions: List[str]
-    prompts: List[str]
-    embeddings: np.ndarray
-    failed: Dict[str, str]
-    parquet_dir: Path
-    reused_batches: int
-    written_batches: int
-    actors: int = 0
-    skipped: list = field(default_factory=list)
-    output: Optional[Path] = None
-
-    def summary(self) -> str:
-        lines = [f"images: {len(self.image_ids)} done, {len(self.failed)} undecodable (fallback prompt)"]
-        lines += [f"  undecodable: {i}: {why}" for i, why in sorted(self.failed.items())]
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} entries named like images: "
-                         + ", ".join(f"{name} ({why})" for name, why in self.skipped))
-        lines.append(f"ray: {self.written_batches} batches written by {self.actors} actors, "
-                     f"{self.reused_batches} reused from {self.parquet_dir}")
-        if self.output is not None:
-            lines.append(f"submission: {self.output}")
-        return "\n".join(lines)
-
-
-def finished_batches(folder: Path, files: Sequence[ImageFile], batches: Sequence[Sequence[int]]) -> Dict[int, BatchRows]:
-    """{batch: rows} for every batch file that holds that batch's images with their current digests."""
-    from .identity import hash_files
-    saved = {}
-    for b, members in enumerate(batches):
-        path = batch_file(folder, b)
-        if not path.exists():
-            continue
-        try:
-            rows = read_batch(path)
-        except Exception as exc:
-            log.warning("ray output: %s cannot be read back (%s: %s); redoing that batch", path.name,
-                        type(exc).__name__, str(exc)[:200])
-            continue
-        if rows.ids == [files[i].image_id for i in members]:
-            saved[b] = rows
-    members = [i for b in saved for i in batches[b]]
-    current = dict(zip(members, hash_files([files[i].path for i in members])))
-    return {b: r for b, r in saved.items() if r.digests == [current[i] for i in batches[b]]}
-
-
 def default_parquet_dir(config: Config) -> str:
     """Beside the config's output: ``<output stem>.parquet/``."""
     output = Path(config.output)
@@ -253,88 +232,91 @@ def default_actors() -> int:
     return max(1, int(ray.cluster_resources().get("GPU", 0)) or 1)
 
 
+def check_parquet_dir(parquet_dir: str) -> None:
+    """The Parquet folder can be made and written (one line now, not a traceback from an actor)."""
+    from .plan import check_folder
+    path = Path(parquet_dir)
+    if path.exists() and not path.is_dir():
+        raise InterrogatorError(f"--parquet-dir: {path} is a file, not a folder")
+    check_folder(path, "--parquet-dir")
+
+
 def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address: Optional[str] = None,
             actors: Optional[int] = None, progress: bool = True, actor_cls=InterrogateActor,
-            on_batch: Optional[Callable[[int], None]] = None) -> RayResult:
-    """The pipeline on Ray Data (see the module docstring); ``csv`` writes the Kaggle CSV from the files."""
-    import torch
-    from .caption import load_caption_processor
-    from .console import bars_enabled, quiet_libraries
-    from .identity import digest, run_identity
-    from .pipeline import check_inputs, check_output, mode_label_files
-    from .stages import load_clip_stage
+            on_batch: Optional[Callable[[int], None]] = None):
+    """The pipeline on Ray Data (see the module docstring). ``csv``: the output path, from which every format
+    of the config is written (outputs.write_all) as a single run writes it. Returns a pipeline.RunResult."""
+    from .config import replace
+    from .console import quiet_libraries
+    from .pipeline import assemble
+    from .plan import make_plan
     from .atomic import sweep_temps
-    from functools import partial
-    from .caption import pixel_values
+    from .workdir import resume
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
-    config.check_blend()
-    scan = check_inputs(config, write=False)
     if csv is not None:
-        check_output(csv)
-    files = scan.files
-    size = config.stage_batch_size("caption")
-    batches = [list(range(i, min(i + size, len(files)))) for i in range(0, len(files), size)]
-    key = digest(run_identity(config, mode_label_files(config)))
-    folder = Path(parquet_dir) / key
+        config = replace(config, output=csv)
+    if actors is not None and actors < 1:
+        raise InterrogatorError(f"--actors: expected a whole number >= 1, got {actors}")
+    check_parquet_dir(parquet_dir)
+    plan = make_plan(config, write=csv is not None)
+    folder = Path(parquet_dir) / plan.key
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temps(folder)
-    done = finished_batches(folder, files, batches)
-    todo = [b for b in range(len(batches)) if b not in done]
-    count = 0
-    if todo:
-        connect(address)
-        ray = _ray()
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = bars_enabled(progress)
-        shared, clip_transform = ray.put({}), None
-        if config.needs_clip():
-            clip, tables = load_clip_stage(config, progress)
-            shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
-                              for name, t in tables.items()})
-            clip_transform = clip.preprocess
-            del clip, tables
-        caption_transform = partial(pixel_values, load_caption_processor(config.blip_path).image_processor)
-        gpus = ray.cluster_resources().get("GPU", 0)
-        count = actors or default_actors()
-        cpus = ray.cluster_resources().get("CPU", 1)
-        actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
-        items = [{"batch": b, "ids": [files[i].image_id for i in batches[b]],
-                  "paths": [str(files[i].path) for i in batches[b]]} for b in todo]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
-                            fn_kwargs={"caption_transform": caption_transform, "clip_transform": clip_transform})
-        ds = ds.map_batches(actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
-                            num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
-                            fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
-                                                   "threads": torch.get_num_threads()})
-        for row in ds.iter_rows():
-            if on_batch is not None:
-                on_batch(int(row["batch"]))
-    finished = finished_batches(folder, files, batches)
-    missing = [b for b in range(len(batches)) if b not in finished]
+    store = BatchFiles(folder)
+    done = resume(store.load, list(plan.files), plan.batches)
+    todo = [b for b in range(len(plan.batches)) if b not in done]
+    count = _run_dataset(plan, folder, todo, address, actors, progress, actor_cls, on_batch) if todo else 0
+    finished = resume(store.load, list(plan.files), plan.batches)
+    missing = [b for b in range(len(plan.batches)) if b not in finished]
     if missing:
         raise InterrogatorError(f"ray: {len(missing)} batches have no complete output in {folder} "
                                 f"(first: batch {missing[0]}); rerun to finish them")
-    result = _assemble(files, batches, finished, folder, reused=len(done), written=len(todo), actors=count)
-    result.skipped = scan.skipped
-    if csv is not None:
-        from .submission import write_submission
-        result.output = write_submission(result.image_ids, result.embeddings, csv)
+    result = assemble(plan, finished)
+    result.resumed_batches = len(done)
+    result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
+    if plan.outputs is not None:
+        from .outputs import write_all
+        result.output, result.written = write_all(plan, result)
     return result
 
 
-def _assemble(files, batches, finished: Dict[int, BatchRows], folder: Path, reused: int, written: int,
-              actors: int) -> RayResult:
-    ids, captions, prompts, failed, vectors = [], [], [], {}, []
-    for b in range(len(batches)):
-        rows = finished[b]
-        ids += rows.ids
-        captions += rows.captions
-        prompts += rows.prompts
-        failed.update(rows.failed)
-        vectors.append(rows.embeddings)
-    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, SUBMISSION_DIM), np.float32)
-    return RayResult(ids, captions, prompts, embeddings, failed, folder, reused, written, actors)
+def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress, actor_cls, on_batch) -> int:
+    """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
+    import torch
+    from functools import partial
+    from .caption import load_caption_processor, pixel_values
+    from .console import bars_enabled
+    from .stages import load_clip_stage
+    config = plan.config
+    connect(address)
+    ray = _ray()
+    ray.data.DataContext.get_current().enable_progress_bars = bars_enabled(progress)
+    shared, clip_transform = ray.put({}), None
+    if config.needs_clip():
+        clip, tables = load_clip_stage(config, progress)
+        shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
+                          for name, t in tables.items()})
+        clip_transform = clip.preprocess
+        del clip, tables
+    caption_transform = partial(pixel_values, load_caption_processor(config.blip_path).image_processor)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    count = actors or default_actors()
+    cpus = ray.cluster_resources().get("CPU", 1)
+    actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
+    items = [{"batch": b, "ids": [plan.files[i].image_id for i in plan.batches[b]],
+              "paths": [str(plan.files[i].path) for i in plan.batches[b]],
+              "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
+                        fn_kwargs={"caption_transform": caption_transform, "clip_transform": clip_transform})
+    ds = ds.map_batches(actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
+                        num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
+                        fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
+                                               "threads": torch.get_num_threads()})
+    for row in ds.iter_rows():
+        if on_batch is not None:
+            on_batch(int(row["batch"]))
+    return count
 
 
 def read_output(parquet_dir: str):

@@ -85,10 +85,12 @@ class BatchRecord:
             raise RecordError(f"format {meta.get('format')!r}, expected {RECORD_FORMAT}")
         if set(arrays) - {"embeddings", *LEARNED}:
             raise RecordError(f"unexpected arrays {sorted(set(arrays) - {'embeddings', *LEARNED})}")
-        return cls._checked(header, arrays)
+        return cls.checked(header, arrays)
 
     @classmethod
-    def _checked(cls, header, arrays) -> "BatchRecord":
+    def checked(cls, header, arrays) -> "BatchRecord":
+        """A record from its header fields and arrays, every one checked (RecordError otherwise); the safetensors
+        file and Ray's Parquet batch files (ray_engine.py) are two writers of the same record."""
         embeddings = arrays.get("embeddings")
         if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts",
                                                            "negatives"}:

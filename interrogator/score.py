@@ -22,6 +22,22 @@ def read_prompts(path) -> pd.DataFrame:
     return frame.sort_values("imgId", kind="stable").reset_index(drop=True)
 
 
+def matched_prompts(path, ids: Sequence[str], folder, command: str) -> pd.DataFrame:
+    """The true prompts (read_prompts) of the images ``ids``; those of no image are counted in one warning, and
+    none matching is an error."""
+    import logging
+    truth = read_prompts(path)
+    matched = truth[truth.imgId.isin(set(ids))].reset_index(drop=True)
+    if matched.empty:
+        raise InterrogatorError(f"{command}: no imgId of {path} is an image of {folder}")
+    if len(matched) < len(truth):
+        lost = truth.imgId[~truth.imgId.isin(set(ids))]
+        logging.getLogger(__name__).warning(
+            "%s: %d of the %d prompts in %s name no image of %s and are left out (first: %s)", command,
+            len(lost), len(truth), path, folder, ", ".join(repr(i) for i in lost.iloc[:3]))
+    return matched
+
+
 def cosine_per_image(ids: Sequence[str], predicted: np.ndarray, true_ids: Sequence[str],
                      true_vectors: np.ndarray) -> Dict[str, float]:
     """Cosine of each true image's vector with the submitted one; a missing image scores 0."""

@@ -22,19 +22,27 @@ def shard_ranges(n_images: int, count: int, batch_size: int) -> List[Tuple[int, 
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def select(files: Sequence[ImageFile], batch_size: int, shard: Optional[Tuple[int, int]] = None,
-           images: Optional[Tuple[int, int, int]] = None) -> List[ImageFile]:
-    """The files of ``--shard i/N`` or of ``--images lo:hi:total``; all of them without either."""
+def select_range(n_images: int, batch_size: int, shard: Optional[Tuple[int, int]] = None,
+                 images: Optional[Tuple[int, int, int]] = None) -> Tuple[int, int]:
+    """[lo, hi) of ``--shard i/N`` or of ``--images lo:hi:total`` in a folder of n_images; all without either."""
     if shard is not None:
         index, count = shard
         if not (count >= 1 and 0 <= index < count):
             raise ConfigError(f"shard must be i/N with 0 <= i < N, got {index}/{count}")
-        lo, hi = shard_ranges(len(files), count, batch_size)[index]
-        return list(files[lo:hi])
+        return shard_ranges(n_images, count, batch_size)[index]
     if images is not None:
         lo, hi, total = images
-        if total != len(files):
-            raise ConfigError(f"--images {lo}:{hi}:{total}: the image folder now holds {len(files)} images, "
+        if total != n_images:
+            raise ConfigError(f"--images {lo}:{hi}:{total}: the image folder now holds {n_images} images, "
                               f"not {total}; it changed since the ranges were computed")
-        return list(files[lo:hi])
-    return list(files)
+        if lo % batch_size:
+            raise ConfigError(f"--images {lo}:{hi}:{total}: {lo} is not a multiple of the batch size {batch_size}")
+        return lo, hi
+    return 0, n_images
+
+
+def select(files: Sequence[ImageFile], batch_size: int, shard: Optional[Tuple[int, int]] = None,
+           images: Optional[Tuple[int, int, int]] = None) -> List[ImageFile]:
+    """The files of ``--shard i/N`` or of ``--images lo:hi:total``; all of them without either."""
+    lo, hi = select_range(len(files), batch_size, shard, images)
+    return list(files[lo:hi])

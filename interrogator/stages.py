@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -71,15 +71,31 @@ def table_names(config: Config):
     return names
 
 
+def load_models(config: Config, tables=None, progress: bool = False) -> Models:
+    """Every model a run of the config needs, resident at once: the one loader of the local run and the Ray
+    actors. ``tables``: {name: (labels, fp32 embeddings, from_cache)} already encoded (Ray shares them from
+    the driver), else they are encoded or read from the label cache here."""
+    models = Models(captioner=load_captioner_stage(config), sentence=load_sentence(config))
+    if config.needs_clip():
+        if tables is None:
+            models.clip, models.tables = load_clip_stage(config, progress)
+        else:
+            models.clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+            models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, models.clip.dtype),
+                                              hit) for name, (labels, emb, hit) in tables.items()}
+        models.head, models.bank = load_learned(config, models.clip)
+    return models
+
+
 def load_learned(config: Config, clip: Clip):
     """The head and the bank the blend uses (None where its weight is 0), checked against this CLIP."""
     head = bank = None
     if config.blend_weight("head") > 0:
         from .head import load_head
-        head = load_head(config.head_path, clip.identity or "")
+        head = load_head(config.head_path, clip.weights)
     if config.blend_weight("bank") > 0:
         from .bank import load_bank
-        bank = load_bank(config.bank_path, clip.identity or "")
+        bank = load_bank(config.bank_path, clip.weights)
         bank.features = bank.features.to(clip.device)
     return head, bank
 
@@ -166,6 +182,23 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
 def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> None:
     record.embeddings = batcher.run("embed", list(record.prompts),
                                     lambda p: embed_prompts(models.sentence, p, len(p)), np.concatenate)
+
+
+def run_phases(models: Models, phases: Sequence[str], batch: Optional[ImageBatch], record: BatchRecord,
+               batcher: StageBatcher, config: Config, timer) -> None:
+    """The one batch function: a decoded batch through the phases it still needs (caption; tags and prompt;
+    embed). The local loop (pipeline.py) and the Ray actor (ray_engine.py) both call it."""
+    for phase in phases:
+        if record.done(phase):
+            continue
+        if phase == "caption":
+            with timer("caption"):
+                caption_phase(models, batch, record, batcher)
+        elif phase == "tag":
+            tag_phase(models, batch, record, batcher, config, timer)
+        else:
+            with timer("embed"):
+                embed_phase(models, record, batcher)
 
 
 def label_progress(enabled: bool):

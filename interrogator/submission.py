@@ -10,6 +10,7 @@ import pandas as pd
 
 from .atomic import atomic_write, is_disk_full
 from .errors import SubmissionError
+from .record import SUBMISSION_DIM
 from .workers import map_chunks
 
 HEADER = ("imgId_eId", "val")
@@ -78,8 +79,11 @@ def write_submission(image_ids: Sequence[str], vectors: np.ndarray, path: str | 
 
     Nothing is written at ``path`` if either check fails; a full disk is a SubmissionError.
     """
+    if np.asarray(vectors).ndim != 2 or np.asarray(vectors).shape[1] != SUBMISSION_DIM:
+        raise SubmissionError(f"cannot write the submission {path}: vectors of shape {np.asarray(vectors).shape}; "
+                              f"a submission holds {SUBMISSION_DIM} values per image")
     frame = to_frame(image_ids, vectors)
-    validate(frame, image_ids, np.asarray(vectors).shape[1])
+    validate(frame, image_ids, SUBMISSION_DIM)
     want_ids = sorted(image_ids)
     want = frame[HEADER[1]].to_numpy(np.float32)
 
@@ -127,6 +131,9 @@ def read_submission(path: str | Path) -> Tuple[List[str], np.ndarray]:
     if not ids or len(frame) % len(ids):
         raise SubmissionError(f"{path}: rows do not split evenly into {len(ids)} images")
     dim = len(frame) // len(ids)
+    if dim != SUBMISSION_DIM:
+        raise SubmissionError(f"{path}: {dim} values per image; a submission holds {SUBMISSION_DIM} "
+                              f"(all-MiniLM-L6-v2 embeddings)")
     vectors = frame[HEADER[1]].to_numpy(dtype=np.float32).reshape(len(ids), dim)
     validate(frame, ids, dim)
     return ids, vectors

@@ -32,6 +32,7 @@ def load_toolkit_clip(config):
     """The config's CLIP on its device, for the toolkit (only ``clip_model``/``clip_path`` are needed)."""
     from .clip import load_clip
     config.require_paths("clip_path")
+    config.check_device()
     config.check_dtype()
     return load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
 
@@ -77,7 +78,7 @@ def search(store: FeatureStore, queries: torch.Tensor, k: int, backend: str = "t
 
 def check_store_clip(store: FeatureStore, clip, where: str) -> None:
     """A query must be encoded by the CLIP whose weights made the store."""
-    if (clip.identity or "") != store.clip.weights:
+    if clip.weights is None or not clip.weights.matches(store.clip.weights):
         raise ConfigError(f"{where} was built with other CLIP weights ({store.clip.model} from {store.clip.path}); "
                           f"give the config of that CLIP")
 
@@ -152,6 +153,8 @@ class Similarity:
 
 def similarity(clip, files: Sequence[ImageFile], texts: Sequence[str], config) -> Similarity:
     done, feats, failed = image_features(clip, files, config)
+    if not done:
+        raise InterrogatorError(f"no image could be decoded ({', '.join(f'{i}: {w}' for i, w in failed.items())})")
     matrix = (feats @ text_features(clip, texts).T).numpy()
     return Similarity([f.image_id for f in done], [f.path for f in done], list(texts), matrix, failed)
 
@@ -160,7 +163,7 @@ def rerank(clip, files: Sequence[ImageFile], prompt: str, config) -> Tuple[List[
     """Every decoded image, best match to the prompt first (equal scores in path order), and the undecodable."""
     done, feats, failed = image_features(clip, files, config)
     if not done:
-        raise InterrogatorError("no image could be decoded")
+        raise InterrogatorError(f"no image could be decoded ({', '.join(f'{i}: {w}' for i, w in failed.items())})")
     scores = (feats @ text_features(clip, [prompt]).T)[:, 0]
     order = torch.sort(scores, descending=True, stable=True).indices.tolist()
     return [Hit(done[i].image_id, float(scores[i])) for i in order], failed

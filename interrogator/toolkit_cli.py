@@ -1,15 +1,14 @@
 """The CLIP toolkit's subcommands: index (features), search, classify, similarity, rerank, finetune-clip."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
+from .arguments import (add_common, output_file, output_folder, positive_float, positive_int, probability,
+                        template)
 from .config import load_config
 from .errors import InterrogatorError
-
-DEBUG_HELP = "show full tracebacks and the libraries' log lines"
 
 
 def _config(args):
@@ -120,6 +119,10 @@ def cmd_similarity(args) -> int:
 
 def cmd_rerank(args) -> int:
     from .toolkit import copy_best, folder_files, load_toolkit_clip, rerank
+    if args.best and not args.copy_to:
+        raise InterrogatorError("--best needs --copy-to DIR")
+    if args.copy_to and not args.best:
+        raise InterrogatorError("--copy-to needs --best N")
     config = _config(args)
     ranked, failed = rerank(load_toolkit_clip(config), folder_files(args.images), args.prompt, config)
     frame = pd.DataFrame({"rank": range(1, len(ranked) + 1), "path": [h.image_id for h in ranked],
@@ -127,8 +130,6 @@ def cmd_rerank(args) -> int:
     print(f"ranking: {_write_csv(frame, args.output)} ({len(ranked)} images)")
     _warn_failed(failed)
     if args.best:
-        if not args.copy_to:
-            raise InterrogatorError("--best needs --copy-to DIR")
         done = copy_best(ranked, args.images, args.copy_to, args.best, args.link)
         print(f"best {len(done)}: {args.copy_to}")
     return 0
@@ -143,14 +144,6 @@ def cmd_finetune_clip(args) -> int:
     return 0
 
 
-def common_options(p, progress: bool = False, device: str = "cpu, cuda or cuda:N (overrides the config)") -> None:
-    """The options every toolkit subcommand ends with."""
-    p.add_argument("--device", help=device)
-    if progress:
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-
-
 def add_commands(sub) -> None:
     """Register the toolkit's subcommands on the main parser's subparsers."""
     for name, helptext in (("index", "CLIP image features of a folder -> feature store (incremental, resumable)"),
@@ -158,8 +151,8 @@ def add_commands(sub) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
         p.add_argument("--images", required=True, help="image folder, searched recursively")
-        p.add_argument("--out", required=True, help="feature store file (.safetensors)")
-        common_options(p, progress=True)
+        p.add_argument("--out", required=True, type=output_file, help="feature store file (.safetensors)")
+        add_common(p, progress=True)
         p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="images of an index nearest a text or an image")
@@ -167,28 +160,28 @@ def add_commands(sub) -> None:
     p.add_argument("--text", action="append", help="a text query (repeatable)")
     p.add_argument("--queries", help="a file of text queries, one a line")
     p.add_argument("--image", action="append", help="an image query (repeatable)")
-    p.add_argument("-k", type=int, default=20, help="hits per query (default 20)")
+    p.add_argument("-k", type=positive_int, default=20, help="hits per query (default 20)")
     p.add_argument("--config", help="JSON config of the CLIP (default: the one that built the index)")
-    p.add_argument("--output", help="write the hits as CSV (query, rank, path, score)")
-    p.add_argument("--sheet", help="write a contact sheet PNG of the hits")
+    p.add_argument("--output", type=output_file, help="write the hits as CSV (query, rank, path, score)")
+    p.add_argument("--sheet", type=output_file, help="write a contact sheet PNG of the hits")
     p.add_argument("--root", help="the indexed folder, if it moved since")
     p.add_argument("--backend", choices=("torch", "faiss"), default="torch", help="exact search backend")
-    common_options(p, device="cpu, cuda or cuda:N")
+    add_common(p, device="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("classify", help="zero-shot classification of a folder over a label list")
     p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
     p.add_argument("--images", required=True, help="image folder, searched recursively")
     p.add_argument("--labels", required=True, help="label file, one label a line")
-    p.add_argument("--template", action="append", help="prompt template with {} (repeatable; averaged); "
+    p.add_argument("--template", action="append", type=template, help="prompt template with {} (repeatable; averaged); "
                                                        "default 'a photo of a {}'")
-    p.add_argument("--output", default="classes.csv", help="CSV of path, label, probability, top")
-    p.add_argument("--top", type=int, default=5, help="labels listed per image in the top column")
-    p.add_argument("--threshold", type=float, help="filter mode: keep images whose top label has at least this "
+    p.add_argument("--output", default="classes.csv", type=output_file, help="CSV of path, label, probability, top")
+    p.add_argument("--top", type=positive_int, default=5, help="labels listed per image in the top column")
+    p.add_argument("--threshold", type=probability, help="filter mode: keep images whose top label has at least this "
                                                    "probability (with --reject: whose rejected labels are below it)")
     p.add_argument("--reject", action="append", help="with --threshold: a label that drops an image (repeatable)")
-    p.add_argument("--kept", help="with --threshold: file of the kept paths (default beside --output)")
-    common_options(p)
+    p.add_argument("--kept", type=output_file, help="with --threshold: file of the kept paths (default beside --output)")
+    add_common(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine matrix of images against texts, and a heatmap")
@@ -196,30 +189,31 @@ def add_commands(sub) -> None:
     p.add_argument("--images", nargs="+", required=True, help="image files")
     p.add_argument("--texts", nargs="*", default=[], help="texts")
     p.add_argument("--texts-file", help="a file of texts, one a line")
-    p.add_argument("--output", help="CSV of the matrix (default: print it)")
-    p.add_argument("--plot", help="heatmap PNG with thumbnails (needs matplotlib)")
+    p.add_argument("--output", type=output_file, help="CSV of the matrix (default: print it)")
+    p.add_argument("--plot", type=output_file, help="heatmap PNG with thumbnails (needs matplotlib)")
     p.add_argument("--title", help="title of the plot")
-    common_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("rerank", help="order candidate images by their match to a prompt")
     p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
     p.add_argument("--prompt", required=True, help="the prompt")
     p.add_argument("--images", required=True, help="folder of candidates, searched recursively")
-    p.add_argument("--output", default="ranking.csv", help="CSV of rank, path, score")
-    p.add_argument("--best", type=int, help="copy the best N into --copy-to")
-    p.add_argument("--copy-to", help="folder for the best N (never overwrites)")
+    p.add_argument("--output", default="ranking.csv", type=output_file, help="CSV of rank, path, score")
+    p.add_argument("--best", type=positive_int, help="copy the best N into --copy-to")
+    p.add_argument("--copy-to", type=output_folder, help="folder for the best N (never overwrites)")
     p.add_argument("--link", action="store_true", help="symlink instead of copying")
-    common_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_rerank)
 
     p = sub.add_parser("finetune-clip", help="contrastive fine-tuning on image-text pairs (open_clip_train)")
     p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path: the start)")
     p.add_argument("--pairs", required=True, help="CSV with columns image, prompt")
-    p.add_argument("--out", required=True, help="output folder (clip.safetensors and open_clip_train's logs)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs per step (default 32)")
-    p.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
+    p.add_argument("--out", required=True, type=output_folder,
+                   help="output folder (clip.safetensors and open_clip_train's logs)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="epochs (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="pairs per step (default 32)")
+    p.add_argument("--lr", type=positive_float, default=1e-5, help="peak learning rate (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    common_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_finetune_clip)

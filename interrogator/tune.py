@@ -92,37 +92,33 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
          progress: bool = True) -> List[TuneRow]:
     """Every assembly of the grid scored on the labelled images (see the module docstring), best first."""
     from .embed import embed_prompts
-    from .errors import ConfigError
     from .features import build_index
     from .labels import LabelCache, load_tables
     from .modes import TABLES, interrogate
-    from .pipeline import run
+    from .pipeline import run_plan
+    from .plan import make_plan
     from .prompt import build_prompt, clean_caption
-    from .score import mean_cosine, read_prompts
+    from .score import matched_prompts, mean_cosine
     from .stages import load_sentence
     from .clip import load_clip
     work_dir = Path(work)
-    captioned = run(replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
-                            output=str(work_dir / "captions.csv")), progress=progress, keep_work=True)
-    ids, captions, failed = captioned.image_ids, captioned.captions, captioned.failed
-    truth = read_prompts(prompts_csv)
-    truth = truth[truth.imgId.isin(set(ids))]
-    if truth.empty:
-        raise ConfigError(f"tune: no imgId of {prompts_csv} is an image of {config.data_path}")
+    caption_config = replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
+                             output=str(work_dir / "captions.csv"))
+    plan = make_plan(caption_config)
+    truth = matched_prompts(prompts_csv, plan.kaggle, config.data_path, "tune")
+    held = holdout_ids(truth.imgId.tolist(), holdout, seed)
+    captioned = run_plan(plan, progress=progress, keep_work=True)
+    ids, captions, failed = captioned.kaggle_ids, captioned.captions, captioned.failed
     clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
     report = build_index(config, config.data_path, str(work_dir / "features.safetensors"), progress=progress, clip=clip)
     names = sorted({n for m in modes for n in TABLES[m]})
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=names)
-    ok = [i for i, image_id in enumerate(ids) if image_id not in failed]
+    ok = [i for i, image_id in enumerate(captioned.image_ids) if image_id not in failed]
     ok_set, row_of = set(ok), {i: r for r, i in enumerate(ok)}
     names_in_store = [f.path.relative_to(config.data_path).as_posix() for f in captioned_files(config)]
     features = report.store.rows([names_in_store[i] for i in ok]).to(clip.device, clip.dtype) if ok else None
     sentence = load_sentence(config)
     true_vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(truth))
-    n_hold = int(round(holdout * len(truth)))
-    held = set(truth.imgId.iloc[order[:n_hold]])
     tuned_ids = [i for i in truth.imgId if i not in held]
     tuned_rows = [k for k, i in enumerate(truth.imgId) if i not in held]
     held_ids = [i for i in truth.imgId if i in held]
@@ -171,8 +167,20 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
     return sorted(rows, key=lambda r: -r.score)
 
 
+def holdout_ids(ids: Sequence[str], share: float, seed: int) -> set:
+    """A seeded share of the labelled images kept out of the ranking; a split that leaves either side empty
+    is an error (a "best" row ranked on no image, or a holdout of none)."""
+    from .errors import ConfigError
+    held_count = int(round(share * len(ids)))
+    if share > 0 and not 0 < held_count < len(ids):
+        raise ConfigError(f"--holdout {share:g}: of {len(ids)} labelled images it holds out {held_count}; "
+                          f"both the ranked and the held-out images need at least one")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[i] for i in order[:held_count]}
+
+
 def captioned_files(config: Config):
-    from .pipeline import scan_images
+    from .plan import scan_images
     return scan_images(config).files
 
 

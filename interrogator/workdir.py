@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from .atomic import is_disk_full, write_bytes
 from .errors import InterrogatorError
@@ -22,20 +22,44 @@ from .record import BatchRecord, RecordError
 log = logging.getLogger(__name__)
 
 
+def resume(load: Callable[[int], Optional[BatchRecord]], files: Sequence[ImageFile],
+           batches: Sequence[Sequence[int]]) -> Dict[int, BatchRecord]:
+    """{batch: record} for every saved record (``load(b)``: None where absent or unreadable) whose image ids
+    and the digests of their bytes still match the files: the one resume rule, for the work folder's records
+    and for Ray's Parquet batch files."""
+    saved = {b: load(b) for b in range(len(batches))}
+    saved = {b: r for b, r in saved.items() if r is not None and r.ids == [files[i].image_id for i in batches[b]]}
+    members = [i for b in saved for i in batches[b]]
+    current = dict(zip(members, hash_files([files[i].path for i in members])))
+    return {b: r for b, r in saved.items() if r.digests == [current[i] for i in batches[b]]}
+
+
 def work_root(output: str | Path) -> Path:
     output = Path(output)
     return output.parent / f".{output.name}.work"
 
 
 class WorkDir:
-    """Batch records under ``<output folder>/.<output name>.work/<key>/``."""
+    """Batch records under ``<output folder>/.<output name>.work/<key>/``.
 
-    def __init__(self, output: str | Path, key: str):
+    Records are named by their batch's number in a run over the whole folder (``first`` is the number of
+    this process's first batch), so the processes of ``--devices`` fill one folder and its parent, resuming,
+    finds every batch finished."""
+
+    def __init__(self, output: str | Path, key: str, first: int = 0):
         self.root = work_root(output)
         self.path = self.root / key
+        self.first = first
+
+    def adopt(self, legacy_key: str) -> None:
+        """Continue the unfinished work that a version before 0.3 saved under its own key for the same run."""
+        old = self.root / legacy_key
+        if not self.path.exists() and old.is_dir():
+            log.info("resuming the work that an earlier version saved in %s", old)
+            old.rename(self.path)
 
     def file(self, batch: int) -> Path:
-        return self.path / f"batch-{batch:06d}.safetensors"
+        return self.path / f"batch-{self.first + batch:06d}.safetensors"
 
     def save(self, batch: int, record: BatchRecord) -> None:
         try:
@@ -56,12 +80,7 @@ class WorkDir:
             return None
 
     def resume(self, files: Sequence[ImageFile], batches: Sequence[Sequence[int]]) -> Dict[int, BatchRecord]:
-        """{batch: record} for every saved record whose ids and image digests still match the files."""
-        saved = {b: self.load(b) for b in range(len(batches))}
-        saved = {b: r for b, r in saved.items() if r is not None and r.ids == [files[i].image_id for i in batches[b]]}
-        members = [i for b in saved for i in batches[b]]
-        current = dict(zip(members, hash_files([files[i].path for i in members])))
-        return {b: r for b, r in saved.items() if r.digests == [current[i] for i in batches[b]]}
+        return resume(self.load, files, batches)
 
     def remove(self) -> None:
         """Every work folder of this output, other keys' included."""

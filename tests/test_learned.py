@@ -84,8 +84,6 @@ def test_blend_of_the_prompt_alone_is_the_prompt_exactly_and_others_normalised()
 @pytest.fixture(scope="module")
 def learned_chain(tmp_path_factory, demo_models, small_dicts):
     """features -> train-head -> build-bank on the 7 samples and their true prompts, demo models."""
-    if not SAMPLE.is_dir():
-        pytest.skip("../shared/kaggle-sample is absent")
     folder = tmp_path_factory.mktemp("learned")
     config = {"blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip",
               "clip_path": str(demo_models.clip_path), "embedding_path": str(demo_models.embedding_path),

@@ -203,12 +203,11 @@ def test_seed_mode_changes_only_where_a_merged_duplicate_reached_a_prompt(base, 
         assert all(reached)
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "kaggle-sample").is_dir(), reason="../shared/kaggle-sample is absent")
 def test_tune_ranks_assemblies_and_its_best_row_rescores_the_same(base, tmp_path, capsys, minilm_path):
     import json
     import re
     from interrogator.cli import main
-    prompts = REPO.parent / "shared" / "kaggle-sample" / "prompts.csv"
+    prompts = REPO / "samples" / "prompts.csv"
     values = {k: v for k, v in base.to_dict().items() if v is not None}
     values["output"] = str(tmp_path / "sub.csv")
     (tmp_path / "c.json").write_text(json.dumps(values))

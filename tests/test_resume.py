@@ -294,14 +294,20 @@ def test_stale_temp_files_of_killed_writes_are_removed(write_config, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     dead = _dead_pid()
-    stale = [out / f".submission.csv.{dead}.abcdefgh.tmp", tmp_path / "label_cache" / f".mediums-x.safetensors.{dead}.q1w2e3r4.tmp"]
+    stale = [out / f".submission.csv.{dead}.abcdefgh.interrogator-tmp",
+             tmp_path / "label_cache" / f".mediums-x.safetensors.{dead}.q1w2e3r4.interrogator-tmp"]
     for path in stale:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half")
-    alive = out / f".other.csv.{os.getpid()}.abcdefgh.tmp"
+    alive = out / f".other.csv.{os.getpid()}.abcdefgh.interrogator-tmp"
     alive.write_bytes(b"being written")
+    # files of the user's (an editor's swap and backup files, another tool's temps) with a dead pid in them
+    users = [out / f".notes.txt.{dead}.abcdefgh.tmp", out / f".draft.{dead}.x.tmp", out / f"a.{dead}.b.tmp"]
+    for path in users:
+        path.write_bytes(b"mine")
     run(load_config(write_config()), progress=False)
     assert not any(p.exists() for p in stale) and alive.exists()
+    assert all(p.read_bytes() == b"mine" for p in users)
 
 
 def _dead_pid():
@@ -356,7 +362,7 @@ def test_full_disk_for_the_label_cache_warns_and_goes_on(write_config, small_dis
     result = run(load_config(write_config(label_cache=str(small_disk / "cache"))), progress=False)
     assert result.output.is_file()
     assert f"label cache: cannot save {small_disk / 'cache'}" in caplog.text and "the disk is full" in caplog.text
-    assert not [p for p in (small_disk / "cache").iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (small_disk / "cache").iterdir() if p.name.endswith("tmp")]
 
 
 # ---- prompt fitting ---------------------------------------------------------------------------------

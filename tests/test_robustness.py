@@ -84,7 +84,7 @@ def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monke
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     out = tmp_path / "out" / "submission.csv"
-    assert not out.exists() and not list(out.parent.glob("*.tmp"))  # no partial file at the output path
+    assert not out.exists() and not list(out.parent.glob("*tmp"))  # no partial file at the output path
     (work,) = (out.parent / ".submission.csv.work").iterdir()
     assert saved_phases(work) == {0: "embed", 1: "embed"}
 
