@@ -134,9 +134,12 @@ class Weights:
 
 
 def content_hash(path: Union[str, Path]) -> str:
-    """blake2b-128 of a whole file, computed once per (path, size, mtime, inode) and remembered on disk."""
+    """blake2b-128 of a whole file, computed once per (path, size, mtime, inode) and remembered on disk.
+
+    The change time is in the key too: a write that puts the old mtime back (``touch -r``, a copy with
+    preserved times) still moves it, and no user can set it."""
     st = os.stat(path)
-    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
     memo = _digest_memo()
     if key not in memo:
         h = hashlib.blake2b(digest_size=16)

@@ -35,9 +35,9 @@ def minilm_path():
 
 @pytest.fixture(scope="session")
 def small_dicts(tmp_path_factory):
-    """The real mediums and movements, and the first 3000 flavors (keeps CPU tests fast)."""
+    """The real mediums, movements and negative labels, and the first 3000 flavors (keeps CPU tests fast)."""
     folder = tmp_path_factory.mktemp("dicts")
-    for name in ("mediums", "movements"):
+    for name in ("mediums", "movements", "negative"):
         shutil.copy(REPO / "dicts" / f"{name}.txt", folder)
     flavors = (REPO / "dicts" / "flavors.txt").read_text(encoding="utf-8").splitlines()[:3000]
     (folder / "flavors.txt").write_text("\n".join(flavors) + "\n", encoding="utf-8")
