@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -140,12 +140,9 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
     if record.ok and config.needs_clip():  # a batch may hold only undecodable images
         with timer("tags"):
             features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
-            tables, chunk = models.tables, config.chunk_size
+            tables = models.tables
             if config.mode == "seed":
-                mediums = tables["mediums"].top(features, 1, chunk)
-                movements = tables["movements"].top(features, 1, chunk)
-                flavors = tables["flavors"].top(features, config.max_flavors, chunk)
-                tags = [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, flavors)]
+                tags = seed_tags(tables, features, config.max_flavors, config.chunk_size)
             elif config.mode != "caption":
                 from .modes import interrogate
                 chosen = interrogate(config.mode, [record.captions[pos] for pos in record.ok], features, tables,
@@ -161,15 +158,10 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
                 record.bank = _spread_rows(record, models.bank.query(features, config.bank_k, config.bank_temperature,
                                                                      config.bank_backend))
     with timer("prompt"):
-        clip = models.clip
-        if config.mode == "seed":
-            prompts = [build_prompt(record.captions[pos], t.medium, t.movement, t.flavors, clip.count_tokens,
-                                    clip.context_length, config.prompt_parts) for pos, t in zip(record.ok, tags)]
-        elif config.mode == "caption":
-            prompts = [clean_caption(record.captions[pos]) or config.fallback_prompt for pos in record.ok]
+        if config.mode == "caption":
             tags = [Tags("", "", []) for _ in record.ok]
-        else:
-            prompts = [c.prompt for c in chosen or []]
+        prompts = [mode_prompt(config, record.captions[pos], t, c, models.clip)
+                   for pos, t, c in zip(record.ok, tags, chosen or [None] * len(tags))]
     record.tags = _spread(record, tags, None)
     record.prompts = _spread(record, prompts, config.fallback_prompt)
     if config.negative_prompt:
@@ -177,6 +169,24 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
     for name, model in (("head", models.head), ("bank", models.bank)):
         if model is not None and getattr(record, name) is None:  # a batch of only undecodable images
             setattr(record, name, np.zeros((len(record.ids), SUBMISSION_DIM), dtype=np.float32))
+
+
+def seed_tags(tables: Dict[str, LabelTable], features: torch.Tensor, flavors: int, chunk: int) -> List[Tags]:
+    """The seed mode's ranking: the best medium and movement and the ``flavors`` best flavors of each image."""
+    mediums = tables["mediums"].top(features, 1, chunk)
+    movements = tables["movements"].top(features, 1, chunk)
+    return [Tags(m[0], v[0], f) for m, v, f in zip(mediums, movements, tables["flavors"].top(features, flavors, chunk))]
+
+
+def mode_prompt(config: Config, caption: str, tags: Optional[Tags], chosen=None, clip: Optional[Clip] = None) -> str:
+    """The prompt assembly of one decoded image: the seed mode's parts within CLIP's context, the caption
+    alone, or the prompt another mode's chain chose (``chosen``, modes.interrogate)."""
+    if config.mode == "seed":
+        return build_prompt(caption, tags.medium, tags.movement, tags.flavors, clip.count_tokens,
+                            clip.context_length, config.prompt_parts)
+    if config.mode == "caption":
+        return clean_caption(caption) or config.fallback_prompt
+    return chosen.prompt
 
 
 def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> None:

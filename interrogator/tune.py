@@ -97,7 +97,8 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
     from .modes import TABLES, interrogate
     from .pipeline import run_plan
     from .plan import make_plan
-    from .prompt import build_prompt, clean_caption
+    from .record import Tags
+    from .stages import mode_prompt, seed_tags
     from .score import matched_prompts, mean_cosine
     from .stages import load_sentence
     from .clip import load_clip
@@ -125,30 +126,24 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
     held_rows = [k for k, i in enumerate(truth.imgId) if i in held]
     caption_batch, embed_batch = config.stage_batch_size("caption"), config.stage_batch_size("embed")
     top_k = max(counts)
-    seed_tags = {}
+    ranked = {}  # the seed mode's ranking, once at the largest count, in the submission run's batches
     if "seed" in modes:
-        chunk = config.chunk_size
         for members in _batches(len(ids), caption_batch):
             dec = [i for i in members if i in ok_set]
-            if not dec:
-                continue
-            f = features[[row_of[i] for i in dec]]
-            mediums, movements = tables["mediums"].top(f, 1, chunk), tables["movements"].top(f, 1, chunk)
-            flavors = tables["flavors"].top(f, top_k, chunk)
-            for i, m, v, fl in zip(dec, mediums, movements, flavors):
-                seed_tags[i] = (m[0], v[0], fl)
+            if dec:
+                ranked.update(zip(dec, seed_tags(tables, features[[row_of[i] for i in dec]], top_k,
+                                                 config.chunk_size)))
     rows = []
     for assembly in grid(modes, counts):
         prompts = [config.fallback_prompt] * len(ids)
-        cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1))
-        if assembly.mode == "caption":
+        cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1),
+                      **({"prompt_parts": list(assembly.parts)} if assembly.mode == "seed" else {}))
+        if assembly.mode in ("caption", "seed"):
             for i in ok:
-                prompts[i] = clean_caption(captions[i]) or config.fallback_prompt
-        elif assembly.mode == "seed":
-            for i in ok:
-                m, v, fl = seed_tags[i]
-                prompts[i] = build_prompt(captions[i], m, v, fl[:assembly.max_flavors], clip.count_tokens,
-                                          clip.context_length, assembly.parts)
+                tags = ranked.get(i)
+                if tags is not None:
+                    tags = Tags(tags.medium, tags.movement, tags.flavors[:assembly.max_flavors])
+                prompts[i] = mode_prompt(cfg, captions[i], tags, clip=clip)
         else:
             for members in _batches(len(ids), caption_batch):
                 dec = [i for i in members if i in ok_set]
