@@ -82,7 +82,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_precompute_labels(args) -> int:
-    from .clip import load_clip
+    from .clip import load_config_clip
     from .labels import LabelCache, load_tables
     from .stages import label_progress
     config = load_config(args.config, label_cache=args.label_cache, device=args.device)
@@ -100,7 +100,7 @@ def cmd_precompute_labels(args) -> int:
     from .stages import table_names
     for path in mode_label_files(config):  # every table a run of this config reads, the negative chain's too
         read_labels(path)
-    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    clip = load_config_clip(config)
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=table_names(config),
                          progress_factory=label_progress(True))
     for name, table in tables.items():

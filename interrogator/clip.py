@@ -180,6 +180,15 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
     return clip
 
 
+def load_config_clip(config) -> Clip:
+    """The config's CLIP (``clip_model``, ``clip_path``) on its device and dtype, the paths, device and dtype
+    checked first: the one way a command loads the CLIP of a config."""
+    config.require_paths("clip_path")
+    config.check_device()
+    config.check_dtype()
+    return load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+
+
 def wrap_clip(model: torch.nn.Module, preprocess: Callable, name: str, device: str, dtype: torch.dtype) -> Clip:
     """A Clip around an open_clip model already on ``device``, in eval mode, with the fast tokenizer for ``name``."""
     import open_clip

@@ -34,6 +34,7 @@ from .errors import InterrogatorError
 from .identity import device_identity, digest, hash_files
 from .images import ImageDataset, ImageFile, batch_loader, scan_tree
 from .oom import StageBatcher
+from .shards import batch_ranges
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def encode_files(clip, files: Sequence[ImageFile], batch_size: int, workers: int
     batch is halved (oom.StageBatcher).
     """
     files = list(files)
-    batches = [list(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size)]
+    batches = batch_ranges(len(files), batch_size)
     dataset = ImageDataset(files, None, clip.preprocess)
     batcher = StageBatcher({"clip": batch_size}, str(clip.device))
     loader = batch_loader(dataset, batches, workers, pin_memory=clip.device.type == "cuda")
@@ -250,16 +251,14 @@ def _known(out: Path, key: ClipKey) -> Tuple[Dict[str, Tuple[str, Optional[torch
 
 def build_index(config, images: str, out: str, progress: bool = True, clip=None) -> IndexReport:
     """Index every image below ``images`` into the store at ``out`` with the config's CLIP (see module docs)."""
-    from .clip import load_clip
+    from .clip import load_config_clip
     from .console import bar
     out_path = Path(out)
     if out_path.is_dir():
         raise InterrogatorError(f"--out: {out_path} is a folder; name a file such as {out_path / 'index.safetensors'}")
     scan = scan_tree(images)
     if clip is None:
-        config.require_paths("clip_path")
-        config.check_dtype()
-        clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+        clip = load_config_clip(config)
     key = clip_key(config, clip)
     known, next_part = _known(out_path, key)
     candidates = [f for f in scan.files if f.image_id in known]

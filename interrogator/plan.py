@@ -80,7 +80,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     models_given: the caller brings loaded models, so the model paths are not checked.
     key: compute the resume key (hashing the checkpoints; remembered per file, identity.content_hash).
     """
-    from .shards import select_range
+    from .shards import batch_ranges, select_range
     config.check_blend()
     weights = None if models_given else check_models(config)
     labels = mode_label_files(config)
@@ -96,7 +96,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
     outputs = plan_outputs(config, relative) if write else None
-    batches = tuple(tuple(range(i, min(i + batch_size, len(files)))) for i in range(0, len(files), batch_size))
+    batches = tuple(tuple(b) for b in batch_ranges(len(files), batch_size))
     resume_key = None
     if key and not models_given:
         from .identity import digest, run_identity

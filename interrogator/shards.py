@@ -13,6 +13,12 @@ from .errors import ConfigError
 from .images import ImageFile
 
 
+def batch_ranges(n: int, size: int) -> List[List[int]]:
+    """Positions 0..n-1 in consecutive batches of ``size`` (the last may be shorter): the one batch split of
+    the pipeline, its engines, tune and the feature store."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
 def shard_ranges(n_images: int, count: int, batch_size: int) -> List[Tuple[int, int]]:
     """[lo, hi) image positions of each of ``count`` shards: near-equal numbers of whole batches."""
     if count < 1:

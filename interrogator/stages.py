@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .caption import Captioner, load_captioner
-from .clip import Clip, load_clip
+from .clip import Clip, load_config_clip
 from .config import Config
 from .console import bar
 from .embed import embed_prompts, embedding_dim, load_sentence_model
@@ -56,7 +56,7 @@ def load_captioner_stage(config: Config) -> Captioner:
 
 def load_clip_stage(config: Config, progress: bool):
     """The CLIP and the label tables the config's mode ranks (table_names)."""
-    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    clip = load_config_clip(config)
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=table_names(config),
                          progress_factory=label_progress(progress))
     return clip, tables
@@ -80,7 +80,7 @@ def load_models(config: Config, tables=None, progress: bool = False) -> Models:
         if tables is None:
             models.clip, models.tables = load_clip_stage(config, progress)
         else:
-            models.clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+            models.clip = load_config_clip(config)
             models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, models.clip.dtype),
                                               hit) for name, (labels, emb, hit) in tables.items()}
         models.head, models.bank = load_learned(config, models.clip)

@@ -30,11 +30,8 @@ MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learned temperature here
 
 def load_toolkit_clip(config):
     """The config's CLIP on its device, for the toolkit (only ``clip_model``/``clip_path`` are needed)."""
-    from .clip import load_clip
-    config.require_paths("clip_path")
-    config.check_device()
-    config.check_dtype()
-    return load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
+    from .clip import load_config_clip
+    return load_config_clip(config)
 
 
 def text_features(clip, texts: Sequence[str]) -> torch.Tensor:

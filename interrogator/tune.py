@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import Config, replace
+from .shards import batch_ranges
 
 FLAVOR_COUNTS = (1, 2, 3, 5, 8, 16, 32)
 TAG_SETS = (("medium", "movement", "flavors"), ("medium", "flavors"), ("movement", "flavors"), ("flavors",),
@@ -83,83 +84,119 @@ class TuneRow:
     holdout: Optional[float]
 
 
-def _batches(n: int, size: int) -> List[List[int]]:
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+@dataclass
+class Labelled:
+    """What every assembly is built from and scored against: computed once per ``tune``."""
+
+    config: Config
+    ids: List[str]              # the submission ids of the images, in the run's order
+    captions: List[str]
+    ok: List[int]               # positions whose image decoded
+    features: object            # their CLIP features (rows in ``ok`` order)
+    clip: object
+    tables: dict
+    sentence: object
+    truth: object               # the matched true prompts (imgId, prompt)
+    true_vectors: np.ndarray
+    held: set                   # imgIds kept out of the ranking
+
+    def decoded_batches(self):
+        """(positions, feature rows) of the decoded images of each batch of the submission run."""
+        row_of = {i: r for r, i in enumerate(self.ok)}
+        for members in batch_ranges(len(self.ids), self.config.stage_batch_size("caption")):
+            dec = [i for i in members if i in row_of]
+            if dec:
+                yield dec, self.features[[row_of[i] for i in dec]]
 
 
 def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed: int = 0,
          modes: Sequence[str] = ("seed", "classic", "fast", "caption"), counts: Sequence[int] = FLAVOR_COUNTS,
          progress: bool = True) -> List[TuneRow]:
     """Every assembly of the grid scored on the labelled images (see the module docstring), best first."""
+    data = labelled(config, prompts_csv, work, holdout, seed, modes, progress)
+    ranked = {}  # the seed mode's ranking, once at the largest count, in the submission run's batches
+    if "seed" in modes:
+        from .stages import seed_tags
+        for dec, features in data.decoded_batches():
+            ranked.update(zip(dec, seed_tags(data.tables, features, max(counts), config.chunk_size)))
+    rows = [score_assembly(data, assembly, ranked) for assembly in grid(modes, counts)]
+    return sorted(rows, key=lambda r: -r.score)
+
+
+def labelled(config: Config, prompts_csv: str, work: str, holdout: float, seed: int, modes: Sequence[str],
+             progress: bool) -> Labelled:
+    """Captions (a caption-mode run, kept for the next tune), CLIP features (the feature store), the label
+    tables of the modes, and the true prompts' embeddings; the split checked before anything runs."""
+    from .clip import load_config_clip
     from .embed import embed_prompts
     from .features import build_index
     from .labels import LabelCache, load_tables
-    from .modes import TABLES, interrogate
+    from .modes import TABLES
     from .pipeline import run_plan
     from .plan import make_plan
-    from .record import Tags
-    from .stages import mode_prompt, seed_tags
-    from .score import matched_prompts, mean_cosine
+    from .score import matched_prompts
     from .stages import load_sentence
-    from .clip import load_clip
     work_dir = Path(work)
-    caption_config = replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
-                             output=str(work_dir / "captions.csv"))
-    plan = make_plan(caption_config)
+    plan = make_plan(replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
+                             output=str(work_dir / "captions.csv")))
     truth = matched_prompts(prompts_csv, plan.kaggle, config.data_path, "tune")
     held = holdout_ids(truth.imgId.tolist(), holdout, seed)
     captioned = run_plan(plan, progress=progress, keep_work=True)
-    ids, captions, failed = captioned.kaggle_ids, captioned.captions, captioned.failed
-    clip = load_clip(config.clip_model, config.clip_path, config.resolved_device(), config.torch_dtype())
-    report = build_index(config, config.data_path, str(work_dir / "features.safetensors"), progress=progress, clip=clip)
-    names = sorted({n for m in modes for n in TABLES[m]})
-    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=names)
-    ok = [i for i, image_id in enumerate(captioned.image_ids) if image_id not in failed]
-    ok_set, row_of = set(ok), {i: r for r, i in enumerate(ok)}
-    names_in_store = [f.path.relative_to(config.data_path).as_posix() for f in captioned_files(config)]
-    features = report.store.rows([names_in_store[i] for i in ok]).to(clip.device, clip.dtype) if ok else None
+    clip = load_config_clip(config)
+    store = build_index(config, config.data_path, str(work_dir / "features.safetensors"), progress=progress,
+                        clip=clip).store
+    ok = [i for i, image_id in enumerate(captioned.image_ids) if image_id not in captioned.failed]
+    in_store = [f.path.relative_to(config.data_path).as_posix() for f in plan.files]  # the store scans the tree
+    features = store.rows([in_store[i] for i in ok]).to(clip.device, clip.dtype) if ok else None
+    tables = load_tables(clip, config.dicts, LabelCache(config.label_cache),
+                         names=sorted({n for m in modes for n in TABLES[m]}))
     sentence = load_sentence(config)
     true_vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
-    tuned_ids = [i for i in truth.imgId if i not in held]
-    tuned_rows = [k for k, i in enumerate(truth.imgId) if i not in held]
-    held_ids = [i for i in truth.imgId if i in held]
-    held_rows = [k for k, i in enumerate(truth.imgId) if i in held]
-    caption_batch, embed_batch = config.stage_batch_size("caption"), config.stage_batch_size("embed")
-    top_k = max(counts)
-    ranked = {}  # the seed mode's ranking, once at the largest count, in the submission run's batches
-    if "seed" in modes:
-        for members in _batches(len(ids), caption_batch):
-            dec = [i for i in members if i in ok_set]
-            if dec:
-                ranked.update(zip(dec, seed_tags(tables, features[[row_of[i] for i in dec]], top_k,
-                                                 config.chunk_size)))
-    rows = []
-    for assembly in grid(modes, counts):
-        prompts = [config.fallback_prompt] * len(ids)
-        cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1),
-                      **({"prompt_parts": list(assembly.parts)} if assembly.mode == "seed" else {}))
-        if assembly.mode in ("caption", "seed"):
-            for i in ok:
-                tags = ranked.get(i)
-                if tags is not None:
-                    tags = Tags(tags.medium, tags.movement, tags.flavors[:assembly.max_flavors])
-                prompts[i] = mode_prompt(cfg, captions[i], tags, clip=clip)
-        else:
-            for members in _batches(len(ids), caption_batch):
-                dec = [i for i in members if i in ok_set]
-                if dec:
-                    chosen = interrogate(assembly.mode, [captions[i] for i in dec], features[[row_of[i] for i in dec]],
-                                         tables, cfg, clip)
-                    for i, c in zip(dec, chosen):
-                        prompts[i] = c.prompt
-        vectors = np.concatenate([embed_prompts(sentence, [prompts[i] for i in members[s:s + embed_batch]],
-                                                len(members[s:s + embed_batch]))
-                                  for members in _batches(len(ids), caption_batch)
-                                  for s in range(0, len(members), embed_batch)])
-        score = mean_cosine(ids, vectors, tuned_ids, true_vectors[tuned_rows]) if tuned_ids else 0.0
-        hold = mean_cosine(ids, vectors, held_ids, true_vectors[held_rows]) if held else None
-        rows.append(TuneRow(assembly, score, hold))
-    return sorted(rows, key=lambda r: -r.score)
+    return Labelled(config, captioned.kaggle_ids, captioned.captions, ok, features, clip, tables, sentence, truth,
+                    true_vectors, held)
+
+
+def score_assembly(data: Labelled, assembly: Assembly, ranked: dict) -> TuneRow:
+    """One assembly's prompts, embedded in the submission run's batches, scored on the ranked and held images."""
+    from .embed import embed_prompts
+    from .score import mean_cosine
+    config = data.config
+    prompts = assembly_prompts(data, assembly, ranked)
+    embed_batch = config.stage_batch_size("embed")
+    vectors = np.concatenate([embed_prompts(data.sentence, [prompts[i] for i in members[s:s + embed_batch]],
+                                            len(members[s:s + embed_batch]))
+                              for members in batch_ranges(len(data.ids), config.stage_batch_size("caption"))
+                              for s in range(0, len(members), embed_batch)])
+    truth_ids = data.truth.imgId.tolist()
+    tuned = [k for k, i in enumerate(truth_ids) if i not in data.held]
+    held = [k for k, i in enumerate(truth_ids) if i in data.held]
+    score = mean_cosine(data.ids, vectors, [truth_ids[k] for k in tuned], data.true_vectors[tuned])
+    hold = mean_cosine(data.ids, vectors, [truth_ids[k] for k in held], data.true_vectors[held]) if held else None
+    return TuneRow(assembly, score, hold)
+
+
+def assembly_prompts(data: Labelled, assembly: Assembly, ranked: dict) -> List[str]:
+    """Each image's prompt under an assembly, built by the calls a submission run makes (stages.mode_prompt,
+    modes.interrogate); the fallback prompt where the image did not decode."""
+    from .modes import interrogate
+    from .record import Tags
+    from .stages import mode_prompt
+    config = data.config
+    prompts = [config.fallback_prompt] * len(data.ids)
+    cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1),
+                  **({"prompt_parts": list(assembly.parts)} if assembly.mode == "seed" else {}))
+    if assembly.mode in ("caption", "seed"):
+        for i in data.ok:
+            tags = ranked.get(i)
+            if tags is not None:
+                tags = Tags(tags.medium, tags.movement, tags.flavors[:assembly.max_flavors])
+            prompts[i] = mode_prompt(cfg, data.captions[i], tags, clip=data.clip)
+        return prompts
+    for dec, features in data.decoded_batches():
+        chosen = interrogate(assembly.mode, [data.captions[i] for i in dec], features, data.tables, cfg, data.clip)
+        for i, c in zip(dec, chosen):
+            prompts[i] = c.prompt
+    return prompts
 
 
 def holdout_ids(ids: Sequence[str], share: float, seed: int) -> set:
@@ -172,11 +209,6 @@ def holdout_ids(ids: Sequence[str], share: float, seed: int) -> set:
                           f"both the ranked and the held-out images need at least one")
     order = np.random.default_rng(seed).permutation(len(ids))
     return {ids[i] for i in order[:held_count]}
-
-
-def captioned_files(config: Config):
-    from .plan import scan_images
-    return scan_images(config).files
 
 
 def write_fragment(row: TuneRow, path: str) -> Path:
