@@ -4,16 +4,20 @@
     from interrogator import execute
     vectors = execute(extend_path="/kaggle/input/interrogator/configs/kaggle_config.json")
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-from .offline import enforce_offline  # noqa: E402
+from . import _aliases  # noqa: E402
+
+_aliases.install()  # interrogator.pipeline, .ray_engine, ...: the modules of the role subpackages (README, Layout)
+
+from .core.offline import enforce_offline  # noqa: E402
 
 enforce_offline()
 
-from .api import execute  # noqa: E402
-from .config import Config, load_config  # noqa: E402
-from .errors import ConfigError, InterrogatorError, ModelLoadError, SubmissionError  # noqa: E402
-from .pipeline import RunResult, run  # noqa: E402
+from .commands.api import execute  # noqa: E402
+from .core.config import Config, load_config  # noqa: E402
+from .core.errors import ConfigError, InterrogatorError, ModelLoadError, SubmissionError  # noqa: E402
+from .runner.pipeline import RunResult, run  # noqa: E402
 
 __all__ = ["execute", "run", "Config", "load_config", "RunResult", "InterrogatorError", "ConfigError",
            "ModelLoadError", "SubmissionError"]

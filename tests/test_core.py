@@ -327,3 +327,21 @@ def test_tune_refuses_a_split_with_an_empty_side_and_counts_unmatched_prompts(wr
     assert capsys.readouterr().err.strip() == ("error: --holdout 0.05: of 7 labelled images it holds out 0; both the "
                                                "ranked and the held-out images need at least one")
     assert "tune: 2 of the 9 prompts in" in caplog.text and "'northis', 'nosuchimage'" in caplog.text
+
+
+# ---- layout ---------------------------------------------------------------------------------------
+def test_the_documented_import_paths_are_the_modules_themselves(monkeypatch):
+    import importlib
+    from interrogator import _aliases
+    for old, new in _aliases.ALIASES.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from interrogator.ray_engine import InterrogateActor, read_output, run_ray  # noqa: F401
+    from interrogator.toolkit import classify, rerank, search, similarity  # noqa: F401
+    from interrogator.features import build_index  # noqa: F401
+    from interrogator.finetune import finetune_clip  # noqa: F401
+    from interrogator.pipeline import run
+    import interrogator.stages as old_stages
+    import interrogator.runner.stages as stages
+    monkeypatch.setattr(old_stages, "load_sentence", "patched")
+    assert stages.load_sentence == "patched" and run.__module__ == "interrogator.runner.pipeline"
+    assert InterrogateActor.__module__ == "interrogator.engines.ray_engine"  # what a pickle names

@@ -1,0 +1,159 @@
+"""The one argument layer of the command line: the parser class, the shared options, the value types.
+
+Every subcommand's parser is an ``ArgParser``: a bad argument is one line, ``error: <command>: <what>``, and
+exit 2, never a usage block or a traceback. Every numeric, range, template and path argument is parsed by one
+of the types below, so a bad value stops the command before it reads a file, loads a model or writes
+anything. Output files are checked (``output_file``: not a folder, its folder writable) as they are parsed.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import string
+import sys
+from typing import Callable, List, NoReturn, Sequence
+
+DEBUG_HELP = "show full tracebacks and the libraries' log lines"
+DEVICE_HELP = "cpu, cuda or cuda:N (overrides the config)"
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit 2); its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog.replace('python -m interrogator ', '')}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# ---- value types ------------------------------------------------------------------------------
+def _number(text: str, kind: Callable, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def int_at_least(least: int) -> Callable[[str], int]:
+    what = f"a whole number >= {least}"
+
+    def parse(text: str) -> int:
+        value = _number(text, int, what)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = f"int >= {least}"
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def float_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        value = _number(text, float, what)
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+probability = float_in(0.0, 1.0)
+grid_step = float_in(0.0, 1.0, low_open=True)
+holdout_share = float_in(0.0, 1.0, high_open=True)
+
+
+def int_list(text: str) -> List[int]:
+    """A comma-separated list of whole numbers >= 1, e.g. 1,2,3,5."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1 separated by commas, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def choice_list(choices: Sequence[str]) -> Callable[[str], List[str]]:
+    def parse(text: str) -> List[str]:
+        parts = [p.strip() for p in text.split(",")]
+        bad = [p for p in parts if p not in choices]
+        if bad or not parts:
+            raise argparse.ArgumentTypeError(f"expected some of {','.join(choices)} separated by commas, "
+                                             f"got {text!r}")
+        return list(dict.fromkeys(parts))
+    parse.__name__ = "list"
+    return parse
+
+
+def template(text: str) -> str:
+    """A prompt template with exactly one ``{}`` where the label goes (other braces doubled: ``{{``)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a template: {exc}") from None
+    if fields != [""]:
+        raise argparse.ArgumentTypeError(f"expected a template with exactly one '{{}}' where the label goes "
+                                         f"(write other braces as '{{{{' and '}}}}'), got {text!r}")
+    return text
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda or cuda:N, and for CUDA a device this machine has (config.Config.check_device)."""
+    from ..core.config import replace, Config
+    from ..core.errors import InterrogatorError
+    try:
+        replace(Config(), device=text).check_device()
+    except InterrogatorError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("config key 'device': ", "").replace(
+            " (in overrides)", "")) from None
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file this command will write: not a folder, its folder writable (plan.check_output)."""
+    from ..core.errors import InterrogatorError
+    from ..core.plan import check_output
+    try:
+        check_output(text, "the output")
+    except InterrogatorError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder this command will write in: not a file, writable (or creatable)."""
+    from pathlib import Path
+    from ..core.errors import InterrogatorError
+    from ..core.plan import check_folder
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    try:
+        check_folder(Path(text), "the folder")
+    except InterrogatorError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+# ---- shared options ---------------------------------------------------------------------------
+def add_config(p, required: bool = True, what: str = "JSON config") -> None:
+    p.add_argument("--config", required=required, help=what)
+
+
+def add_common(p, progress: bool = False, device: str = DEVICE_HELP) -> None:
+    """The options every subcommand ends with: --device, --no-progress where it draws bars, --debug."""
+    if device:
+        p.add_argument("--device", type=device_name, help=device)
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

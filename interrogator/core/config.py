@@ -1,0 +1,287 @@
+"""The one config dataclass, loaded from JSON and validated before any model loads.
+
+Paths written in a config file resolve against that file's folder; paths passed
+as overrides (command line, ``execute()`` arguments) resolve against the
+current directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from .errors import ConfigError
+
+PACKAGE = Path(__file__).resolve().parent.parent  # the interrogator package
+# An installed wheel carries the label lists in the package; a source tree keeps them beside it.
+DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
+
+PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
+             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+@dataclass
+class Config:
+    """Every setting of a run. See the README's config reference."""
+
+    blip_path: Optional[str] = None
+    clip_path: Optional[str] = None
+    embedding_path: Optional[str] = None
+    data_path: Optional[str] = None
+    blip_model: str = "blip2-opt-2.7b"
+    clip_model: str = "ViT-L-14"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_dir: Optional[str] = None
+    dicts: str = str(DEFAULT_DICTS)
+    chunk_size: int = 2048
+    output: str = "submission.csv"
+    batch_size: Union[int, str] = 16
+    caption_batch_size: Optional[Union[int, str]] = None
+    clip_batch_size: Optional[int] = None
+    embed_batch_size: Optional[int] = None
+    max_flavors: int = 3
+    num_beams: int = 1
+    max_new_tokens: int = 20
+    min_new_tokens: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    load_in_8bit: bool = False
+    label_cache: Optional[str] = None
+    num_workers: Union[int, str] = "auto"
+    low_memory: bool = False
+    demo: bool = False
+    fallback_prompt: str = "a detailed digital painting of a scene, highly detailed, trending on artstation"
+    mode: str = "seed"
+    prompt_parts: list = field(default_factory=lambda: ["caption", "medium", "movement", "flavors"])
+    formats: list = field(default_factory=lambda: ["kaggle"])
+    txt_dir: Optional[str] = None
+    overwrite: bool = False
+    recursive: bool = False
+    negative_prompt: bool = False
+    min_flavors: int = 8
+    intermediate_count: int = 2048
+    head_path: Optional[str] = None
+    bank_path: Optional[str] = None
+    blend: Optional[list] = None
+    bank_k: int = 16
+    bank_temperature: float = 0.05
+    bank_backend: str = "torch"
+    config_path: Optional[str] = field(default=None, metadata={"internal": True})
+    given: tuple = field(default=(), metadata={"internal": True})  # keys the file or the overrides set
+
+    # ---- derived settings -------------------------------------------------
+    def stage_batch_size(self, stage: str) -> int:
+        """Batch size for 'caption', 'clip' or 'embed': the override, else batch_size ("auto" resolved)."""
+        override = getattr(self, f"{stage}_batch_size")
+        size = override if override is not None else self.batch_size
+        return self.auto_batch_size() if size == "auto" else size
+
+    def auto_batch_size(self) -> int:
+        """16 on CPU; on CUDA the largest power of two whose captioning fits 85% of the card."""
+        if not self.resolved_device().startswith("cuda"):
+            return 16
+        import json
+        import torch
+        from .memory import auto_batch_size, caption_bytes_per_image, captioner_weight_bytes
+        dtype_bytes = torch.finfo(self.torch_dtype()).bits // 8
+        model_config = json.loads((Path(self.blip_path) / "config.json").read_text())
+        total = torch.cuda.get_device_properties(torch.device(self.resolved_device())).total_memory
+        return auto_batch_size(total, captioner_weight_bytes(self.blip_path, 1 if self.load_in_8bit else dtype_bytes),
+                               caption_bytes_per_image(model_config, self.max_new_tokens, self.num_beams, dtype_bytes))
+
+    def loader_workers(self) -> int:
+        """Image-decoding worker processes: num_workers, or with "auto" every usable core but one (at most 16)."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        from .workers import usable_cores
+        return max(0, min(usable_cores() - 1, 16))
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self):
+        """fp16 on CUDA and fp32 on CPU unless dtype says otherwise."""
+        import torch
+        name = self.dtype
+        if name == "auto":
+            name = "fp16" if self.resolved_device().startswith("cuda") else "fp32"
+        return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+    def check_device(self) -> None:
+        """A CUDA device must exist here: one line now, not a traceback from the first model load."""
+        if self.device == "auto" or not self.device.startswith("cuda"):
+            return
+        import torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+        if index >= count:
+            have = f"only {count} CUDA device(s)" if count else "no CUDA device (torch sees no GPU)"
+            raise ConfigError(f"config key 'device': {self.device!r} is not available: this machine has {have}; "
+                              f"write \"auto\" or \"cpu\"{self._where()}")
+
+    def check_dtype(self) -> None:
+        """fp16 on the CPU is refused: it runs about 100x slower than fp32 there."""
+        if self.dtype == "fp16" and not self.resolved_device().startswith("cuda"):
+            raise ConfigError(f"config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; "
+                              f"write \"auto\", \"fp32\" or \"bf16\" for a CPU run{self._where()}")
+
+    def needs_clip(self) -> bool:
+        """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features."""
+        return (self.mode != "caption" or self.negative_prompt or self.blend_weight("head") > 0
+                or self.blend_weight("bank") > 0)
+
+    def blend_weight(self, component: str) -> float:
+        """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""
+        weights = self.blend if self.blend is not None else [1, 0, 0]
+        return float(weights[("prompt", "head", "bank").index(component)])
+
+    def check_blend(self) -> None:
+        """A head or bank needs a blend that uses it, and a blend weight needs its head or bank."""
+        for component, key in (("head", "head_path"), ("bank", "bank_path")):
+            if getattr(self, key) is not None and self.blend is None:
+                raise ConfigError(f"config key 'blend' must be set when '{key}' is: the weights of the prompt, "
+                                  f"head and bank, e.g. [0.5, 0.5, 0] (tune-blend picks them){self._where()}")
+            if self.blend_weight(component) > 0:
+                self.require_paths(key)
+        if self.bank_backend not in ("torch", "faiss"):
+            raise ConfigError(f"config key 'bank_backend': expected torch or faiss, got {self.bank_backend!r}"
+                              f"{self._where()}")
+
+    def require_paths(self, *keys: str) -> None:
+        """Raise ConfigError naming the first key whose path is unset or missing."""
+        for key in keys:
+            value = getattr(self, key)
+            if value is None:
+                raise ConfigError(f"config key '{key}' is required but not set{self._where()}")
+            if not Path(value).exists():
+                raise ConfigError(f"config key '{key}': path does not exist: {value}{self._where()}")
+
+    def _where(self) -> str:
+        return f" (in {self.config_path})" if self.config_path else ""
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
+
+
+def _user_fields() -> dict:
+    return {f.name: f for f in fields(Config) if not f.metadata.get("internal")}
+
+
+NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers", "min_flavors")
+MAX_FLAVORS = 1000  # far more than fit in 77 tokens (about 35 one-word flavors do); a bound on ranking work
+UPPER_BOUNDS = {"max_flavors": MAX_FLAVORS}
+AUTO_KEYS = ("batch_size", "caption_batch_size", "num_workers")  # also accept "auto"
+
+
+def _check_type(key: str, value: Any, where: str) -> None:
+    hint = typing.get_type_hints(Config)[key]
+    kinds = set(typing.get_args(hint)) or {hint}
+    if (value is None and type(None) in kinds) or (key in AUTO_KEYS and value == "auto"):
+        return
+    number = (int, float)
+    if list in kinds and key == "prompt_parts":
+        from ..runner.prompt import PARTS
+        ok = (isinstance(value, list) and len(value) > 0 and all(v in PARTS for v in value)
+              and len(set(value)) == len(value))
+        expected = f"a list of distinct parts among {', '.join(PARTS)} (the seed mode's order)"
+    elif list in kinds and key == "formats":
+        from ..runner.outputs import FORMATS
+        ok = isinstance(value, list) and len(value) > 0 and all(v in FORMATS for v in value)
+        expected = f"a list of some of {', '.join(FORMATS)}"
+    elif list in kinds:  # blend: three weights
+        ok = (isinstance(value, list) and len(value) == 3 and all(isinstance(v, number) and not isinstance(v, bool)
+                                                                   and math.isfinite(v) and v >= 0 for v in value)
+              and sum(value) > 0)
+        expected = "three finite weights >= 0 (prompt, head, bank), not all 0"
+    elif float in kinds:
+        ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        expected = "a finite number > 0"
+    elif bool in kinds:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif int in kinds:
+        least, most = (0 if key in NON_NEGATIVE_KEYS else 1), UPPER_BOUNDS.get(key)
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= least
+              and (most is None or value <= most))
+        expected = (f"a whole number >= {least}" + (f" and <= {most}" if most is not None else "")
+                    + (' or "auto"' if key in AUTO_KEYS else ""))
+    else:
+        ok, expected = isinstance(value, str) and value != "", "a non-empty string"
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}{where}")
+
+
+def _validate(values: Mapping[str, Any], where: str) -> None:
+    known = _user_fields()
+    for key, value in values.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+            raise ConfigError(f"unknown config key '{key}'{where}{suggestion}")
+        _check_type(key, value, where)
+    from ..runner.modes import MODES
+    if values.get("mode", "seed") not in MODES:
+        raise ConfigError(f"config key 'mode': expected one of {', '.join(MODES)}, got {values['mode']!r}{where}")
+    if values.get("dtype", "auto") not in DTYPES:
+        raise ConfigError(f"config key 'dtype': expected one of {', '.join(DTYPES)}, got {values['dtype']!r}{where}")
+    device = values.get("device", "auto")
+    if device != "auto" and not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, got {device!r}{where}")
+
+
+def _resolve(values: dict, base: Path, bases: Optional[Mapping[str, Path]] = None) -> dict:
+    """Relative paths made absolute against ``base``, or against ``bases[key]`` for the keys it names."""
+    out = dict(values)
+    for key in PATH_KEYS:
+        if out.get(key) is not None:
+            p = Path(os.path.expanduser(out[key]))
+            out[key] = os.path.normpath(p if p.is_absolute() else (bases or {}).get(key, base) / p)
+    return out
+
+
+def load_config(path: Optional[str | os.PathLike] = None, path_bases: Optional[Mapping[str, str]] = None,
+                **overrides: Any) -> Config:
+    """Read a JSON config (optional), apply overrides (None means 'not given'), validate.
+
+    path_bases: for some path keys, the folder their relative values in the file resolve against
+    (instead of the file's folder).
+    """
+    values: dict = {}
+    where = ""
+    if path is not None:
+        path = Path(path)
+        where = f" (in {path})"
+        if not path.is_file():
+            raise ConfigError(f"config file does not exist: {path}")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a JSON object, got {type(raw).__name__}")
+        _validate(raw, where)
+        bases = {k: Path(os.path.abspath(v)) for k, v in (path_bases or {}).items()}
+        values = _resolve(raw, Path(os.path.abspath(path)).parent, bases)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _validate(given, " (in overrides)")
+    values.update(_resolve(given, Path.cwd()))
+    return Config(**values, config_path=str(path) if path is not None else None, given=tuple(sorted(values)))
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A validated copy of config with some values changed."""
+    _validate(changes, " (in overrides)")
+    return dataclasses.replace(config, **changes)

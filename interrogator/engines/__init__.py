@@ -1,0 +1,1 @@
+"""engines: see the README's layout table."""
