@@ -169,7 +169,7 @@ def test_a_head_or_bank_of_other_clip_weights_is_refused(learned_chain, tmp_path
 def test_blend_settings_are_checked(tmp_path, write_config):
     from interrogator.errors import ConfigError
     from interrogator.pipeline import run
-    with pytest.raises(ConfigError, match=r"config key 'blend': expected three weights >= 0"):
+    with pytest.raises(ConfigError, match=r"config key 'blend': expected three finite weights >= 0"):
         load_config(write_config(blend=[1, -1, 0]))
     with pytest.raises(ConfigError, match=r"config key 'blend' must be set when 'head_path' is"):
         run(load_config(write_config(head_path=str(tmp_path))), progress=False, write=False)

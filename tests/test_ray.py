@@ -87,10 +87,10 @@ ray.init(address={address!r}, logging_level="WARNING")
 
 
 class SlowAfterTwo(InterrogateActor):  # batches 2.. take long enough for the kill to land while they run
-    def run_batch(self, number, files, batch):
+    def run_batch(self, number, files, relative, batch):
         if number >= 2:
             time.sleep(4)
-        return super().run_batch(number, files, batch)
+        return super().run_batch(number, files, relative, batch)
 
 
 seen = []

@@ -273,7 +273,7 @@ def test_output_that_is_a_folder(write_config, tmp_path, capsys):
 def test_output_name_too_long_for_its_temp_name(write_config, tmp_path, capsys):
     name = "x" * 240 + ".csv"
     assert submit_error(capsys, write_config(output=str(tmp_path / name))) == (
-        f"error: config key 'output': the name '{name}' is too long: its temp and work names need 269 bytes, "
+        f"error: config key 'output': the name '{name}' is too long: its temp and work names need 282 bytes, "
         f"the file system allows 255")
 
 

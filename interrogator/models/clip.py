@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from ..core.workers import map_chunks
 from .clip_checkpoint import MODEL_CONFIG_DIR, register_model_configs  # noqa: F401  (also this module's names)
 
 UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
+PREFIX_CHUNK_POSITIONS = 1 << 18  # key positions of one suffix batch in encode_prefixed (bounds its memory)
 
 
 @dataclass
@@ -83,6 +84,46 @@ class Clip:
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
         return F.normalize(x.float(), dim=-1)
 
+    @torch.inference_mode()
+    def encode_prefixed(self, tokens: torch.Tensor, groups: Sequence[Tuple[int, int]],
+                        max_positions: int = PREFIX_CHUNK_POSITIONS) -> Tuple[torch.Tensor, int]:
+        """Normalised features of token rows that come in groups sharing a prefix (a chain step's candidates
+        ``prompt, flavor``), and the number of token positions the text tower computed.
+
+        The tower is causal: a prefix's hidden states at every layer are the same in every text that starts
+        with it. So each group's longest common token prefix (at most its shortest row's length less one,
+        keeping every end token in the suffixes) runs once; its layer inputs are kept, and the rows' suffix
+        tokens run together, at their own positions, attending to the kept prefix (its ``ln_1``: its keys and
+        values) and causally to themselves; the end token's feature then takes ``ln_final`` and the
+        projection as ``encode_text`` does. Rows are grouped as given ((start, end) in ``tokens``); within a
+        group, rows of one length run together (no padding), in batches of at most ``max_positions`` key
+        positions. A group without a usable prefix, or a
+        tower this cannot follow, is encoded in full. Exact up to float rounding (tests: 1e-5 in fp32).
+        """
+        out = torch.empty((tokens.shape[0], self.embed_dim), dtype=torch.float32, device=self.device)
+        lengths = token_lengths(tokens)
+        positions = 0
+        for start, end in groups:
+            rows = tokens[start:end]
+            prefix = _common_prefix(rows, lengths[start:end])
+            if prefix < 2 or not _supports_prefix(self.model):
+                cut = int(lengths[start:end].max())
+                out[start:end] = self.encode_text_tokens(rows[:, :cut].to(self.device))
+                positions += (end - start) * cut
+                continue
+            kept = _prefix_states(self.model, rows[:1, :prefix].to(self.device))
+            positions += prefix
+            group_lengths = lengths[start:end]
+            for cut in torch.unique(group_lengths).tolist():  # rows of one length together: no padding
+                index = (group_lengths == cut).nonzero().flatten()
+                step = max(1, max_positions // cut)
+                for s in range(0, len(index), step):
+                    part = index[s:s + step]
+                    out[start + part.to(self.device)] = _suffix_features(
+                        self.model, rows[part, :cut].to(self.device), prefix, kept)
+                    positions += len(part) * (cut - prefix)
+        return out, positions
+
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
         """Token count of each text including start and end tokens, not capped at the context."""
         if hasattr(self.tokenizer, "count"):
@@ -122,6 +163,64 @@ def token_lengths(tokens: torch.Tensor) -> torch.Tensor:
     nonzero = tokens != 0
     positions = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
     return (positions * nonzero).max(dim=1).values
+
+
+def _common_prefix(rows: torch.Tensor, lengths: torch.Tensor) -> int:
+    """The length of the token prefix all rows share, less than every row's length (each keeps its end token)."""
+    same = (rows == rows[:1]).all(dim=0)
+    differs = (~same).nonzero()
+    common = int(differs[0]) if len(differs) else rows.shape[1]
+    return min(common, int(lengths.min()) - 1)
+
+
+def _supports_prefix(model) -> bool:
+    """A text tower of open_clip's plain residual blocks (self-attention, no separate key/value norm)."""
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
+    return (_supports_cut_context(model) and blocks is not None
+            and all(hasattr(b, "attn") and hasattr(b, "ln_1") and not hasattr(b, "ln_1_kv")
+                    and isinstance(b.attn, torch.nn.MultiheadAttention) for b in blocks))
+
+
+def _prefix_states(model, prefix: torch.Tensor) -> List[torch.Tensor]:
+    """Each layer's ``ln_1`` of the prefix's input to it (1, P, D): the keys' and values' source there."""
+    n = prefix.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(prefix).to(cast_dtype) + model.positional_embedding[:n].to(cast_dtype)
+    mask = model.attn_mask[:n, :n]
+    kept = []
+    for block in model.transformer.resblocks:
+        kept.append(block.ln_1(x))
+        x = block(x if block.attn.batch_first else x.transpose(0, 1), attn_mask=mask)
+        x = x if block.attn.batch_first else x.transpose(0, 1)
+    return kept
+
+
+def _suffix_features(model, rows: torch.Tensor, prefix: int, kept: List[torch.Tensor]) -> torch.Tensor:
+    """Normalised features of full token rows whose first ``prefix`` tokens ran already (``kept``)."""
+    from open_clip.transformer import text_global_pool
+    n = rows.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    suffix = rows[:, prefix:]
+    x = model.token_embedding(suffix).to(cast_dtype) + model.positional_embedding[prefix:n].to(cast_dtype)
+    s = n - prefix
+    mask = torch.zeros((s, n), dtype=x.dtype, device=x.device)
+    mask[:, prefix:] = model.attn_mask[:s, :s].to(x.dtype)  # causal among the suffixes; the prefix all visible
+    for block, prefix_in in zip(model.transformer.resblocks, kept):
+        q = block.ln_1(x)
+        kv = torch.cat([prefix_in.expand(len(x), -1, -1), q], dim=1)
+        if not block.attn.batch_first:
+            q, kv = q.transpose(0, 1), kv.transpose(0, 1)
+        attended = block.attn(q, kv, kv, need_weights=False, attn_mask=mask)[0]
+        x = x + block.ls_1(attended if block.attn.batch_first else attended.transpose(0, 1))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = model.ln_final(x)
+    full = torch.zeros((len(rows), n, x.shape[-1]), dtype=x.dtype, device=x.device)
+    full[:, prefix:] = x  # pooled where the full encoding pools (the end token is always in the suffix)
+    x = text_global_pool(full, rows, model.text_pool_type, **_eos_option(text_global_pool, model))
+    if isinstance(x, tuple):  # open_clip 2 returns (pooled, tokens)
+        x = x[0]
+    x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return F.normalize(x.float(), dim=-1)
 
 
 def _eos_option(pool, model) -> dict:
