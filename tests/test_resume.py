@@ -380,3 +380,19 @@ def test_max_flavors_has_an_upper_bound(write_config):
     with pytest.raises(ConfigError, match="config key 'max_flavors': expected a whole number >= 1 and <= 1000, "
                                           "got 1001"):
         load_config(write_config(max_flavors=1001))
+
+
+def test_a_run_interrupted_by_version_0_2_resumes_after_the_upgrade(write_config, tmp_path, captions):
+    """0.2 keyed the work folder by an identity that hashed checkpoints at their edges: its records are adopted."""
+    from interrogator.identity import digest, run_identity
+    from interrogator.plan import mode_label_files
+    config = load_config(write_config(batch_size=2))
+    before = fresh_bytes(config, tmp_path)
+    interrupted(config, captions, at=3)  # batches 0 and 1 saved
+    (key,) = work_root(config.output).iterdir()
+    legacy = digest(run_identity(config, mode_label_files(config), legacy=True))
+    assert legacy != key.name
+    key.rename(key.with_name(legacy))  # the folder as 0.2 left it
+    after = run(config, progress=False)
+    assert after.resumed_batches == 2 and captions.calls == [2, 1]
+    assert after.output.read_bytes() == before

@@ -56,9 +56,9 @@ class Texts:
     """CLIP text features and token counts for one batch of images (the fast exact encoding), and the count
     of text-tower token positions computed (``positions``, bench/modes.py reports it)."""
 
-    def __init__(self, clip, prefix_cache: bool = PREFIX_CACHE):
+    def __init__(self, clip, prefix_cache: Optional[bool] = None):
         self.clip = clip
-        self.prefix_cache = prefix_cache
+        self.prefix_cache = PREFIX_CACHE if prefix_cache is None else prefix_cache
         self.positions = 0
 
     def features(self, texts: Sequence[str]) -> torch.Tensor:
