@@ -6,21 +6,23 @@ The same stages as the single-machine run, arranged as Ray Data's streaming batc
   list), so every model sees exactly the batches it sees in a single run;
 - image reading, digests, decoding and preprocessing in a CPU ``map_batches`` stage of plain tasks
   (``decode_rows``: the pipeline's ``ImageDataset``), which Ray runs in parallel with the models;
-- captioning, tagging, prompt assembly, embedding and the blend in a stateful actor class
-  (``InterrogateActor``: ``stages.caption_phase``, ``tag_phase`` and ``embed_phase``), one model copy per
-  actor, one actor per GPU by default (CPU actors when the cluster has no GPU); Ray replaces an actor that
+- captioning, tagging, prompt assembly and embedding in a stateful actor class (``InterrogateActor``: the
+  one batch function, ``stages.run_phases``, on models from the one loader, ``stages.load_models``), one model
+  copy per actor, one actor per GPU by default (CPU actors when the cluster has no GPU); Ray replaces an actor that
   dies and retries its batch (actor pools default to unlimited restarts and task retries);
 - the label tables encoded once by the driver (or read from the label cache) and shared with every actor
   through the object store.
 
-Each finished batch is one Parquet file, ``<parquet_dir>/<key>/batch-NNNNNN.parquet``, written by the actor
-through the project's atomic writer: one row per image with ``batch``, ``digest`` and the fields of the
-``parquet`` output format (outputs.py: ``imgId``, ``file``, ``caption``, ``medium``, ``movement``, ``artist``,
-``trending``, ``flavors``, ``prompt``, ``failed`` (the reason, or empty) and ``embedding``, 384 float32 as a
-plain fixed-size list). ``key`` is the single-machine resume key (identity.run_identity), so a
-rerun skips every batch whose file holds the same images with the same digests, and a killed job loses at
-most the batches in flight. The Kaggle CSV is written from the files only when asked, sorted and validated
-as in a single run, and byte-identical to it on the same device type.
+The driver starts from the plan (plan.make_plan) a single run makes. Each finished batch is one Parquet file,
+``<parquet_dir>/<key>/batch-NNNNNN.parquet``, written by the actor through the project's atomic writer: the
+batch record (record.BatchRecord) as one row per image with ``batch``, ``digest`` and the fields of the
+``parquet`` output format (outputs.py: ``imgId``, ``file`` (the path relative to data_path), ``caption``,
+``medium``, ``movement``, ``artist``, ``trending``, ``flavors``, ``prompt``, ``failed`` (the reason, or empty),
+``negative_prompt`` when asked for, and ``embedding``, 384 float32 as a plain fixed-size list; with a blend also
+``prompt_embedding``, ``head`` and ``bank``). ``key`` is the single-machine resume key, and a file is read back
+through the record's checked load and reused by the single run's rule (identity.unchanged), so a killed job
+loses at most the batches in flight. With an output path, every format of the config is written from the
+records by the single run's writers (outputs.write_all), byte-identical to it on the same device type.
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def record_table(batch: int, record, relative: Sequence[str], blend):
     the prompt embeddings and the head's and bank's predictions too, so that the record reads back whole."""
     import pyarrow as pa
     from ..learn.blend import blend_vectors
-    from ..runner.outputs import arrow_table, rows_of
+    from ..runner.outputs import arrow_table, rows_of, vector_column
     from ..runner.pipeline import RunResult
     vectors = blend_vectors(blend, record.embeddings, record.head, record.bank)
     rows = rows_of(RunResult(record.ids, record.captions, record.prompts, vectors, record.tags, record.negatives,
@@ -106,14 +108,8 @@ def record_table(batch: int, record, relative: Sequence[str], blend):
         for name in ("prompt_embedding", "head", "bank"):
             value = record.embeddings if name == "prompt_embedding" else getattr(record, name)
             if value is not None:
-                table = table.append_column(name, _vectors(value))
+                table = table.append_column(name, vector_column(value))
     return table
-
-
-def _vectors(array: np.ndarray):
-    import pyarrow as pa
-    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), SUBMISSION_DIM)
 
 
 def read_batch(path: Path):

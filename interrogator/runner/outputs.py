@@ -75,9 +75,15 @@ def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dic
     for name in names:
         values = [r.as_dict()[name] for r in rows]
         columns[name] = pa.array(values, pa.list_(pa.string())) if name == "flavors" else values
-    flat = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1)
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), SUBMISSION_DIM)
+    columns["embedding"] = vector_column(embeddings)
     return pa.table(columns)
+
+
+def vector_column(array: np.ndarray):
+    """(n, 384) float32 as a plain Arrow fixed-size list column, which any Arrow reader understands."""
+    import pyarrow as pa
+    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), SUBMISSION_DIM)
 
 
 def format_paths(output: str) -> Dict[str, Path]:
