@@ -75,7 +75,7 @@ def cmd_submit(args) -> int:
     if args.records_only and not args.images:
         raise InterrogatorError("--records-only goes with --images (it is what --devices gives each process)")
     result = run(config, shard=args.shard, images=args.images, progress=not args.no_progress, strict=args.strict,
-                 records_only=args.records_only)
+                 records_only=args.records_only, keep_work=args.shard is not None)  # merge --config reads them
     if not args.records_only:
         print(result.summary())
     return 0
@@ -154,6 +154,11 @@ def cmd_merge(args) -> int:
     if args.config:
         config = load_config(args.config)
         config.require_paths("data_path")
+        from ..engines.parallel import merge_shards
+        result = merge_shards(config, args.shards, args.output)
+        if result is not None:  # every format, from the shards' batch records
+            print(result.summary())
+            return 0
         files = scan_images(config).files
         expected = kaggle_ids([relative_path(config, f) for f in files], config.recursive)
     path = merge_submissions(args.shards, args.output, expected_ids=expected)

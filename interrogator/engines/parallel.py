@@ -62,6 +62,36 @@ def child_environment(device: str, environ: Optional[dict] = None) -> Tuple[dict
     return env, "cuda"
 
 
+def merge_shards(config: Config, shard_csvs: Sequence[str], output: str):
+    """Every format of the config from the batch records that ``--shard i/N`` runs kept beside their CSVs
+    (the plan's batches, under their numbers in the whole run), written as a single run writes them; their work
+    folders are removed after. None, and nothing written, when the models are not all here (the resume key
+    names them) or a batch has no record: then only the CSVs can be merged."""
+    from ..core.config import replace
+    from ..core.errors import ConfigError
+    from ..core.plan import make_plan
+    from ..core.workdir import WorkDir, resume
+    from ..runner.outputs import write_all
+    from ..runner.pipeline import assemble
+    try:
+        config.require_paths("blip_path", "clip_path", "embedding_path", "dicts")
+    except ConfigError:
+        return None
+    plan = make_plan(replace(config, output=output))
+    stores = [WorkDir(csv, plan.key) for csv in shard_csvs]
+
+    def load(batch: int):
+        return next((r for r in (s.load(batch) for s in stores if s.file(batch).exists()) if r is not None), None)
+    records = resume(load, list(plan.files), plan.batches)
+    if len(records) < len(plan.batches):
+        return None
+    result = assemble(plan, records)
+    result.output, result.written = write_all(plan, result)
+    for store in stores:
+        store.remove()
+    return result
+
+
 def submit_on_devices(config: Config, config_file: str, devices: Sequence[str], extra: Optional[Sequence[str]] = None,
                       progress: bool = False):
     """Run ``submit --images lo:hi:total --records-only`` per device in parallel, then write every output here.
