@@ -88,40 +88,46 @@ class Clip:
     def encode_prefixed(self, tokens: torch.Tensor, groups: Sequence[Tuple[int, int]],
                         max_positions: int = PREFIX_CHUNK_POSITIONS) -> Tuple[torch.Tensor, int]:
         """Normalised features of token rows that come in groups sharing a prefix (a chain step's candidates
-        ``prompt, flavor``), and the number of token positions the text tower computed.
+        ``prompt, flavor`` for each image of a batch), and the number of token positions the tower computed.
 
         The tower is causal: a prefix's hidden states at every layer are the same in every text that starts
-        with it. So each group's longest common token prefix (at most its shortest row's length less one,
-        keeping every end token in the suffixes) runs once; its layer inputs are kept, and the rows' suffix
-        tokens run together, at their own positions, attending to the kept prefix (its ``ln_1``: its keys and
-        values) and causally to themselves; the end token's feature then takes ``ln_final`` and the
-        projection as ``encode_text`` does. Rows are grouped as given ((start, end) in ``tokens``); within a
-        group, rows of one length run together (no padding), in batches of at most ``max_positions`` key
-        positions. A group without a usable prefix, or a
-        tower this cannot follow, is encoded in full. Exact up to float rounding (tests: 1e-5 in fp32).
+        with it. So each group's longest common token prefix (shorter than every row, so each keeps its end
+        token) runs once, all groups' prefixes in one call, and each layer's ``ln_1`` of its input is kept (its
+        keys' and values' source). Then the rows' own tokens run at their own positions, attending to their
+        group's kept prefix and causally to themselves: rows with as many own tokens run together, whatever
+        their group (no padding), in batches of at most ``max_positions`` key positions. The end token's
+        feature takes ``ln_final`` and the projection as ``encode_text`` does. A group with no usable prefix,
+        or a tower this cannot follow, is encoded in full. Exact up to float rounding (tests: 1e-5 in fp32).
         """
         out = torch.empty((tokens.shape[0], self.embed_dim), dtype=torch.float32, device=self.device)
         lengths = token_lengths(tokens)
+        prefixes = [_common_prefix(tokens[a:b], lengths[a:b]) if _supports_prefix(self.model) else 0
+                    for a, b in groups]
         positions = 0
-        for start, end in groups:
-            rows = tokens[start:end]
-            prefix = _common_prefix(rows, lengths[start:end])
-            if prefix < 2 or not _supports_prefix(self.model):
+        for (start, end), prefix in zip(groups, prefixes):
+            if prefix < 2:
                 cut = int(lengths[start:end].max())
-                out[start:end] = self.encode_text_tokens(rows[:, :cut].to(self.device))
+                out[start:end] = self.encode_text_tokens(tokens[start:end, :cut].to(self.device))
                 positions += (end - start) * cut
-                continue
-            kept = _prefix_states(self.model, rows[:1, :prefix].to(self.device))
-            positions += prefix
-            group_lengths = lengths[start:end]
-            for cut in torch.unique(group_lengths).tolist():  # rows of one length together: no padding
-                index = (group_lengths == cut).nonzero().flatten()
-                step = max(1, max_positions // cut)
-                for s in range(0, len(index), step):
-                    part = index[s:s + step]
-                    out[start + part.to(self.device)] = _suffix_features(
-                        self.model, rows[part, :cut].to(self.device), prefix, kept)
-                    positions += len(part) * (cut - prefix)
+        cached = [(g, a, b, p) for g, ((a, b), p) in enumerate(zip(groups, prefixes)) if p >= 2]
+        if not cached:
+            return out, positions
+        widest = max(p for *_, p in cached)
+        heads = torch.stack([F.pad(tokens[a, :p], (0, widest - p)) for _, a, _, p in cached]).to(self.device)
+        kept = _prefix_states(self.model, heads)  # right padding: causal, so it changes no real position
+        positions += sum(p for *_, p in cached)
+        rows = torch.cat([torch.arange(a, b) for _, a, b, _ in cached])
+        owner = torch.cat([torch.full((b - a,), k) for k, (_, a, b, _) in enumerate(cached)])
+        prefix_of = torch.tensor([p for *_, p in cached])[owner]
+        own = lengths[rows] - prefix_of
+        for count in torch.unique(own).tolist():  # rows with as many own tokens together
+            index = (own == count).nonzero().flatten()
+            step = max(1, max_positions // (widest + count))
+            for s in range(0, len(index), step):
+                part = index[s:s + step]
+                out[rows[part].to(self.device)] = _suffix_features(
+                    self.model, tokens[rows[part]], prefix_of[part], count, [k[owner[part].to(k.device)] for k in kept])
+                positions += len(part) * count
         return out, positions
 
     def count_tokens(self, texts: Sequence[str]) -> List[int]:
@@ -195,30 +201,29 @@ def _prefix_states(model, prefix: torch.Tensor) -> List[torch.Tensor]:
     return kept
 
 
-def _suffix_features(model, rows: torch.Tensor, prefix: int, kept: List[torch.Tensor]) -> torch.Tensor:
-    """Normalised features of full token rows whose first ``prefix`` tokens ran already (``kept``)."""
-    from open_clip.transformer import text_global_pool
-    n = rows.shape[1]
+def _suffix_features(model, rows: torch.Tensor, prefixes: torch.Tensor, count: int,
+                     kept: List[torch.Tensor]) -> torch.Tensor:
+    """Normalised features of full token rows whose first ``prefixes[i]`` tokens ran already (``kept``: each
+    layer's ln_1 of those prefixes, right-padded to one width), each with ``count`` tokens of its own."""
+    device = kept[0].device
     cast_dtype = model.transformer.get_cast_dtype()
-    suffix = rows[:, prefix:]
-    x = model.token_embedding(suffix).to(cast_dtype) + model.positional_embedding[prefix:n].to(cast_dtype)
-    s = n - prefix
-    mask = torch.zeros((s, n), dtype=x.dtype, device=x.device)
-    mask[:, prefix:] = model.attn_mask[:s, :s].to(x.dtype)  # causal among the suffixes; the prefix all visible
+    at = prefixes[:, None] + torch.arange(count)[None, :]  # (B, count): each own token's position
+    own = torch.gather(rows, 1, at).to(device)
+    x = model.token_embedding(own).to(cast_dtype) + model.positional_embedding[at.to(device)].to(cast_dtype)
+    width = kept[0].shape[1]
+    allowed = torch.cat([(torch.arange(width)[None, None, :] < prefixes[:, None, None]).expand(-1, count, -1),
+                         torch.ones(count, count, dtype=torch.bool).tril()[None].expand(len(rows), -1, -1)], dim=2)
+    mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf")).to(device)
     for block, prefix_in in zip(model.transformer.resblocks, kept):
         q = block.ln_1(x)
-        kv = torch.cat([prefix_in.expand(len(x), -1, -1), q], dim=1)
+        kv = torch.cat([prefix_in, q], dim=1)
+        heads = block.attn.num_heads
         if not block.attn.batch_first:
             q, kv = q.transpose(0, 1), kv.transpose(0, 1)
-        attended = block.attn(q, kv, kv, need_weights=False, attn_mask=mask)[0]
+        attended = block.attn(q, kv, kv, need_weights=False, attn_mask=mask.repeat_interleave(heads, dim=0))[0]
         x = x + block.ls_1(attended if block.attn.batch_first else attended.transpose(0, 1))
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    x = model.ln_final(x)
-    full = torch.zeros((len(rows), n, x.shape[-1]), dtype=x.dtype, device=x.device)
-    full[:, prefix:] = x  # pooled where the full encoding pools (the end token is always in the suffix)
-    x = text_global_pool(full, rows, model.text_pool_type, **_eos_option(text_global_pool, model))
-    if isinstance(x, tuple):  # open_clip 2 returns (pooled, tokens)
-        x = x[0]
+    x = model.ln_final(x[:, -1])  # the end token is each row's last (ln_final is per position)
     x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
     return F.normalize(x.float(), dim=-1)
 
