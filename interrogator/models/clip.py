@@ -92,8 +92,7 @@ class Clip:
 
         The tower is causal: a prefix's hidden states at every layer are the same in every text that starts
         with it. So each group's longest common token prefix (shorter than every row, so each keeps its end
-        token) runs once, all groups' prefixes in one call, and each layer's ``ln_1`` of its input is kept (its
-        keys' and values' source). Then the rows' own tokens run at their own positions, attending to their
+        token) runs once, all groups' prefixes in one call, and each layer's keys and values of it are kept. Then the rows' own tokens run at their own positions, attending to their
         group's kept prefix and causally to themselves: rows with as many own tokens run together, whatever
         their group (no padding), in batches of at most ``max_positions`` key positions. The end token's
         feature takes ``ln_final`` and the projection as ``encode_text`` does. A group with no usable prefix,
@@ -126,7 +125,7 @@ class Clip:
             for s in range(0, len(index), step):
                 part = index[s:s + step]
                 out[rows[part].to(self.device)] = _suffix_features(
-                    self.model, tokens[rows[part]], prefix_of[part], count, [k[owner[part].to(k.device)] for k in kept])
+                    self.model, tokens[rows[part]], prefix_of[part], count, owner[part], kept)
                 positions += len(part) * count
         return out, positions
 
@@ -180,48 +179,67 @@ def _common_prefix(rows: torch.Tensor, lengths: torch.Tensor) -> int:
 
 
 def _supports_prefix(model) -> bool:
-    """A text tower of open_clip's plain residual blocks (self-attention, no separate key/value norm)."""
+    """A text tower of open_clip's plain residual blocks: self-attention through one packed in-projection (no
+    separate key/value norm, no added key/value biases or zero attention)."""
     blocks = getattr(getattr(model, "transformer", None), "resblocks", None)
     return (_supports_cut_context(model) and blocks is not None
             and all(hasattr(b, "attn") and hasattr(b, "ln_1") and not hasattr(b, "ln_1_kv")
-                    and isinstance(b.attn, torch.nn.MultiheadAttention) for b in blocks))
+                    and isinstance(b.attn, torch.nn.MultiheadAttention) and b.attn.in_proj_weight is not None
+                    and b.attn.bias_k is None and not b.attn.add_zero_attn for b in blocks))
 
 
-def _prefix_states(model, prefix: torch.Tensor) -> List[torch.Tensor]:
-    """Each layer's ``ln_1`` of the prefix's input to it (1, P, D): the keys' and values' source there."""
+def _projections(attn: torch.nn.MultiheadAttention, x: torch.Tensor, which: slice) -> torch.Tensor:
+    """Rows ``which`` (q, k or v) of the block's packed in-projection applied to x."""
+    bias = attn.in_proj_bias[which] if attn.in_proj_bias is not None else None
+    return F.linear(x, attn.in_proj_weight[which], bias)
+
+
+def _prefix_states(model, prefix: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values of the prefixes (G, P, D each), computed once: the in-projection of the
+    block's ``ln_1`` of its input there."""
     n = prefix.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(prefix).to(cast_dtype) + model.positional_embedding[:n].to(cast_dtype)
     mask = model.attn_mask[:n, :n]
     kept = []
     for block in model.transformer.resblocks:
-        kept.append(block.ln_1(x))
+        d = block.attn.embed_dim
+        h = block.ln_1(x)
+        kept.append((_projections(block.attn, h, slice(d, 2 * d)), _projections(block.attn, h, slice(2 * d, 3 * d))))
         x = block(x if block.attn.batch_first else x.transpose(0, 1), attn_mask=mask)
         x = x if block.attn.batch_first else x.transpose(0, 1)
     return kept
 
 
-def _suffix_features(model, rows: torch.Tensor, prefixes: torch.Tensor, count: int,
-                     kept: List[torch.Tensor]) -> torch.Tensor:
+def _suffix_features(model, rows: torch.Tensor, prefixes: torch.Tensor, count: int, owner: torch.Tensor,
+                     kept: List[Tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Normalised features of full token rows whose first ``prefixes[i]`` tokens ran already (``kept``: each
-    layer's ln_1 of those prefixes, right-padded to one width), each with ``count`` tokens of its own."""
-    device = kept[0].device
+    layer's keys and values of the prefixes, right-padded to one width; ``owner[i]``: row i's prefix), each
+    with ``count`` tokens of its own. Attention is the block's own weights in ``scaled_dot_product_attention``,
+    so a prefix's keys and values are projected once, not once per candidate."""
+    device = kept[0][0].device
     cast_dtype = model.transformer.get_cast_dtype()
     at = prefixes[:, None] + torch.arange(count)[None, :]  # (B, count): each own token's position
-    own = torch.gather(rows, 1, at).to(device)
-    x = model.token_embedding(own).to(cast_dtype) + model.positional_embedding[at.to(device)].to(cast_dtype)
-    width = kept[0].shape[1]
+    x = (model.token_embedding(torch.gather(rows, 1, at).to(device)).to(cast_dtype)
+         + model.positional_embedding[at.to(device)].to(cast_dtype))
+    width = kept[0][0].shape[1]
     allowed = torch.cat([(torch.arange(width)[None, None, :] < prefixes[:, None, None]).expand(-1, count, -1),
                          torch.ones(count, count, dtype=torch.bool).tril()[None].expand(len(rows), -1, -1)], dim=2)
-    mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf")).to(device)
-    for block, prefix_in in zip(model.transformer.resblocks, kept):
-        q = block.ln_1(x)
-        kv = torch.cat([prefix_in, q], dim=1)
-        heads = block.attn.num_heads
-        if not block.attn.batch_first:
-            q, kv = q.transpose(0, 1), kv.transpose(0, 1)
-        attended = block.attn(q, kv, kv, need_weights=False, attn_mask=mask.repeat_interleave(heads, dim=0))[0]
-        x = x + block.ls_1(attended if block.attn.batch_first else attended.transpose(0, 1))
+    mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf")).to(device)[:, None]
+    owner = owner.to(device)
+    for block, (keys, values) in zip(model.transformer.resblocks, kept):
+        attn, d = block.attn, block.attn.embed_dim
+        heads = attn.num_heads
+        h = block.ln_1(x)
+
+        def split(t):  # (B, L, D) -> (B, heads, L, D / heads)
+            return t.reshape(t.shape[0], t.shape[1], heads, d // heads).transpose(1, 2)
+        q = _projections(attn, h, slice(0, d))
+        k = torch.cat([keys[owner], _projections(attn, h, slice(d, 2 * d))], dim=1)
+        v = torch.cat([values[owner], _projections(attn, h, slice(2 * d, 3 * d))], dim=1)
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+        out = attn.out_proj(out.transpose(1, 2).reshape(len(x), count, d))
+        x = x + block.ls_1(out)
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
     x = model.ln_final(x[:, -1])  # the end token is each row's last (ln_final is per position)
     x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection

@@ -62,8 +62,8 @@ class Texts:
         self.positions = 0
 
     def features(self, texts: Sequence[str]) -> torch.Tensor:
-        from ..models.clip import tokenize_many
-        tokens = tokenize_many(self.clip.tokenizer, list(texts))
+        tokens = self.clip.tokenizer(list(texts))  # in this process: worker processes cost more than a step's few
+        # thousand texts (tokenize_many pays off for label tables of 100k)
         self.positions += _full_positions(tokens)
         return self.clip.encode_labels(list(texts), tokens=tokens).float()
 
@@ -73,12 +73,11 @@ class Texts:
         flat = [t for group in groups for t in group]
         if not self.prefix_cache:
             return self.features(flat)
-        from ..models.clip import tokenize_many
         bounds, start = [], 0
         for group in groups:
             bounds.append((start, start + len(group)))
             start += len(group)
-        features, positions = self.clip.encode_prefixed(tokenize_many(self.clip.tokenizer, flat), bounds)
+        features, positions = self.clip.encode_prefixed(self.clip.tokenizer(flat), bounds)
         self.positions += positions
         return features.float()
 
