@@ -30,12 +30,11 @@ Range = Tuple[int, int, int]  # lo, hi, total: images lo..hi-1 of a folder of to
 
 @dataclass(frozen=True)
 class Outputs:
-    """Every file a run writes, by format, and where its batch records live while it runs."""
+    """Every file a run writes, by format (the batch records live in workdir.work_root of the output)."""
 
     submission: Optional[Path]          # the kaggle format's CSV
     files: Dict[str, Path]              # csv, jsonl, parquet
     txt: Tuple[Path, ...]               # one per image of the plan, or () without the txt format
-    work: Path                          # the work root (workdir.work_root)
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,6 @@ class Plan:
     @property
     def ids(self) -> List[str]:
         return [f.image_id for f in self.files]
-
-    def batch_number(self, b: int) -> int:
-        return self.first_batch + b
 
 
 def scan_images(config: Config) -> FolderScan:
@@ -171,7 +167,6 @@ def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
 def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
     """Every path the run writes, each checked, and no two of them one file."""
     from ..runner.outputs import format_paths
-    from .workdir import work_root
     paths = format_paths(config.output)
     submission = paths["kaggle"] if "kaggle" in config.formats else None
     files = {f: paths[f] for f in ("csv", "jsonl", "parquet") if f in config.formats}
@@ -187,7 +182,7 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
             raise ConfigError(f"{other} and {what} would both be written to {path}; "
                               + ("rename one image" if what.startswith("the .txt") and other.startswith("the .txt")
                                  else "choose another output name or txt_dir"))
-    return Outputs(submission, files, tuple(txt), work_root(config.output))
+    return Outputs(submission, files, tuple(txt))
 
 
 def txt_paths(config: Config, relative: Sequence[str]) -> List[Path]:
