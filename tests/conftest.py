@@ -100,3 +100,32 @@ def ray_cluster():
     connect(num_cpus=2, object_store_memory=300 * 1024 ** 2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def _transformers_before(version: str) -> bool:
+    import transformers
+    from packaging.version import Version
+    return Version(transformers.__version__) < Version(version)
+
+
+# The miniature VLMs are built with processor APIs of transformers 4.57 and later (Florence-2 is native from
+# 4.56, the video processors Qwen2-VL's processor takes from 4.54); the floor venv's 4.49 skips them.
+needs_new_transformers = pytest.mark.skipif(_transformers_before("4.57"),
+                                            reason="the miniature VLMs need transformers >= 4.57")
+
+
+@pytest.fixture(scope="session")
+def vlm_folders(tmp_path_factory):
+    """One miniature captioner of each image-text-to-text family (models/miniatures.py), built once."""
+    from interrogator.models.miniatures import BUILDERS, build_captioner
+    root = tmp_path_factory.mktemp("vlms")
+    return {kind: build_captioner(kind, root / kind) for kind in BUILDERS}
+
+
+@pytest.fixture(scope="session")
+def tagger_folder(tmp_path_factory):
+    """A miniature WD-format ONNX tagger (models/miniatures.py)."""
+    pytest.importorskip("onnxruntime", reason="the tagger extra is not installed")
+    pytest.importorskip("onnx", reason="exporting the miniature tagger needs onnx")
+    from interrogator.models.miniatures import build_tagger
+    return build_tagger(tmp_path_factory.mktemp("tagger") / "wd-tiny")

@@ -92,3 +92,11 @@ def test_transform_pickles_without_the_model(demo_models):
     expected = captioner.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
     assert torch.equal(shipped(image), expected)
     assert len(pickle.dumps(captioner.transform)) < len(pickle.dumps(captioner.model)) / 100
+
+
+@pytest.mark.parametrize("which", ["blip-2", "blip"])
+def test_blip_batched_greedy_captions_equal_one_image_at_a_time(which, demo_models, blip1_folder):
+    folder = demo_models.blip_path if which == "blip-2" else blip1_folder
+    captioner = load_captioner(str(folder), "cpu", torch.float32, max_new_tokens=5, min_new_tokens=3)
+    pixels = torch.stack([captioner.transform(Image.open(p).convert("RGB")) for p in sorted(SAMPLES.glob("*.png"))])
+    assert captioner.caption(pixels) == [captioner.caption(pixels[i:i + 1])[0] for i in range(len(pixels))]

@@ -41,7 +41,7 @@ def test_captioner_folder_without_processor(capsys, write_config, demo_models, t
 def test_folder_that_is_not_a_captioner(capsys, write_config, minilm_path):
     code, err = submit(capsys, write_config(blip_path=str(minilm_path)))
     assert err[-1] == (f"error: config key 'blip_path': model_type 'bert' in {minilm_path / 'config.json'} is not "
-                       f"a captioner this tool loads (expected 'blip-2' or 'blip')")
+                       f"an image-text-to-text model (a captioner takes an image and writes text)")
 
 
 @pytest.fixture(scope="module")

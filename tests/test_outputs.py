@@ -49,9 +49,13 @@ def test_every_format_resumes_after_a_kill_with_identical_content(write_config, 
     proc = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_CAPTION.format(repo=str(REPO), config=str(cfg))],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
-    assert not (run_dir / "out.jsonl").exists() and not (run_dir / "txt").exists()
+    # the caption files of the two finished batches were written as each finished; nothing else was
+    assert not (run_dir / "out.jsonl").exists()
+    finished = {p.name: p.stat().st_mtime_ns for p in (run_dir / "txt").iterdir()}
+    assert len(finished) == 4
     result = run(load_config(cfg), progress=False)
     assert result.resumed_batches == 2
+    assert {n: (run_dir / "txt" / n).stat().st_mtime_ns for n in finished} == finished  # not rewritten
     want, got = outputs_of(ref_dir), outputs_of(run_dir)
     assert sorted(want) == sorted(got) == sorted(
         ["out.csv", "out.prompts.csv", "out.jsonl", "out.parquet"] + [f"txt/{p.stem}.txt" for p in SAMPLES.glob("*.png")])
@@ -71,7 +75,7 @@ def test_txt_beside_images_never_overwrites_unless_asked(write_config, images, c
     result = run(load_config(config), progress=False)
     assert result.written["txt"] == {"written": 6, "unchanged": 0, "kept": 1}
     assert (images / f"{first.stem}.txt").read_text() == "my own caption\n"
-    assert "txt: 1 existing .txt files hold other text and were not overwritten" in caplog.text
+    assert "txt: 1 existing caption files hold other text and were kept (existing_txt: overwrite" in caplog.text
     again = run(load_config(config), progress=False)
     assert again.written["txt"] == {"written": 0, "unchanged": 6, "kept": 1}
     assert main(["submit", "--config", str(config), "--format", "txt", "--overwrite", "--no-progress"]) == 0

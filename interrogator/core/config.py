@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -23,8 +24,9 @@ PACKAGE = Path(__file__).resolve().parent.parent  # the interrogator package
 DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
 
 PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
-             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir")
+             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir", "tagger_path")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 
 
 @dataclass
@@ -73,6 +75,24 @@ class Config:
     bank_k: int = 16
     bank_temperature: float = 0.05
     bank_backend: str = "torch"
+    load_in_4bit: bool = False
+    caption_prompt: Optional[str] = None
+    repetition_penalty: Optional[float] = None
+    cut_partial: bool = False
+    tagger_path: Optional[str] = None
+    tag_threshold: float = 0.35
+    character_threshold: float = 0.85
+    tag_mcut: bool = False
+    max_tags: Optional[int] = None
+    tag_escape: bool = False
+    undesired_tags: list = field(default_factory=list)
+    tag_replacements: list = field(default_factory=list)
+    tags_first: list = field(default_factory=list)
+    tag_separator: str = ", "
+    caption_template: Optional[str] = None
+    trigger: str = ""
+    txt_extension: str = ".txt"
+    existing_txt: str = "keep"
     config_path: Optional[str] = field(default=None, metadata={"internal": True})
     given: tuple = field(default=(), metadata={"internal": True})  # keys the file or the overrides set
 
@@ -135,10 +155,32 @@ class Config:
             raise ConfigError(f"config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; "
                               f"write \"auto\", \"fp32\" or \"bf16\" for a CPU run{self._where()}")
 
+    def template_fields(self) -> frozenset:
+        """The parts the caption template uses (template.py); ``{prompt}`` alone without a template."""
+        from ..runner.template import fields as parse_fields
+        return parse_fields(self.caption_template)
+
+    def needs_mode(self) -> bool:
+        """The CLIP interrogator's output is part of the text."""
+        return "prompt" in self.template_fields()
+
+    def needs_captioner(self) -> bool:
+        """The caption is part of the text, directly or through the mode (every mode starts from it)."""
+        return bool({"caption", "prompt"} & self.template_fields())
+
     def needs_clip(self) -> bool:
         """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features."""
-        return (self.mode != "caption" or self.negative_prompt or self.blend_weight("head") > 0
-                or self.blend_weight("bank") > 0)
+        return ((self.mode != "caption" and self.needs_mode()) or self.negative_prompt
+                or self.blend_weight("head") > 0 or self.blend_weight("bank") > 0)
+
+    def txt_policy(self) -> str:
+        """What an existing caption file gets (EXISTING_TXT); ``overwrite: true`` is ``overwrite``."""
+        return "overwrite" if self.overwrite else self.existing_txt
+
+    def tag_rules(self):
+        from ..models.tagger import TagRules, parse_replacements
+        return TagRules(self.tag_threshold, self.character_threshold, self.tag_mcut, self.max_tags, self.tag_escape,
+                        tuple(self.undesired_tags), parse_replacements(self.tag_replacements), tuple(self.tags_first))
 
     def blend_weight(self, component: str) -> float:
         """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""
@@ -181,6 +223,10 @@ NON_NEGATIVE_KEYS = ("min_new_tokens", "num_workers", "min_flavors")
 MAX_FLAVORS = 1000  # far more than fit in 77 tokens (about 35 one-word flavors do); a bound on ranking work
 UPPER_BOUNDS = {"max_flavors": MAX_FLAVORS}
 AUTO_KEYS = ("batch_size", "caption_batch_size", "num_workers")  # also accept "auto"
+STRING_LISTS = ("undesired_tags", "tag_replacements", "tags_first")
+PROBABILITY_KEYS = ("tag_threshold", "character_threshold")
+EMPTY_OK = ("trigger",)
+TXT_EXTENSION = re.compile(r"\.[A-Za-z0-9_-]{1,16}")
 
 
 def _check_type(key: str, value: Any, where: str) -> None:
@@ -198,6 +244,11 @@ def _check_type(key: str, value: Any, where: str) -> None:
         from ..runner.outputs import FORMATS
         ok = isinstance(value, list) and len(value) > 0 and all(v in FORMATS for v in value)
         expected = f"a list of some of {', '.join(FORMATS)}"
+    elif list in kinds and key in STRING_LISTS:
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        expected = "a list of non-empty strings"
+        if ok and key == "tag_replacements":
+            ok, expected = all("=" in v and v.split("=", 1)[0] for v in value), 'a list of "old=new" strings'
     elif list in kinds:  # blend: three weights
         ok = (isinstance(value, list) and len(value) == 3 and all(isinstance(v, number) and not isinstance(v, bool)
                                                                    and math.isfinite(v) and v >= 0 for v in value)
@@ -206,6 +257,8 @@ def _check_type(key: str, value: Any, where: str) -> None:
     elif float in kinds:
         ok = isinstance(value, number) and not isinstance(value, bool) and math.isfinite(value) and value > 0
         expected = "a finite number > 0"
+        if ok and key in PROBABILITY_KEYS:
+            ok, expected = value <= 1, "a number > 0 and <= 1"
     elif bool in kinds:
         ok, expected = isinstance(value, bool), "true or false"
     elif int in kinds:
@@ -214,6 +267,8 @@ def _check_type(key: str, value: Any, where: str) -> None:
               and (most is None or value <= most))
         expected = (f"a whole number >= {least}" + (f" and <= {most}" if most is not None else "")
                     + (' or "auto"' if key in AUTO_KEYS else ""))
+    elif key in EMPTY_OK:
+        ok, expected = isinstance(value, str), "a string"
     else:
         ok, expected = isinstance(value, str) and value != "", "a non-empty string"
     if not ok:
@@ -233,9 +288,28 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"config key 'mode': expected one of {', '.join(MODES)}, got {values['mode']!r}{where}")
     if values.get("dtype", "auto") not in DTYPES:
         raise ConfigError(f"config key 'dtype': expected one of {', '.join(DTYPES)}, got {values['dtype']!r}{where}")
+    _validate_captions(values, where)
     device = values.get("device", "auto")
     if device != "auto" and not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, got {device!r}{where}")
+
+
+def _validate_captions(values: Mapping[str, Any], where: str) -> None:
+    """The caption template, the caption file extension and policy, and one quantization at a time."""
+    if values.get("caption_template") is not None:
+        from ..runner.template import parse
+        try:
+            parse(values["caption_template"])
+        except ValueError as exc:
+            raise ConfigError(f"config key 'caption_template': {exc}{where}") from None
+    if "txt_extension" in values and not TXT_EXTENSION.fullmatch(values["txt_extension"]):
+        raise ConfigError(f"config key 'txt_extension': expected a dot and up to 16 letters, digits, _ or -, "
+                          f"such as \".txt\" or \".caption\", got {values['txt_extension']!r}{where}")
+    if values.get("existing_txt", "keep") not in EXISTING_TXT:
+        raise ConfigError(f"config key 'existing_txt': expected one of {', '.join(EXISTING_TXT)}, "
+                          f"got {values['existing_txt']!r}{where}")
+    if values.get("load_in_8bit") and values.get("load_in_4bit"):
+        raise ConfigError(f"config keys 'load_in_8bit' and 'load_in_4bit' are both true; choose one{where}")
 
 
 def _resolve(values: dict, base: Path, bases: Optional[Mapping[str, Path]] = None) -> dict:

@@ -63,7 +63,16 @@ NEUTRAL_KEYS = {
     "dtype": "replaced by the resolved dtype",
     "batch_size": "replaced by the resolved caption batch size",
     "caption_batch_size": "replaced by the resolved caption batch size",
+    "tagger_path": "replaced by the tagger's identity (its files)",
+    "txt_extension": "which caption files are written from the same results",
+    "existing_txt": "what existing caption files get, from the same results",
 }
+# Keys added after 0.3: in the identity only where they differ from their defaults, so that a run that does not
+# use them keeps the identity 0.3 gave it (and resumes its work).
+LATER_KEYS = {"load_in_4bit": False, "caption_prompt": None, "repetition_penalty": None, "cut_partial": False,
+              "tag_threshold": 0.35, "character_threshold": 0.85, "tag_mcut": False, "max_tags": None,
+              "tag_escape": False, "undesired_tags": [], "tag_replacements": [], "tags_first": [],
+              "tag_separator": ", ", "caption_template": None, "trigger": ""}
 CHECKPOINT_KEYS = ("blip_path", "clip_path", "embedding_path")
 LEARNED_KEYS = ("head_path", "bank_path")
 
@@ -208,11 +217,15 @@ def run_identity(config, label_files: Iterable[Path], legacy: bool = False) -> d
     """Everything that shapes a batch's result, as a JSON-able dict (see the module docstring).
 
     legacy: as versions before 0.3 computed it (checkpoint_identity), to find their unfinished work."""
-    values = {k: v for k, v in sorted(config.to_dict().items()) if k not in NEUTRAL_KEYS}
+    values = {k: v for k, v in sorted(config.to_dict().items()) if k not in NEUTRAL_KEYS
+              and not (k in LATER_KEYS and v == LATER_KEYS[k])}
     values["caption_batch"] = config.stage_batch_size("caption")
     values["device"] = device_identity(config.resolved_device())
     values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
-    values["checkpoints"] = {k: checkpoint_identity(getattr(config, k), legacy) for k in CHECKPOINT_KEYS}
+    values["checkpoints"] = {k: checkpoint_identity(getattr(config, k), legacy) for k in CHECKPOINT_KEYS
+                             if getattr(config, k) is not None}  # a run without a captioner has no blip_path
+    if config.tagger_path is not None:
+        values["checkpoints"]["tagger_path"] = checkpoint_identity(config.tagger_path, legacy)
     for key in LEARNED_KEYS:  # only where the blend uses them
         if getattr(config, key) is not None and config.blend_weight(key.split("_")[0]) > 0:
             values["checkpoints"][key] = checkpoint_identity(getattr(config, key), legacy)
@@ -220,6 +233,9 @@ def run_identity(config, label_files: Iterable[Path], legacy: bool = False) -> d
     from ..models.embed import import_sentence_transformers
     import_sentence_transformers(config.embedding_dir)  # the version that will run, wherever it comes from
     values["versions"] = library_versions()
+    if config.tagger_path is not None:
+        import onnxruntime
+        values["versions"]["onnxruntime"] = onnxruntime.__version__
     return values
 
 

@@ -14,7 +14,7 @@ import io
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image, ImageOps
@@ -208,24 +208,30 @@ def load_image(path: Path) -> Image.Image:
     return decode_image(read_image(path)[0], path.name)
 
 
+Pixels = Union[torch.Tensor, list]  # a stacked tensor, or a list where a model takes images of any size (VLMs)
+
+
 @dataclass
 class ImageBatch:
-    """A batch of decoded, preprocessed images; failed ones carry an error and zero pixels."""
+    """A batch of decoded, preprocessed images; failed ones carry an error and blank pixels."""
 
     indices: List[int]
-    caption_pixels: torch.Tensor
+    caption_pixels: Pixels
     clip_pixels: torch.Tensor
     errors: List[str]
     digests: List[str]  # content digest of each file's bytes ('' where it could not be read)
+    tagger_pixels: Pixels = field(default_factory=lambda: torch.zeros(0))  # the WD tagger's input (tagger.py)
 
     @property
     def ok(self) -> List[int]:
         """Positions in the batch whose image decoded."""
         return [i for i, e in enumerate(self.errors) if not e]
 
-    def decoded(self, pixels: torch.Tensor) -> torch.Tensor:
+    def decoded(self, pixels: Pixels) -> Pixels:
         """The rows of ``pixels`` whose image decoded: the tensor itself (no copy, still pinned) when all did."""
-        return pixels if not any(self.errors) else pixels[self.ok]
+        if not any(self.errors):
+            return pixels
+        return pixels[self.ok] if isinstance(pixels, torch.Tensor) else [pixels[i] for i in self.ok]
 
 
 class DecodedImage(NamedTuple):
@@ -233,52 +239,61 @@ class DecodedImage(NamedTuple):
     and the digest of its bytes ('' if they could not be read)."""
 
     index: int
-    caption_pixels: torch.Tensor
+    caption_pixels: object
     clip_pixels: torch.Tensor
     error: str
     digest: str
+    tagger_pixels: object = None
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decodes and preprocesses one image for both the captioner and CLIP (runs in loader workers)."""
+    """Decodes and preprocesses one image for the captioner, CLIP and the tagger (runs in loader workers).
+
+    A transform may return a tensor (stacked into the batch) or anything else, such as an image array for a
+    model whose processor takes images of any size (a list in the batch)."""
 
     def __init__(self, files: Sequence[ImageFile], caption_transform: Optional[Callable],
-                 clip_transform: Optional[Callable]):
-        """A transform may be None when only one model runs (low_memory): its tensor is then empty."""
+                 clip_transform: Optional[Callable], tagger_transform: Optional[Callable] = None):
+        """A transform may be None when its model does not run (low_memory): its tensor is then empty."""
         self.files = list(files)
-        self.caption_transform = caption_transform
-        self.clip_transform = clip_transform
-        self._shapes: Optional[Tuple[torch.Size, torch.Size]] = None
+        self.transforms = (caption_transform, clip_transform, tagger_transform)
+        self._blanks: Optional[tuple] = None
 
     def __len__(self) -> int:
         return len(self.files)
 
     @staticmethod
-    def _apply(transform: Optional[Callable], image) -> torch.Tensor:
+    def _apply(transform: Optional[Callable], image) -> object:
         return transform(image) if transform is not None else torch.zeros(0)
 
-    def _blank_shapes(self):
-        if self._shapes is None:
+    def _blank(self) -> tuple:
+        """What a failed image gets: zeros of each tensor's shape, the blank image's value otherwise."""
+        if self._blanks is None:
             blank = Image.new("RGB", (64, 64))
-            self._shapes = (self._apply(self.caption_transform, blank).shape,
-                            self._apply(self.clip_transform, blank).shape)
-        return self._shapes
+            values = [self._apply(t, blank) for t in self.transforms]
+            self._blanks = tuple(torch.zeros(v.shape) if isinstance(v, torch.Tensor) else v for v in values)
+        return self._blanks
 
     def __getitem__(self, index: int) -> DecodedImage:
         path, digest = self.files[index].path, ""
         try:
             data, digest = read_image(path)
             image = decode_image(data, path.name)
-            return DecodedImage(index, self._apply(self.caption_transform, image),
-                                self._apply(self.clip_transform, image), "", digest)
+            cap, clip, tag = (self._apply(t, image) for t in self.transforms)
+            return DecodedImage(index, cap, clip, "", digest, tag)
         except ValueError as exc:
-            cap_shape, clip_shape = self._blank_shapes()
-            return DecodedImage(index, torch.zeros(cap_shape), torch.zeros(clip_shape), str(exc), digest)
+            cap, clip, tag = self._blank()
+            return DecodedImage(index, cap, clip, str(exc), digest, tag)
+
+
+def stack(values: Sequence) -> Pixels:
+    """Tensors stacked into one; anything else kept as a list."""
+    return torch.stack(list(values)) if all(isinstance(v, torch.Tensor) for v in values) else list(values)
 
 
 def collate(items: Sequence[DecodedImage]) -> ImageBatch:
-    indices, cap, clip, errors, digests = zip(*items)
-    return ImageBatch(list(indices), torch.stack(cap), torch.stack(clip), list(errors), list(digests))
+    indices, cap, clip, errors, digests, tag = zip(*items)
+    return ImageBatch(list(indices), stack(cap), torch.stack(clip), list(errors), list(digests), stack(tag))
 
 
 def join(parts: Sequence[ImageBatch], pin_memory: bool) -> ImageBatch:
@@ -286,13 +301,15 @@ def join(parts: Sequence[ImageBatch], pin_memory: bool) -> ImageBatch:
     if len(parts) == 1 and not pin_memory:
         return parts[0]
 
-    def cat(tensors: List[torch.Tensor]) -> torch.Tensor:
-        out = torch.empty((sum(t.shape[0] for t in tensors), *tensors[0].shape[1:]), dtype=tensors[0].dtype,
+    def cat(values: List[Pixels]) -> Pixels:
+        if not isinstance(values[0], torch.Tensor):
+            return [v for part in values for v in part]
+        out = torch.empty((sum(t.shape[0] for t in values), *values[0].shape[1:]), dtype=values[0].dtype,
                           pin_memory=pin_memory)
-        return torch.cat(tensors, out=out)
+        return torch.cat(values, out=out)
     return ImageBatch([i for p in parts for i in p.indices], cat([p.caption_pixels for p in parts]),
                       cat([p.clip_pixels for p in parts]), [e for p in parts for e in p.errors],
-                      [d for p in parts for d in p.digests])
+                      [d for p in parts for d in p.digests], cat([p.tagger_pixels for p in parts]))
 
 
 def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int = MIN_PART) -> List[List[List[int]]]:

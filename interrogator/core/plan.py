@@ -51,6 +51,7 @@ class Plan:
     clip_weights: object                # identity.Weights of the CLIP, or None where no CLIP runs
     key: Optional[str]                  # the resume key; None where nothing is saved
     outputs: Optional[Outputs]
+    captioned: int = 0                  # images left out because their caption file exists (existing_txt skip)
 
     @property
     def ids(self) -> List[str]:
@@ -85,8 +86,9 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
         read_labels(path)
     scan = scan_images(config)
     batch_size = config.stage_batch_size("caption")
-    lo, hi = select_range(len(scan.files), batch_size, shard, images)
-    files = tuple(scan.files[lo:hi])
+    todo, existing = without_captioned(config, scan.files, shard)
+    lo, hi = select_range(len(todo), batch_size, shard, images)
+    files = tuple(todo[lo:hi])
     relative = tuple(relative_path(config, f) for f in files)
     kaggle = tuple(kaggle_ids(relative, config.recursive, "kaggle" in config.formats))
     if "kaggle" in config.formats:
@@ -97,8 +99,22 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     if key and not models_given:
         from .identity import digest, run_identity
         resume_key = digest(run_identity(config, labels))
-    return Plan(config, files, relative, kaggle, tuple(scan.skipped), len(scan.files), batches, lo // batch_size,
-                tuple(labels), weights, resume_key, outputs)
+    return Plan(config, files, relative, kaggle, tuple(scan.skipped), len(todo), batches, lo // batch_size,
+                tuple(labels), weights, resume_key, outputs, existing)
+
+
+def without_captioned(config: Config, files: Sequence[ImageFile], shard) -> Tuple[List[ImageFile], int]:
+    """With ``existing_txt: skip``, the images whose caption file does not exist yet (and how many do): the
+    others are not even decoded. Every image otherwise."""
+    if "txt" not in config.formats or config.txt_policy() != "skip":
+        return list(files), 0
+    if shard is not None:
+        raise ConfigError("--shard with existing_txt skip: each shard writes caption files as it goes, so the "
+                          "shards would see different folders; use --devices or the Ray engine, or another "
+                          "existing_txt")
+    base, _ = txt_base(config)
+    keep = [f for f in files if not txt_file(base, relative_path(config, f), config.txt_extension).exists()]
+    return keep, len(files) - len(keep)
 
 
 def check_models(config: Config):
@@ -106,19 +122,37 @@ def check_models(config: Config):
     if config.demo:
         from ..models.demo import ensure_demo_models
         ensure_demo_models(config)
-    config.require_paths("data_path", "blip_path", "clip_path", "embedding_path", "dicts")
+    config.require_paths("data_path", "embedding_path", "dicts")
+    if config.needs_clip():
+        config.require_paths("clip_path")
     config.check_device()
     config.check_dtype()
     if config.embedding_dir is not None:
         config.require_paths("embedding_dir")
-    from ..models.caption import check_captioner_folder
-    check_captioner_folder(config.blip_path)
+    check_caption_models(config)
     if not config.needs_clip():
         return None
     from ..models.clip_checkpoint import resolve_clip
     weights = resolve_clip(config.clip_model, config.clip_path).weights(config.clip_path)
     check_learned(config, weights)
     return weights
+
+
+def check_caption_models(config: Config) -> None:
+    """The captioner the text needs (and its instruction), and the tagger the template's parts need."""
+    fields = config.template_fields()
+    if config.needs_captioner():
+        config.require_paths("blip_path")
+        from ..models.caption import check_caption_prompt, check_captioner_folder
+        check_caption_prompt(check_captioner_folder(config.blip_path), config.caption_prompt)
+    if config.tagger_path is None and {"tags", "rating"} & fields:
+        part = "{tags}" if "tags" in fields else "{rating}"
+        raise ConfigError(f"config key 'caption_template' uses {part}, which the tagger writes: set "
+                          f"'tagger_path'{config._where()}")
+    if config.tagger_path is not None:
+        config.require_paths("tagger_path")
+        from ..models.tagger import check_tagger_folder
+        check_tagger_folder(config.tagger_path)
 
 
 def check_learned(config: Config, clip_weights) -> None:
@@ -185,17 +219,25 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
     return Outputs(submission, files, tuple(txt))
 
 
+def txt_base(config: Config) -> Tuple[Path, str]:
+    """Where caption files go, and the config key that says so."""
+    return (Path(config.txt_dir), "txt_dir") if config.txt_dir else (Path(config.data_path), "data_path")
+
+
+def txt_file(base: Path, relative: str, extension: str) -> Path:
+    return (base / relative).with_suffix(extension)
+
+
 def txt_paths(config: Config, relative: Sequence[str]) -> List[Path]:
-    """``<stem>.txt`` of each image beside it, or under txt_dir keeping the sub-folders; every folder they go
-    in is checked now (a read-only image folder, a txt_dir that is a file), not after the run."""
-    base = Path(config.txt_dir) if config.txt_dir else Path(config.data_path)
-    key = "txt_dir" if config.txt_dir else "data_path"
-    paths = [(base / r).with_suffix(".txt") for r in relative]
+    """``<stem><txt_extension>`` of each image beside it, or under txt_dir keeping the sub-folders; every folder
+    they go in is checked now (a read-only image folder, a txt_dir that is a file), not after the run."""
+    base, key = txt_base(config)
+    paths = [txt_file(base, r, config.txt_extension) for r in relative]
     for folder in sorted({p.parent for p in paths}):
         check_folder(folder, f"config key '{key}': the .txt outputs")
     for path in paths:
         if path.is_dir():
-            raise ConfigError(f"config key '{key}': the .txt output {path} is a folder")
+            raise ConfigError(f"config key '{key}': the caption file {path} is a folder")
     return paths
 
 

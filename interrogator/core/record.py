@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,6 +20,8 @@ SUBMISSION_DIM = 384
 NORM_TOLERANCE = 1e-3
 RECORD_FORMAT = "2"
 LEARNED = ("head", "bank")  # the learned predictions a tag phase may add (blend.py)
+BASE_FIELDS = frozenset({"ids", "digests", "failed", "captions", "tags", "prompts", "negatives"})
+LATER_FIELDS = frozenset({"tagged", "texts"})  # written only where present (0.4)
 
 
 class RecordError(ValueError):
@@ -38,6 +40,18 @@ class Tags:
 
 
 @dataclass
+class ImageTags:
+    """One image's tags, as chosen and cleaned: (tag, score) pairs in output order, and the rating."""
+
+    tags: List[Tuple[str, float]]
+    rating: str = ""
+    rating_score: float = 0.0
+
+    def names(self) -> List[str]:
+        return [t for t, _ in self.tags]
+
+
+@dataclass
 class BatchRecord:
     """One batch's per-image results, filled phase by phase; a None field is a phase still to run."""
 
@@ -51,6 +65,13 @@ class BatchRecord:
     head: Optional[np.ndarray] = None  # (n, 384) float32: a learned head's prediction, zero rows where undecodable
     bank: Optional[np.ndarray] = None  # (n, 384) float32: the retrieval bank's, likewise
     negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them (negative_prompt)
+    tagged: Optional[List[Optional[ImageTags]]] = None  # the tagger's tags (caption phase), when there is a tagger
+    texts: Optional[List[str]] = None  # the caption template's text (tag phase), when there is a template
+
+    @property
+    def final(self) -> Optional[List[str]]:
+        """What each image's text is (embedded, written to its caption file): the template's, else the prompt."""
+        return self.texts if self.texts is not None else self.prompts
 
     def done(self, phase: str) -> bool:
         return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[phase] is not None
@@ -66,6 +87,10 @@ class BatchRecord:
         header = {"ids": self.ids, "digests": self.digests, "failed": self.failed, "captions": self.captions,
                   "tags": None if self.tags is None else [None if t is None else asdict(t) for t in self.tags],
                   "prompts": self.prompts, "negatives": self.negatives}
+        if self.tagged is not None:  # later fields only where present: a record without them reads as before
+            header["tagged"] = [None if t is None else asdict(t) for t in self.tagged]
+        if self.texts is not None:
+            header["texts"] = self.texts
         tensors = {name: np.ascontiguousarray(getattr(self, name), np.float32)
                    for name in ("embeddings", *LEARNED) if getattr(self, name) is not None}
         return save(tensors, metadata={"format": RECORD_FORMAT, "record": json.dumps(header)})
@@ -92,8 +117,7 @@ class BatchRecord:
         """A record from its header fields and arrays, every one checked (RecordError otherwise); the safetensors
         file and Ray's Parquet batch files (ray_engine.py) are two writers of the same record."""
         embeddings = arrays.get("embeddings")
-        if not isinstance(header, dict) or set(header) != {"ids", "digests", "failed", "captions", "tags", "prompts",
-                                                           "negatives"}:
+        if not isinstance(header, dict) or not BASE_FIELDS <= set(header) <= BASE_FIELDS | LATER_FIELDS:
             raise RecordError("the header does not hold a batch record")
         ids, n = header["ids"], len(header["ids"]) if isinstance(header["ids"], list) else -1
         _strings("ids", ids, n)
@@ -136,13 +160,37 @@ class BatchRecord:
             learned[name] = value
         if header["negatives"] is not None and prompts is None:
             raise RecordError("negatives before prompts")
+        tagged, texts = header.get("tagged"), header.get("texts")
+        if tagged is not None:
+            if captions is None or not isinstance(tagged, list) or len(tagged) != n:
+                raise RecordError(f"tagged is not a list of {n} after the captions")
+            tagged = [_image_tags(t) for t in tagged]
+        if texts is not None:
+            _strings("texts", texts, n)
+            if prompts is None:
+                raise RecordError("texts before prompts")
         return cls(ids, header["digests"], failed, captions, tags, prompts, embeddings, **learned,
-                   negatives=header["negatives"])
+                   negatives=header["negatives"], tagged=tagged, texts=texts)
 
 
 def _strings(name: str, value, n: int) -> None:
     if not (isinstance(value, list) and len(value) == n and all(isinstance(s, str) for s in value)):
         raise RecordError(f"{name} is not a list of {n} strings")
+
+
+def _image_tags(value) -> Optional[ImageTags]:
+    if value is None:
+        return None
+    try:
+        ok = (set(value) == {"tags", "rating", "rating_score"} and isinstance(value["rating"], str)
+              and isinstance(value["rating_score"], float) and isinstance(value["tags"], list)
+              and all(isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) and isinstance(t[1], float)
+                      for t in value["tags"]))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise RecordError("a tagged entry is not {tags: [[tag, score]], rating, rating_score}")
+    return ImageTags([(t, s) for t, s in value["tags"]], value["rating"], value["rating_score"])
 
 
 def _tags(value) -> Optional[Tags]:

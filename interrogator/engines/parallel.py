@@ -62,6 +62,15 @@ def child_environment(device: str, environ: Optional[dict] = None) -> Tuple[dict
     return env, "cuda"
 
 
+def model_keys(config: Config) -> List[str]:
+    """The path keys of the models and label lists a run of the config reads."""
+    keys = ["embedding_path", "dicts"]
+    keys += ["blip_path"] if config.needs_captioner() else []
+    keys += ["clip_path"] if config.needs_clip() else []
+    keys += ["tagger_path"] if config.tagger_path is not None else []
+    return keys
+
+
 def merge_shards(config: Config, shard_csvs: Sequence[str], output: str):
     """Every format of the config from the batch records that ``--shard i/N`` runs kept beside their CSVs
     (the plan's batches, under their numbers in the whole run), written as a single run writes them; their work
@@ -74,7 +83,7 @@ def merge_shards(config: Config, shard_csvs: Sequence[str], output: str):
     from ..runner.outputs import write_all
     from ..runner.pipeline import assemble
     try:
-        config.require_paths("blip_path", "clip_path", "embedding_path", "dicts")
+        config.require_paths(*model_keys(config))
     except ConfigError:
         return None
     plan = make_plan(replace(config, output=output))

@@ -47,7 +47,8 @@ LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
 DECODE_CPUS = 0.5  # per decode task; the actors' CPUs are kept below the cluster's minus this (else decoding starves)
 COLUMNS = ("batch", "digest", "imgId", "file", "caption", "medium", "movement", "artist", "trending", "flavors",
            "prompt", "failed", "embedding")
-OPTIONAL = ("negative_prompt", "prompt_embedding", "head", "bank")  # with negative_prompt; with a blend
+OPTIONAL = ("negative_prompt", "prompt_embedding", "head", "bank",  # with negative_prompt; with a blend
+            "tags", "tag_scores", "rating", "rating_score", "text")  # with a tagger; with a caption template
 VECTOR_COLUMNS = ("embedding", "prompt_embedding", "head", "bank")
 
 
@@ -101,7 +102,7 @@ def record_table(batch: int, record, relative: Sequence[str], blend):
     from ..runner.pipeline import RunResult
     vectors = blend_vectors(blend, record.embeddings, record.head, record.bank)
     rows = rows_of(RunResult(record.ids, record.captions, record.prompts, vectors, record.tags, record.negatives,
-                             failed=record.failed, files=list(relative)))
+                             failed=record.failed, files=list(relative), tagged=record.tagged, texts=record.texts))
     table = arrow_table(rows, vectors, {"batch": pa.array([batch] * len(rows), pa.int32()),
                                         "digest": list(record.digests)})
     if blend is not None:
@@ -134,6 +135,13 @@ def read_batch(path: Path):
     header = {"ids": col["imgId"], "digests": col["digest"], "failed": failed, "captions": col["caption"],
               "tags": [None if t is None else t.__dict__ for t in tags], "prompts": col["prompt"],
               "negatives": col.get("negative_prompt")}
+    if "tags" in col:
+        header["tagged"] = [None if i in failed else {"tags": [[t, s] for t, s in zip(names, scores)],
+                                                      "rating": rating, "rating_score": score}
+                            for i, names, scores, rating, score in zip(col["imgId"], col["tags"], col["tag_scores"],
+                                                                       col["rating"], col["rating_score"])]
+    if "text" in col:
+        header["texts"] = col["text"]
     return BatchRecord.checked(header, arrays)
 
 
@@ -161,13 +169,14 @@ class BatchFiles:
 
 
 # ---- the two stages ---------------------------------------------------------------------------
-def decode_rows(rows: Dict[str, np.ndarray], caption_transform: Callable, clip_transform: Callable) -> dict:
+def decode_rows(rows: Dict[str, np.ndarray], caption_transform: Optional[Callable], clip_transform: Optional[Callable],
+                tagger_transform: Optional[Callable] = None) -> dict:
     """CPU stage: each row's images read, hashed, decoded and preprocessed into one pickled ImageBatch."""
     from ..core.images import ImageDataset, collate
     payloads = []
     for ids, paths, relative in zip(rows["ids"], rows["paths"], rows["relative"]):
         files = [ImageFile(str(i), Path(str(p))) for i, p in zip(ids, paths)]
-        dataset = ImageDataset(files, caption_transform, clip_transform)
+        dataset = ImageDataset(files, caption_transform, clip_transform, tagger_transform)
         payloads.append(pickle.dumps((files, [str(r) for r in relative],
                                       collate([dataset[i] for i in range(len(files))]))))
     return {"batch": np.asarray(rows["batch"]), "payload": np.array(payloads, dtype=object)}
@@ -261,6 +270,11 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     store = BatchFiles(folder)
     done = resume(store.load, list(plan.files), plan.batches)
     todo = [b for b in range(len(plan.batches)) if b not in done]
+    txt = None
+    if plan.outputs is not None and plan.outputs.txt:
+        from ..runner.outputs import txt_writer
+        txt = txt_writer(config)
+    on_batch = batch_finished(plan, store, txt, on_batch)
     count = _run_dataset(plan, folder, todo, address, actors, progress, actor_cls, on_batch) if todo else 0
     finished = resume(store.load, list(plan.files), plan.batches)
     missing = [b for b in range(len(plan.batches)) if b not in finished]
@@ -272,15 +286,27 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
     if plan.outputs is not None:
         from ..runner.outputs import write_all
-        result.output, result.written = write_all(plan, result)
+        result.output, result.written = write_all(plan, result, txt)
     return result
+
+
+def batch_finished(plan, store: BatchFiles, txt, then: Optional[Callable[[int], None]]):
+    """What the driver does as each batch's file lands: its caption files (from the file, read back whole), then
+    the caller's callback."""
+    def finished(b: int) -> None:
+        if txt is not None:
+            record = store.load(b)
+            if record is not None:
+                txt.write([plan.outputs.txt[i] for i in plan.batches[b]], record.final)
+        if then is not None:
+            then(b)
+    return finished if txt is not None or then is not None else None
 
 
 def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress, actor_cls, on_batch) -> int:
     """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
     import torch
-    from functools import partial
-    from ..models.caption import load_caption_processor, pixel_values
+    from ..models.caption import caption_transform as captioner_transform
     from ..core.console import bars_enabled
     from ..runner.stages import load_clip_stage
     config = plan.config
@@ -294,7 +320,11 @@ def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress,
                           for name, t in tables.items()})
         clip_transform = clip.preprocess
         del clip, tables
-    caption_transform = partial(pixel_values, load_caption_processor(config.blip_path).image_processor)
+    caption_transform = captioner_transform(config.blip_path) if config.needs_captioner() else None
+    tagger_transform = None
+    if config.tagger_path is not None:
+        from ..models.tagger import tagger_transform as make_tagger_transform
+        tagger_transform = make_tagger_transform(config.tagger_path)
     gpus = ray.cluster_resources().get("GPU", 0)
     count = actors or default_actors()
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -304,7 +334,8 @@ def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress,
               "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
-                        fn_kwargs={"caption_transform": caption_transform, "clip_transform": clip_transform})
+                        fn_kwargs={"caption_transform": caption_transform, "clip_transform": clip_transform,
+                                   "tagger_transform": tagger_transform})
     ds = ds.map_batches(actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
                         num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
                         fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),

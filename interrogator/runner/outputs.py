@@ -3,15 +3,24 @@
 | format | where | what |
 | --- | --- | --- |
 | ``kaggle`` | ``output`` | the submission CSV (submission.py); ids are file stems, so they must be unique |
-| ``txt`` | ``<stem>.txt`` beside each image, or under ``txt_dir`` keeping the sub-folders | the prompt, one line |
-| ``csv`` | ``<output stem>.prompts.csv`` | imgId, file, caption, medium, movement, artist, trending, flavors, prompt, failed, and negative_prompt when ``negative_prompt`` is set |
+| ``txt`` | ``<stem><txt_extension>`` (``.txt``, ``.caption``) beside each image, or under ``txt_dir`` keeping the sub-folders | the text, one line |
+| ``csv`` | ``<output stem>.prompts.csv`` | imgId, file, caption, medium, movement, artist, trending, flavors, prompt, failed; negative_prompt when ``negative_prompt`` is set; tags, tag_scores, rating, rating_score with a tagger; text with a ``caption_template`` |
 | ``jsonl`` | ``<output stem>.jsonl`` | the same fields, one JSON object a line (flavors as a list) |
 | ``parquet`` | ``<output stem>.parquet`` | the same fields and ``embedding`` (384 float32, a plain fixed-size list) |
 
-Every file goes through the atomic writer, after every batch is done (the batch records in the work folder
-carry a killed run's progress, as for the CSV). A ``.txt`` that exists is never replaced unless ``overwrite``:
-one holding exactly the prompt is left as it is (a rerun after a kill), any other is skipped and counted in
-one warning.
+Every file goes through the atomic writer. The caption files of a local run are written batch by batch, as
+soon as a batch is finished; the other engines write them from the batch records at the end, as every other
+format. What an existing caption file gets is ``existing_txt`` (``overwrite: true`` is ``overwrite``):
+
+| policy | an existing file |
+| --- | --- |
+| ``keep`` (default) | left as it is, and counted in one warning where it holds other text |
+| ``skip`` | its image is not processed at all (plan.py) |
+| ``overwrite`` | replaced by the text |
+| ``append`` / ``prepend`` | the text added after / before what it holds, joined by ``tag_separator``; a file that already ends / starts with the text is left as it is, so a rerun or a resumed run never adds it twice |
+
+Under every policy a file that already holds what would be written is not written again (its mtime stays):
+a killed run, run again, rewrites none of the files it finished.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.atomic import atomic_write, write_bytes
-from ..core.record import SUBMISSION_DIM
+from ..core.record import SUBMISSION_DIM, ImageTags
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +56,25 @@ class Row:
     prompt: str
     failed: str          # why it could not be decoded, or ''
     negative: Optional[str] = None  # the negative prompt, when asked for (config key negative_prompt)
+    tagged: Optional[ImageTags] = None  # the tagger's, when there is one (empty for an undecodable image)
+    text: Optional[str] = None  # the caption template's text, when there is a template
 
     def as_dict(self) -> dict:
         out = dict(zip(FIELDS, (self.image_id, self.file, self.caption, self.medium, self.movement, self.artist,
                                 self.trending, self.flavors, self.prompt, self.failed)))
         if self.negative is not None:
             out["negative_prompt"] = self.negative
+        if self.tagged is not None:
+            out.update(tags=self.tagged.names(), tag_scores=[s for _, s in self.tagged.tags],
+                       rating=self.tagged.rating, rating_score=self.tagged.rating_score)
+        if self.text is not None:
+            out["text"] = self.text
         return out
+
+    @property
+    def final(self) -> str:
+        """What the image's caption file holds: the template's text, else the prompt."""
+        return self.text if self.text is not None else self.prompt
 
 
 def rows_of(result) -> List[Row]:
@@ -61,20 +82,29 @@ def rows_of(result) -> List[Row]:
     out = []
     for n, (i, f, c, t, p) in enumerate(zip(result.image_ids, result.files, result.captions, result.tags,
                                             result.prompts)):
+        tagged = None if result.tagged is None else (result.tagged[n] or ImageTags([]))
         out.append(Row(i, f, c, t.medium if t else "", t.movement if t else "", t.artist if t else "",
                        t.trending if t else "", list(t.flavors) if t else [], p, result.failed.get(i, ""),
-                       None if result.negatives is None else result.negatives[n]))
+                       None if result.negatives is None else result.negatives[n], tagged,
+                       None if result.texts is None else result.texts[n]))
     return out
+
+
+def columns_of(rows: Sequence[Row]) -> List[str]:
+    """The rows' fields, in order (the optional ones where the rows have them)."""
+    return list(rows[0].as_dict()) if rows else list(FIELDS)
 
 
 def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dict] = None):
     """The rows and their embeddings as an Arrow table (``extra``: leading columns, such as the batch)."""
     import pyarrow as pa
     columns = dict(extra or {})
-    names = list(FIELDS) + (["negative_prompt"] if rows and rows[0].negative is not None else [])
-    for name in names:
-        values = [r.as_dict()[name] for r in rows]
-        columns[name] = pa.array(values, pa.list_(pa.string())) if name == "flavors" else values
+    types = {"flavors": pa.list_(pa.string()), "tags": pa.list_(pa.string()), "tag_scores": pa.list_(pa.float64()),
+             "rating_score": pa.float64()}
+    dicts = [r.as_dict() for r in rows]
+    for name in columns_of(rows):
+        values = [d[name] for d in dicts]
+        columns[name] = pa.array(values, types[name]) if name in types else values
     columns["embedding"] = vector_column(embeddings)
     return pa.table(columns)
 
@@ -92,25 +122,65 @@ def format_paths(output: str) -> Dict[str, Path]:
             "jsonl": out.with_name(f"{out.stem}.jsonl"), "parquet": out.with_name(f"{out.stem}.parquet")}
 
 
-def write_txt(rows: Sequence[Row], paths: Sequence[Path], overwrite: bool) -> Dict[str, int]:
-    """Each prompt in its ``.txt`` (plan.txt_paths); returns counts of written, unchanged and kept files."""
-    counts = {"written": 0, "unchanged": 0, "kept": 0}
-    for row, target in zip(rows, paths):
-        data = (row.prompt + "\n").encode("utf-8")
-        if target.exists() and not overwrite:
-            counts["unchanged" if target.read_bytes() == data else "kept"] += 1
-            continue
-        write_bytes(target, data)
-        counts["written"] += 1
-    if counts["kept"]:
-        log.warning("txt: %d existing .txt files hold other text and were not overwritten (--overwrite replaces "
-                    "them)", counts["kept"])
-    return counts
+@dataclass
+class TxtWriter:
+    """Caption files under one policy (module docstring), counted: written, unchanged, kept."""
+
+    policy: str = "keep"
+    separator: str = ", "
+
+    def __post_init__(self):
+        self.counts = {"written": 0, "unchanged": 0, "kept": 0}
+        self.done: set = set()  # paths handled in this run (batch by batch, then the rest at the end)
+
+    def content(self, target: Path, text: str) -> Optional[str]:
+        """What ``target`` should hold, or None where it is kept as it is."""
+        if not target.exists() or self.policy in ("overwrite",):
+            return text
+        old = target.read_bytes().decode("utf-8", errors="replace").rstrip("\r\n")
+        if old == text:
+            return text
+        if self.policy == "append":
+            return old if old.endswith(self.separator + text) else old + self.separator + text
+        if self.policy == "prepend":
+            return old if old.startswith(text + self.separator) else text + self.separator + old
+        return None  # keep (and skip, for a file made since the plan)
+
+    def write(self, paths: Sequence[Path], texts: Sequence[str]) -> None:
+        for target, text in zip(paths, texts):
+            if target in self.done:
+                continue
+            self.done.add(target)
+            content = self.content(target, text)
+            if content is None:
+                self.counts["kept"] += 1
+                continue
+            data = (content + "\n").encode("utf-8")
+            if target.exists() and target.read_bytes() == data:
+                self.counts["unchanged"] += 1
+                continue
+            write_bytes(target, data)
+            self.counts["written"] += 1
+
+    def finish(self) -> Dict[str, int]:
+        if self.counts["kept"]:
+            log.warning("txt: %d existing caption files hold other text and were kept (existing_txt: overwrite, "
+                        "append or prepend changes them)", self.counts["kept"])
+        return dict(self.counts)
 
 
-def write_all(plan, result) -> Tuple[Optional[Path], Dict[str, object]]:
+def txt_writer(config) -> TxtWriter:
+    return TxtWriter(config.txt_policy(), config.tag_separator)
+
+
+def flat(row: dict) -> dict:
+    """A row for the CSV: lists joined by ", " (scores as Python writes floats)."""
+    return {k: ", ".join(map(repr, v) if k == "tag_scores" else v) if isinstance(v, list) else v for k, v in row.items()}
+
+
+def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[Path], Dict[str, object]]:
     """Every output of the plan (plan.Outputs) from a run's result: the submission's path and {format: path
-    or txt counts} of the others."""
+    or txt counts} of the others. ``txt``: the writer that already wrote the caption files batch by batch."""
     from .submission import write_submission
     outputs, rows = plan.outputs, rows_of(result)
     submission = None
@@ -118,11 +188,12 @@ def write_all(plan, result) -> Tuple[Optional[Path], Dict[str, object]]:
         submission = write_submission(result.kaggle_ids, result.embeddings, outputs.submission)
     written: Dict[str, object] = {}
     if outputs.txt:
-        written["txt"] = write_txt(rows, outputs.txt, plan.config.overwrite)
+        txt = txt or txt_writer(plan.config)
+        txt.write(outputs.txt, [r.final for r in rows])  # the files not written batch by batch
+        written["txt"] = txt.finish()
     if "csv" in outputs.files:
         import pandas as pd
-        columns = list(FIELDS) + (["negative_prompt"] if rows and rows[0].negative is not None else [])
-        frame = pd.DataFrame([{**r.as_dict(), "flavors": ", ".join(r.flavors)} for r in rows], columns=columns)
+        frame = pd.DataFrame([flat(r.as_dict()) for r in rows], columns=columns_of(rows))
         written["csv"] = atomic_write(outputs.files["csv"],
                                       lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
     if "jsonl" in outputs.files:

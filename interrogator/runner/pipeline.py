@@ -18,8 +18,10 @@ from ..core.images import ImageDataset, ImageFile, batch_loader
 from ..core.oom import StageBatcher
 from ..core.plan import Plan, make_plan
 from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
-from .stages import Models, load_captioner_stage, load_clip_stage, load_learned, load_sentence, new_record, run_phases
+from .stages import (Models, load_captioner_stage, load_clip_stage, load_learned, load_sentence, load_tagger_stage,
+                     new_record, run_phases)
 from ..core.workdir import WorkDir
+from .outputs import TxtWriter, txt_writer
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,17 @@ class RunResult:
     kaggle_ids: List[str] = field(default_factory=list)  # each image's id in the submission CSV
     written: Dict[str, object] = field(default_factory=dict)  # other formats: path, or txt counts
     ray: Optional[str] = None  # what the Ray engine did (batches written, actors, reused), when it ran
+    tagged: Optional[List] = None  # record.ImageTags per image (None where undecodable), with a tagger
+    texts: Optional[List[str]] = None  # the caption template's text per image, with a template
+    captioned: int = 0  # images left out because their caption file exists (existing_txt skip)
 
     def summary(self) -> str:
         n = len(self.image_ids)
         total = sum(self.stage_seconds.values())
         lines = [f"images: {n} done, {len(self.failed)} undecodable (fallback prompt)"]
         lines += [f"  undecodable: {i}: {why}" for i, why in sorted(self.failed.items())]
+        if self.captioned:
+            lines.append(f"skipped {self.captioned} images whose caption file exists (existing_txt: skip)")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} entries named like images: "
                          + ", ".join(f"{name} ({why})" for name, why in self.skipped))
@@ -112,7 +119,7 @@ class Phase:
     needs_images: bool
 
 
-CAPTION = Phase("caption", "caption", ("captioner",), True)
+CAPTION = Phase("caption", "caption", ("captioner", "tagger"), True)
 TAG = Phase("tag", "tags", ("clip", "tables"), True)
 EMBED = Phase("embed", "embed", ("sentence",), False)
 TOGETHER = ((CAPTION, TAG, EMBED),)  # every model resident; each batch through every phase
@@ -131,6 +138,8 @@ class RunState:
     batcher: StageBatcher
     progress: bool
     records: Dict[int, BatchRecord] = field(default_factory=dict)
+    txt: Optional[TxtWriter] = None  # writes each batch's caption files as soon as the batch has its texts
+    txt_paths: Tuple[Path, ...] = ()
 
     def images(self, batch_numbers) -> int:
         return sum(len(self.batches[b]) for b in batch_numbers)
@@ -140,8 +149,8 @@ class RunState:
         return [b for b in range(len(self.batches))
                 if b not in self.records or not all(self.records[b].done(p.name) for p in phases)]
 
-    def loader(self, batch_numbers, caption_transform, clip_transform):
-        dataset = ImageDataset(self.files, caption_transform, clip_transform)
+    def loader(self, batch_numbers, caption_transform, clip_transform, tagger_transform):
+        dataset = ImageDataset(self.files, caption_transform, clip_transform, tagger_transform)
         loader = batch_loader(dataset, [self.batches[b] for b in batch_numbers], self.config.loader_workers(),
                               pin_memory=self.config.resolved_device().startswith("cuda"))
         iterator = iter(loader)
@@ -153,9 +162,14 @@ class RunState:
             yield batch
 
     def save(self, b: int) -> None:
+        """The batch's record into the work folder, then its caption files (once it has its texts)."""
+        record = self.records[b]
         if self.work is not None:
             with self.timer("save"):
-                self.work.save(b, self.records[b])
+                self.work.save(b, record)
+        if self.txt is not None and record.final is not None:
+            with self.timer("write"):
+                self.txt.write([self.txt_paths[i] for i in self.batches[b]], record.final)
 
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
@@ -190,6 +204,8 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
                            config.resolved_device())
     state = RunState(config, list(plan.files), batches, work, timer, batcher, progress)
+    if plan.outputs is not None and plan.outputs.txt and not records_only:
+        state.txt, state.txt_paths = txt_writer(config), plan.outputs.txt
     if work is not None:
         with timer("resume"):
             state.records = work.resume(state.files, batches)
@@ -206,7 +222,7 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     if plan.outputs is not None and not records_only:
         from .outputs import write_all
         with timer("write"):
-            result.output, result.written = write_all(plan, result)
+            result.output, result.written = write_all(plan, result, state.txt)
         if work is not None and not keep_work:
             work.remove()
     return result
@@ -226,7 +242,7 @@ def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
     """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
     from ..learn.blend import blend_vectors
     n = len(plan.files)
-    captions, prompts, tags, negatives = [""] * n, [""] * n, [None] * n, [""] * n
+    captions, prompts, tags, negatives, tagged, texts = [""] * n, [""] * n, [None] * n, [""] * n, [None] * n, [""] * n
     arrays = {name: np.zeros((n, SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
     present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
     failed: Dict[str, str] = {}
@@ -236,6 +252,10 @@ def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
             captions[i], prompts[i], tags[i] = record.captions[pos], record.prompts[pos], record.tags[pos]
             if record.negatives is not None:
                 negatives[i] = record.negatives[pos]
+            if record.tagged is not None:
+                tagged[i] = record.tagged[pos]
+            if record.texts is not None:
+                texts[i] = record.texts[pos]
         for name, array in arrays.items():
             if name == "embeddings" or present[name]:
                 array[members] = getattr(record, name)
@@ -243,9 +263,11 @@ def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
     head, bank = (arrays[n] if present[n] else None for n in LEARNED)
     vectors = blend_vectors(plan.config.blend, arrays["embeddings"], head, bank)
     with_negatives = bool(records) and all(r.negatives is not None for r in records.values())
+    config = plan.config
     return RunResult(plan.ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
                      arrays["embeddings"], head, bank, failed, skipped=list(plan.skipped), files=list(plan.relative),
-                     kaggle_ids=list(plan.kaggle))
+                     kaggle_ids=list(plan.kaggle), tagged=tagged if config.tagger_path is not None else None,
+                     texts=texts if config.caption_template is not None else None, captioned=plan.captioned)
 
 
 def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
@@ -281,6 +303,7 @@ def _load(state: RunState, group: Sequence[Phase]) -> Models:
             models.sentence = load_sentence(config)
         if "captioner" in needed:
             models.captioner = load_captioner_stage(config)
+            models.tagger = load_tagger_stage(config)
     if "clip" in needed and config.needs_clip():
         with state.timer("labels"):
             models.clip, models.tables = load_clip_stage(config, state.progress)
@@ -295,8 +318,10 @@ def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: Li
     imaged = [b for b in todo if any(p.needs_images and (p is not TAG or clip_images) and not _done(state, b, p)
                                      for p in group)]
     names = {p.name for p in group}
-    batches = state.loader(imaged, models.captioner.transform if "caption" in names else None,
-                           models.clip.preprocess if "tag" in names and clip_images else None)
+    captioning = "caption" in names
+    batches = state.loader(imaged, models.captioner.transform if captioning and models.captioner else None,
+                           models.clip.preprocess if "tag" in names and clip_images else None,
+                           models.tagger.transform if captioning and models.tagger else None)
     for b in todo:
         batch = next(batches) if b in imaged else None
         if b not in state.records:

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class Models:
     """The loaded stages; any may be None while another phase runs (low_memory)."""
 
-    captioner: Optional[Captioner] = None
+    captioner: Optional[Captioner] = None  # None where the text needs no caption (caption_template)
+    tagger: object = None  # tagger.Tagger, when the config has a tagger_path
     clip: Optional[Clip] = None
     tables: Optional[Dict[str, LabelTable]] = None
     sentence: object = None
@@ -34,7 +35,7 @@ class Models:
     bank: object = None  # bank.Bank, likewise
 
     def free(self, device: str) -> None:
-        self.captioner = self.clip = self.tables = self.sentence = self.head = self.bank = None
+        self.captioner = self.tagger = self.clip = self.tables = self.sentence = self.head = self.bank = None
         release_cuda_memory(device)
 
 
@@ -49,9 +50,21 @@ def load_sentence(config: Config):
     return model
 
 
-def load_captioner_stage(config: Config) -> Captioner:
+def load_captioner_stage(config: Config) -> Optional[Captioner]:
+    """The captioner, or None where the text needs no caption."""
+    if not config.needs_captioner():
+        return None
     return load_captioner(config.blip_path, config.resolved_device(), config.torch_dtype(), config.load_in_8bit,
-                          config.max_new_tokens, config.min_new_tokens, config.num_beams)
+                          config.max_new_tokens, config.min_new_tokens, config.num_beams, config.load_in_4bit,
+                          config.caption_prompt, config.repetition_penalty, config.cut_partial)
+
+
+def load_tagger_stage(config: Config):
+    """The WD-style tagger, or None without a tagger_path."""
+    if config.tagger_path is None:
+        return None
+    from ..models.tagger import load_tagger
+    return load_tagger(config.tagger_path, config.resolved_device(), config.tag_rules())
 
 
 def load_clip_stage(config: Config, progress: bool):
@@ -75,7 +88,8 @@ def load_models(config: Config, tables=None, progress: bool = False) -> Models:
     """Every model a run of the config needs, resident at once: the one loader of the local run and the Ray
     actors. ``tables``: {name: (labels, fp32 embeddings, from_cache)} already encoded (Ray shares them from
     the driver), else they are encoded or read from the label cache here."""
-    models = Models(captioner=load_captioner_stage(config), sentence=load_sentence(config))
+    models = Models(captioner=load_captioner_stage(config), tagger=load_tagger_stage(config),
+                    sentence=load_sentence(config))
     if config.needs_clip():
         if tables is None:
             models.clip, models.tables = load_clip_stage(config, progress)
@@ -126,10 +140,15 @@ def _spread(record: BatchRecord, values: Sequence, fill) -> list:
 
 
 def caption_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: StageBatcher) -> None:
-    captions = []
-    if record.ok:  # a batch may hold only undecodable images
+    """The captioner's text (or '' without one) and the tagger's tags of each decoded image."""
+    captions, tagged = [""] * len(record.ok), []
+    if record.ok and models.captioner is not None:  # a batch may hold only undecodable images
         captions = batcher.run("caption", batch.decoded(batch.caption_pixels), models.captioner.caption,
                                concat_lists)
+    if models.tagger is not None:
+        if record.ok:
+            tagged = batcher.run("caption", batch.decoded(batch.tagger_pixels), models.tagger.tag, concat_lists)
+        record.tagged = _spread(record, tagged, None)
     record.captions = _spread(record, captions, "")
 
 
@@ -158,12 +177,15 @@ def tag_phase(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
                 record.bank = _spread_rows(record, models.bank.query(features, config.bank_k, config.bank_temperature,
                                                                      config.bank_backend))
     with timer("prompt"):
-        if config.mode == "caption":
+        if config.mode == "caption" or not config.needs_mode():
             tags = [Tags("", "", []) for _ in record.ok]
-        prompts = [mode_prompt(config, record.captions[pos], t, c, models.clip)
+        prompts = [mode_prompt(config, record.captions[pos], t, c, models.clip) if config.needs_mode() else ""
                    for pos, t, c in zip(record.ok, tags, chosen or [None] * len(tags))]
     record.tags = _spread(record, tags, None)
     record.prompts = _spread(record, prompts, config.fallback_prompt)
+    if config.caption_template is not None:
+        record.texts = _spread(record, [template_text(config, record, pos) for pos in record.ok],
+                               config.fallback_prompt)
     if config.negative_prompt:
         record.negatives = _spread(record, negatives, "")
     for name, model in (("head", models.head), ("bank", models.bank)):
@@ -189,8 +211,18 @@ def mode_prompt(config: Config, caption: str, tags: Optional[Tags], chosen=None,
     return chosen.prompt
 
 
+def template_text(config: Config, record: BatchRecord, pos: int) -> str:
+    """The caption template (template.py) filled with one decoded image's parts."""
+    from .template import render
+    tagged = record.tagged[pos] if record.tagged is not None else None
+    parts = {"trigger": config.trigger, "caption": " ".join(record.captions[pos].split()), "prompt": record.prompts[pos],
+             "tags": config.tag_separator.join(tagged.names()) if tagged else "",
+             "rating": tagged.rating if tagged else ""}
+    return render(config.caption_template, parts)
+
+
 def embed_phase(models: Models, record: BatchRecord, batcher: StageBatcher) -> None:
-    record.embeddings = batcher.run("embed", list(record.prompts),
+    record.embeddings = batcher.run("embed", list(record.final),
                                     lambda p: embed_prompts(models.sentence, p, len(p)), np.concatenate)
 
 
