@@ -187,7 +187,7 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[P
     if outputs.submission is not None:
         submission = write_submission(result.kaggle_ids, result.embeddings, outputs.submission)
     written: Dict[str, object] = {}
-    if outputs.txt:
+    if "txt" in plan.config.formats:
         txt = txt or txt_writer(plan.config)
         txt.write(outputs.txt, [r.final for r in rows])  # the files not written batch by batch
         written["txt"] = txt.finish()
