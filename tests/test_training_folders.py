@@ -131,21 +131,30 @@ def outputs(folder):
             else p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_local_devices_and_ray_write_the_same_bytes(training, tmp_path, ray_cluster):
+def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
+    """The local run, low_memory, --devices cpu,cpu, --shard + merge --config and Ray."""
     pytest.importorskip("pyarrow")
     from interrogator.ray_engine import run_ray
     every = ["kaggle", "txt", "csv", "jsonl", "parquet"]
 
-    def config_for(name):
-        return training(formats=every, txt_dir=str(tmp_path / name / "txt"), output=str(tmp_path / name / "o.csv"))
+    def config_for(name, **more):
+        return training(formats=every, txt_dir=str(tmp_path / name / "txt"), output=str(tmp_path / name / "o.csv"),
+                        **more)
     run(load_config(config_for("local")), progress=False)
+    run(load_config(config_for("low", low_memory=True)), progress=False)
     run_cli("submit", "--config", str(config_for("devices")), "--devices", "cpu,cpu", "--no-progress")
+    sharded = config_for("shards")
+    for i in range(2):
+        run_cli("submit", "--config", str(sharded), "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
+                "--no-progress")
+    run_cli("merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--output", str(tmp_path / "shards" / "o.csv"),
+            "--config", str(sharded))
     run_ray(load_config(config_for("ray")), str(tmp_path / "pq"), csv=str(tmp_path / "ray" / "o.csv"), actors=2,
             address=ray_cluster, progress=False)
     local = outputs(tmp_path / "local")
     assert len([n for n in local if n.startswith("txt/")]) == 7
-    assert outputs(tmp_path / "devices") == local
-    assert outputs(tmp_path / "ray") == local
+    for name in ("low", "devices", "shards", "ray"):
+        assert outputs(tmp_path / name) == local, name
 
 
 def test_a_template_part_without_its_model_is_one_line(capsys, training):
