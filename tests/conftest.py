@@ -64,20 +64,21 @@ def write_config(tmp_path, demo_models, small_dicts):
 
 
 # A child that runs ``submit --config`` and SIGKILLs itself as the third batch starts captioning
-# (batches 0 and 1 are saved in the work folder); format with repo and config.
+# (batches 0 and 1 are saved in the work folder); format with repo and config (and captioner: the class
+# whose caption method counts, VlmCaptioner for a VLM).
 KILL_ON_THIRD_CAPTION = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from interrogator.caption import Captioner
+from interrogator.models.caption import {captioner} as Counted
 from interrogator.cli import main
-original = Captioner.caption
+original = Counted.caption
 calls = []
 def caption(self, pixels):
     calls.append(1)
     if len(calls) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, pixels)
-Captioner.caption = caption
+Counted.caption = caption
 main(["submit", "--config", {config!r}, "--no-progress"])
 """
 

@@ -124,3 +124,18 @@ def test_an_instruction_for_a_captioner_that_takes_none_is_refused(capsys, write
     code, err = submit_error(capsys, write_config(caption_prompt="Describe it."))
     assert code == 2 and err[-1].startswith("error: config key 'caption_prompt': the blip-2 captioner takes no "
                                             "instruction; leave it out")
+
+
+def test_four_bit_is_nf4_in_the_compute_dtype_and_one_of_two():
+    pytest.importorskip("bitsandbytes", reason="the quant extra is not installed (the floor-versions venv)")
+    from interrogator.models.caption import quantization
+    config = quantization(False, True, torch.bfloat16)
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization(True, False, torch.float16).load_in_8bit and quantization(False, False, torch.float32) is None
+
+
+def test_eight_and_four_bit_together_are_one_line(capsys, write_config):
+    code, err = submit_error(capsys, write_config(load_in_8bit=True, load_in_4bit=True))
+    assert code == 2 and err[-1].startswith("error: config keys 'load_in_8bit' and 'load_in_4bit' are both true; "
+                                            "choose one")

@@ -46,7 +46,8 @@ def test_every_format_resumes_after_a_kill_with_identical_content(write_config, 
     values = json.loads(ref.read_text())
     values.update(output=str(run_dir / "out.csv"), txt_dir=str(run_dir / "txt"))
     cfg.write_text(json.dumps(values))
-    proc = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_CAPTION.format(repo=str(REPO), config=str(cfg))],
+    script = KILL_ON_THIRD_CAPTION.format(captioner="Captioner", repo=str(REPO), config=str(cfg))
+    proc = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     # the caption files of the two finished batches were written as each finished; nothing else was

@@ -80,7 +80,8 @@ def test_sigkill_then_rerun_resumes_byte_identical(write_config, tmp_path, monke
     config = write_config(batch_size=2)
     run_cli("submit", "--config", str(config), "--output", str(reference), "--no-progress")
 
-    proc = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_CAPTION.format(repo=str(REPO), config=str(config))],
+    script = KILL_ON_THIRD_CAPTION.format(captioner="Captioner", repo=str(REPO), config=str(config))
+    proc = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     out = tmp_path / "out" / "submission.csv"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SAMPLES, needs_new_transformers, run_cli
+from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, needs_new_transformers, run_cli
 from interrogator.cli import main
 from interrogator.config import load_config
 from interrogator.pipeline import run
@@ -92,28 +92,12 @@ def test_each_existing_file_policy(policy, training, images, tmp_path):
     assert caption_files(images) == files and again.written["txt"]["written"] == 0
 
 
-KILL_ON_THIRD_BATCH = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-from interrogator.models.caption import VlmCaptioner
-from interrogator.cli import main
-original = VlmCaptioner.caption
-calls = []
-def caption(self, images):
-    calls.append(1)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, images)
-VlmCaptioner.caption = caption
-main(["submit", "--config", {config!r}, "--no-progress"])
-"""
-
-
 def test_a_killed_run_reruns_without_rewriting_finished_files(training, images, tmp_path):
     reference = tmp_path / "reference"
     run(load_config(training(txt_dir=str(reference), txt_extension=".caption")), progress=False)
     config = training(txt_dir=str(tmp_path / "killed"), txt_extension=".caption")
-    proc = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_BATCH.format(repo=str(REPO), config=str(config))],
+    script = KILL_ON_THIRD_CAPTION.format(captioner="VlmCaptioner", repo=str(REPO), config=str(config))
+    proc = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     finished = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "killed").iterdir()}
@@ -184,3 +168,27 @@ def test_skip_with_shards_is_refused(capsys, training):
     code = main(["submit", "--config", str(training(existing_txt="skip")), "--shard", "0/2", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: --shard with existing_txt skip:")
+
+
+def test_the_resume_identity_covers_the_tagger_and_the_caption_settings(training, tagger_folder, tmp_path):
+    from interrogator.core.identity import run_identity
+    base = load_config(training())
+    identity = run_identity(base, [])
+    assert "tagger_path" in identity["checkpoints"] and "onnxruntime" in identity["versions"]
+    for key, value in (("tag_threshold", 0.6), ("trigger", "sks"), ("caption_template", "{tags}"),
+                       ("tags_first", ["solo"]), ("caption_prompt", "Say more."), ("repetition_penalty", 1.2)):
+        assert run_identity(load_config(training(**{key: value})), []) != identity, key
+    for key, value in (("existing_txt", "append"), ("txt_extension", ".caption")):  # which files, not what
+        assert run_identity(load_config(training(**{key: value})), []) == identity, key
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tagger_folder, retrained)
+    (retrained / "selected_tags.csv").write_text((tagger_folder / "selected_tags.csv").read_text().replace(
+        "1girl", "one_girl"))
+    assert run_identity(load_config(training(tagger_path=str(retrained))), []) != identity
+
+
+def test_a_config_without_the_new_keys_keeps_its_identity(write_config):
+    """Keys added in 0.4 enter the identity only where set, so a 0.3 run's unfinished work still resumes."""
+    from interrogator.core.identity import LATER_KEYS, run_identity
+    identity = run_identity(load_config(write_config()), [])
+    assert not set(LATER_KEYS) & set(identity)

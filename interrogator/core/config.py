@@ -105,7 +105,7 @@ class Config:
 
     def auto_batch_size(self) -> int:
         """16 on CPU; on CUDA the largest power of two whose captioning fits 85% of the card."""
-        if not self.resolved_device().startswith("cuda"):
+        if not self.resolved_device().startswith("cuda") or not self.needs_captioner():
             return 16
         import json
         import torch

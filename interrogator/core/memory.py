@@ -7,6 +7,7 @@ from pathlib import Path
 MAX_AUTO_BATCH = 1024
 MEMORY_BUDGET = 0.85        # share of the card the run may plan to use
 OTHER_MODELS_BYTES = 2.5e9  # CLIP ViT-L-14 + MiniLM + label tables + workspace, fp16
+VLM_IMAGE_TOKENS = 1280     # image and prompt tokens planned per image for a VLM (Qwen2-VL at about 1000x1000 px)
 KV_OVERHEAD = 1.3           # KV cache growth, logits and vision activations on top of the KV cache
 
 
@@ -25,7 +26,10 @@ def caption_bytes_per_image(config: dict, new_tokens: int, beams: int, dtype_byt
     text = config.get("text_config", {})
     layers = text.get("num_hidden_layers", 32)
     hidden = text.get("hidden_size", 2560)
-    tokens = config.get("num_query_tokens", 32) + 1 + new_tokens
+    if config.get("model_type") in ("blip-2", "blip"):
+        tokens = config.get("num_query_tokens", 32) + 1 + new_tokens
+    else:  # a VLM's image tokens depend on the image and the processor: plan for many
+        tokens = VLM_IMAGE_TOKENS + new_tokens
     return 2 * layers * hidden * tokens * dtype_bytes * beams * KV_OVERHEAD
 
 
