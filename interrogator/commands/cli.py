@@ -196,6 +196,27 @@ def cmd_make_demo_models(args) -> int:
 
 
 
+def cmd_app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InterrogatorError("the app needs gradio: pip install 'interrogator[app]'") from None
+    from ..app.paths import Roots
+    from ..app.service import Service
+    from ..app.ui import launch
+    config = load_config(args.config, device=args.device)
+    for folder in args.allow:
+        if not Path(folder).is_dir():
+            raise InterrogatorError(f"--allow {folder}: not a folder")
+    service = Service(config, Roots.of(*args.allow), args.index, args.max_upload_mb * 1024 * 1024)
+    if service.store is not None:
+        service.roots = Roots.of(*args.allow, service.store.root)
+    service.start()
+    print(f"interrogator app on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    launch(service, args.host, args.port, args.share)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgParser(prog="python -m interrogator", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and the libraries' log lines")
@@ -280,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common(p, device="")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, search (the [app] extra)")
+    p.add_argument("--config", required=True, help="JSON config (its models)")
+    p.add_argument("--index", help="a feature store made by `index`, for the Search tab")
+    p.add_argument("--allow", action="append", default=[], help="a server folder the Folder tab may read and write "
+                                                                "(repeatable); nothing else is served")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=7860, help="the port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N (overrides the config)")
+    add_common(p, device="")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
     p.add_argument("--folder", type=output_folder, default="demo_models",

@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -106,6 +106,12 @@ class LabelTable:
         """The k best labels for each image, best first, exact for any chunk size."""
         _, index = topk_chunked(image_features, self.embeddings, k, chunk_size)
         return [[self.labels[i] for i in row] for row in index.tolist()]
+
+    def scored(self, image_features: torch.Tensor, k: int, chunk_size: int) -> List[List[Tuple[str, float]]]:
+        """The k best labels for each image with their cosine similarities, best first."""
+        scores, index = topk_chunked(image_features, self.embeddings, min(k, len(self.labels)), chunk_size)
+        return [[(self.labels[i], float(s)) for i, s in zip(row, srow)]
+                for row, srow in zip(index.tolist(), scores.float().tolist())]
 
 
 class LabelCache:

@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,11 +19,15 @@ from ..core.oom import StageBatcher
 from ..core.plan import Plan, make_plan
 from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
 from .stages import (Models, load_captioner_stage, load_clip_stage, load_learned, load_sentence, load_tagger_stage,
-                     new_record, run_phases)
+                     loader_transforms, new_record, run_phases)
 from ..core.workdir import WorkDir
 from .outputs import TxtWriter, txt_writer
 
 log = logging.getLogger(__name__)
+
+class Stopped(InterrogatorError):
+    """A run stopped on request (run_plan's ``stop``), its finished batches saved."""
+
 
 LOADER_HINT_SHARE = 0.2  # the summary suggests more loader workers when decoding waits exceed this share
 LOADER_HINT_MIN_SECONDS = 10.0
@@ -140,6 +144,7 @@ class RunState:
     records: Dict[int, BatchRecord] = field(default_factory=dict)
     txt: Optional[TxtWriter] = None  # writes each batch's caption files as soon as the batch has its texts
     txt_paths: Tuple[Path, ...] = ()
+    on_batch: Optional[Callable[[int, int], bool]] = None  # (batches done, of) after each save; True stops there
 
     def images(self, batch_numbers) -> int:
         return sum(len(self.batches[b]) for b in batch_numbers)
@@ -150,6 +155,7 @@ class RunState:
                 if b not in self.records or not all(self.records[b].done(p.name) for p in phases)]
 
     def loader(self, batch_numbers, caption_transform, clip_transform, tagger_transform):
+        """The batches' images decoded and preprocessed (stages.loader_transforms), in order."""
         dataset = ImageDataset(self.files, caption_transform, clip_transform, tagger_transform)
         loader = batch_loader(dataset, [self.batches[b] for b in batch_numbers], self.config.loader_workers(),
                               pin_memory=self.config.resolved_device().startswith("cuda"))
@@ -193,8 +199,11 @@ def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool 
 
 
 def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Optional[Models] = None,
-             keep_work: bool = False, records_only: bool = False) -> RunResult:
-    """The phases over a plan's batches (make_plan), then its outputs (``run``'s docstring)."""
+             keep_work: bool = False, records_only: bool = False,
+             on_batch: Optional[Callable[[int, int], bool]] = None) -> RunResult:
+    """The phases over a plan's batches (make_plan), then its outputs (``run``'s docstring). ``on_batch(done, of)``:
+    called after each batch is saved (a progress report); when it returns True the run raises Stopped there, and
+    the same plan run again resumes."""
     config, batches = plan.config, [list(b) for b in plan.batches]
     work = None
     if plan.outputs is not None and plan.key is not None:
@@ -203,7 +212,7 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     timer = StageTimer(config.resolved_device())
     batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
                            config.resolved_device())
-    state = RunState(config, list(plan.files), batches, work, timer, batcher, progress)
+    state = RunState(config, list(plan.files), batches, work, timer, batcher, progress, on_batch=on_batch)
     if plan.outputs is not None and plan.outputs.txt and not records_only:
         state.txt, state.txt_paths = txt_writer(config), plan.outputs.txt
     if work is not None:
@@ -318,10 +327,7 @@ def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: Li
     imaged = [b for b in todo if any(p.needs_images and (p is not TAG or clip_images) and not _done(state, b, p)
                                      for p in group)]
     names = {p.name for p in group}
-    captioning = "caption" in names
-    batches = state.loader(imaged, models.captioner.transform if captioning and models.captioner else None,
-                           models.clip.preprocess if "tag" in names and clip_images else None,
-                           models.tagger.transform if captioning and models.tagger else None)
+    batches = state.loader(imaged, *loader_transforms(models, config, names))
     for b in todo:
         batch = next(batches) if b in imaged else None
         if b not in state.records:
@@ -331,6 +337,9 @@ def _run_group(state: RunState, models: Models, group: Sequence[Phase], todo: Li
         for phase in group:
             bars[phase.name].update(len(record.ids))
         state.save(b)
+        if state.on_batch is not None and state.on_batch(len(state.records), len(state.batches)):
+            raise Stopped(f"stopped after {len(state.records)} of {len(state.batches)} batches; the finished ones are "
+                          f"saved, and the same run again resumes from them")
     for shown in bars.values():
         shown.close()
 

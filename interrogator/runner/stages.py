@@ -114,6 +114,15 @@ def load_learned(config: Config, clip: Clip):
     return head, bank
 
 
+def loader_transforms(models: Models, config: Config, phases: Sequence[str]):
+    """What loader workers make of each image for the models of these phases: (captioner's, CLIP's, tagger's),
+    None where that model does not run."""
+    captioning = "caption" in phases
+    return (models.captioner.transform if captioning and models.captioner is not None else None,
+            models.clip.preprocess if "tag" in phases and config.needs_clip() else None,
+            models.tagger.transform if captioning and models.tagger is not None else None)
+
+
 def _spread_rows(record: BatchRecord, rows: np.ndarray) -> np.ndarray:
     """Rows of the decoded positions in an (n, 384) array, zero rows for the undecodable."""
     out = np.zeros((len(record.ids), SUBMISSION_DIM), dtype=np.float32)

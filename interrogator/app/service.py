@@ -1,0 +1,195 @@
+"""What the app does, without Gradio: the core's functions on uploads, server folders and an index, with the
+models loaded once and shared by every request, and one lock for the device (requests queue; two models never
+run on it at once).
+
+- ``interrogate``: one image through the one batch function (stages.run_phases), as ``submit`` runs a batch
+  of one: the same decode, the same models, the same prompt assembly.
+- ``analyze``: the top k of each label table with its cosine similarity.
+- ``run_folder``: a plan (plan.make_plan) over a server folder inside the allowed roots, run with the shared
+  models and the work folder (stopped runs resume), writing the chosen formats.
+- ``search``: text or image queries against a feature store made by ``index``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..core.config import Config, replace
+from ..core.errors import InterrogatorError
+from ..core.images import ImageDataset, ImageFile, collate, load_image
+from ..core.oom import StageBatcher
+from .paths import Roots
+
+ANALYZE_TABLES = ("mediums", "movements", "flavors", "artists", "trendings")  # clip-interrogator's Analyze tab
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+class InputRefused(InterrogatorError):
+    """An upload or a request the app does not take (its message is shown in the page)."""
+
+
+@dataclass
+class PromptResult:
+    prompt: str
+    caption: str
+    negative: str  # '' unless asked for
+    text: str      # the caption template's text (the prompt without a template)
+    tags: str      # the tagger's tags, joined (with a tagger)
+
+
+@dataclass
+class Hit:
+    path: Path
+    score: float
+
+
+class Service:
+    """The app's models and functions (module docstring). ``loads`` counts model loads (once per process)."""
+
+    def __init__(self, config: Config, roots: Roots, index: Optional[str] = None,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES):
+        self.config, self.roots, self.max_upload_bytes = config, roots, max_upload_bytes
+        self.lock = threading.Lock()
+        self.loads = 0
+        self._base = None
+        self._tables: Dict[str, object] = {}
+        self.store = None
+        if index is not None:
+            from ..tools.features import FeatureStore
+            self.store = FeatureStore.load(index)
+
+    def check(self) -> None:
+        """The config's models, before the page starts: one line for a missing or wrong one."""
+        from ..core.plan import check_caption_models
+        self.config.require_paths("embedding_path", "dicts")
+        self.config.check_device()
+        self.config.check_dtype()
+        check_caption_models(self.config)
+        if self.config.clip_path is not None:
+            from ..models.clip_checkpoint import resolve_clip
+            resolve_clip(self.config.clip_model, self.config.clip_path).weights(self.config.clip_path)
+
+    def start(self) -> None:
+        """Check, then load every model now (once for the process), so the first request does not wait."""
+        self.check()
+        with self.lock:
+            self.models(self.config)
+
+    # ---- models -------------------------------------------------------------------------------
+    def models(self, config: Config):
+        """The shared models, with the label tables ``config``'s mode ranks (loaded on first use); call under
+        the lock."""
+        from ..runner.stages import (Models, load_captioner_stage, load_learned, load_sentence, load_tagger_stage,
+                                     table_names)
+        from ..models.clip import load_config_clip
+        if self._base is None:
+            base = Models(captioner=load_captioner_stage(self.config), tagger=load_tagger_stage(self.config),
+                          sentence=load_sentence(self.config))
+            if self.config.clip_path is not None:
+                base.clip = load_config_clip(self.config)
+                base.head, base.bank = load_learned(self.config, base.clip)
+            self._base, self.loads = base, self.loads + 1
+        names = table_names(config) if config.needs_clip() else []
+        base = self._base
+        return Models(base.captioner, base.tagger, base.clip, self.tables(names), base.sentence, base.head, base.bank)
+
+    def tables(self, names: Sequence[str]) -> Dict[str, object]:
+        missing = [n for n in names if n not in self._tables]
+        if missing:
+            from ..runner.labels import LabelCache, load_tables
+            if self._base.clip is None:
+                raise InputRefused("this needs CLIP: start the app with a config that has clip_path")
+            self._tables.update(load_tables(self._base.clip, self.config.dicts, LabelCache(self.config.label_cache),
+                                            names=missing))
+        return {n: self._tables[n] for n in names}
+
+    # ---- one image ----------------------------------------------------------------------------
+    def check_upload(self, path: Optional[str]) -> Path:
+        """An uploaded image that exists, is not too large and decodes; InputRefused with the reason otherwise."""
+        if not path:
+            raise InputRefused("give an image")
+        upload = Path(path)
+        size = upload.stat().st_size
+        if size > self.max_upload_bytes:
+            raise InputRefused(f"the upload is {size / 2 ** 20:.1f} MiB; the limit is {self.max_upload_bytes / 2 ** 20:g} MiB")
+        try:
+            load_image(upload)
+        except ValueError as exc:
+            raise InputRefused(f"the upload is not an image this tool decodes: {exc}") from None
+        return upload
+
+    def interrogate(self, path: Optional[str], mode: Optional[str] = None, negative: bool = False) -> PromptResult:
+        """One image's prompt, caption and negative prompt, as ``submit`` makes them."""
+        from ..runner.pipeline import StageTimer
+        from ..runner.stages import loader_transforms, new_record, run_phases
+        upload = self.check_upload(path)
+        config = replace(self.config, mode=mode or self.config.mode, negative_prompt=bool(negative))
+        files = [ImageFile("upload", upload)]
+        with self.lock:
+            models = self.models(config)
+            batch = collate([ImageDataset(files, *loader_transforms(models, config, ("caption", "tag")))[0]])
+            record = new_record(files, [0], batch)
+            run_phases(models, ("caption", "tag"), batch, record, self.batcher(config), config,
+                       StageTimer(config.resolved_device()))
+        tagged = record.tagged[0] if record.tagged else None
+        return PromptResult(record.prompts[0], record.captions[0], record.negatives[0] if record.negatives else "",
+                            record.final[0], config.tag_separator.join(tagged.names()) if tagged else "")
+
+    def analyze(self, path: Optional[str], k: int = 5) -> Dict[str, List[Tuple[str, float]]]:
+        """The top k of each label table (ANALYZE_TABLES) for one image, with cosine similarities."""
+        upload = self.check_upload(path)
+        with self.lock:
+            self.models(self.config)
+            tables = self.tables(ANALYZE_TABLES)
+            features = self.image_features(upload)
+            return {name: table.scored(features, k, self.config.chunk_size)[0] for name, table in tables.items()}
+
+    def image_features(self, upload: Path) -> torch.Tensor:
+        """One image's CLIP features through the toolkit's path (call under the lock)."""
+        from ..tools.toolkit import image_features
+        _, features, _ = image_features(self._base.clip, [ImageFile("upload", upload)], self.config)
+        return features
+
+    def batcher(self, config: Config) -> StageBatcher:
+        return StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
+                            config.resolved_device())
+
+    # ---- a folder -----------------------------------------------------------------------------
+    def run_folder(self, folder: str, output: str, formats: Sequence[str],
+                   on_batch: Optional[Callable[[int, int], bool]] = None):
+        """The batch engine over a server folder inside the allowed roots; the pipeline.RunResult."""
+        from ..core.plan import make_plan
+        from ..runner.pipeline import run_plan
+        if not formats:
+            raise InputRefused("choose at least one output format")
+        images = self.roots.check(folder, "folder")
+        target = self.roots.check(output, "output")
+        config = replace(self.config, data_path=str(images), output=str(target), formats=list(formats))
+        plan = make_plan(config)
+        with self.lock:
+            return run_plan(plan, progress=False, models=self.models(config), on_batch=on_batch)
+
+    # ---- the index ----------------------------------------------------------------------------
+    def search(self, text: str = "", image: Optional[str] = None, k: int = 8) -> List[Hit]:
+        """The k images of the index most like the text or the image."""
+        from ..tools.toolkit import check_store_clip, search, text_features
+        if self.store is None:
+            raise InputRefused("no index: start the app with --index")
+        if not (text or "").strip() and not image:
+            raise InputRefused("give a text or an image")
+        with self.lock:
+            self.models(self.config)
+            clip = self._base.clip
+            check_store_clip(self.store, clip, "--index")
+            if image:
+                query = self.image_features(self.check_upload(image))
+            else:
+                query = text_features(clip, [text.strip()])
+            found = search(self.store, query.float(), min(k, len(self.store)))[0]
+        root = self.store.root
+        return [Hit(self.roots.check(str(self.store.path(h.image_id, root)), "index image"), h.score) for h in found]
+
