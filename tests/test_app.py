@@ -54,7 +54,7 @@ def site(tmp_path_factory, demo_models, small_dicts):
     port = free_port()
     page = launch(service, port=port, block=False)
     yield {"url": f"http://127.0.0.1:{port}/", "service": service, "config": config, "allowed": allowed,
-           "root": root}
+           "root": root, "page": page}
     page.close()
 
 
@@ -269,3 +269,20 @@ def test_in_the_browser_a_folder_run_writes_submits_csv(site, browser, tmp_path)
     run(replace(site["config"], data_path=str(allowed / "images"), output=str(reference)), progress=False)
     assert (allowed / "web" / "w.csv").read_bytes() == reference.read_bytes()
     shot(browser, "folder")
+
+
+def test_it_listens_on_this_machine_only_and_shares_nothing(site):
+    from interrogator.commands.cli import build_parser
+    page = site["page"]
+    assert (page.server_name, page.share, page.share_url) == ("127.0.0.1", False, None)
+    args = build_parser().parse_args(["app", "--config", "c.json"])
+    assert (args.host, args.share, args.max_upload_mb) == ("127.0.0.1", False, 20)
+
+
+def test_the_command_refuses_bad_input_in_one_line(capsys, site, tmp_path):
+    from interrogator.cli import main
+    config = site["root"] / "config.json"
+    assert main(["app", "--config", str(config), "--allow", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --allow {tmp_path / 'missing'}: not a folder"
+    assert main(["app", "--config", str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: config file does not exist: {tmp_path / 'none.json'}"

@@ -43,7 +43,9 @@ class Handlers:
 
     def prompt(self, image: Optional[str], mode: str, negative: bool):
         result = self.service.interrogate(image, mode, negative)
-        return result.prompt, result.caption, result.negative
+        config = self.service.config
+        return ((result.prompt, result.caption, result.negative)
+                + ((result.tags,) if config.tagger_path else ()) + ((result.text,) if config.caption_template else ()))
 
     def analyze(self, image: Optional[str], k: int):
         tables = self.service.analyze(image, int(k))
@@ -103,7 +105,13 @@ def build(service: Service):
             prompt = gr.Textbox(label="prompt", buttons=["copy"], elem_id="prompt-out", interactive=False)
             caption = gr.Textbox(label="caption", elem_id="prompt-caption", interactive=False)
             negative_out = gr.Textbox(label="negative prompt", elem_id="prompt-negative-out", interactive=False)
-            run.click(one_line(h.prompt), [image, mode, negative], [prompt, caption, negative_out], api_name="prompt")
+            shown = [prompt, caption, negative_out]
+            if config.tagger_path:  # the config's tagger and caption template, where it has them
+                shown.append(gr.Textbox(label="tags", buttons=["copy"], elem_id="prompt-tags", interactive=False))
+            if config.caption_template:
+                shown.append(gr.Textbox(label=f"text ({config.caption_template})", buttons=["copy"],
+                                        elem_id="prompt-text", interactive=False))
+            run.click(one_line(h.prompt), [image, mode, negative], shown, api_name="prompt")
         with gr.Tab("Analyze", id="analyze"):
             with gr.Row():
                 a_image = upload_box("analyze-image")
