@@ -1,5 +1,6 @@
-"""WD-style ONNX taggers (WD v3 ViT / SwinV2 / ConvNeXt / EVA02, JoyTag-style): ``model.onnx`` and
-``selected_tags.csv`` in one folder, run with onnxruntime (the ``[tagger]`` extra).
+"""WD-format ONNX taggers (WD v3 and WD14: ViT, SwinV2, ConvNeXt, EVA02, MOAT): ``model.onnx`` and
+``selected_tags.csv`` in one folder, run with onnxruntime (the ``[tagger]`` extra). (JoyTag normalises RGB
+and ships its own tag list: not this format.)
 
 - **Preprocessing** is the taggers' own: the image padded to a square on white (centred), resized to the
   model's input side with bicubic resampling, RGB turned BGR, float32 in 0-255, laid out as the model's input
