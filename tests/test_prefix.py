@@ -122,3 +122,20 @@ def test_the_cache_computes_at_least_8x_fewer_token_positions(chain_setup):
         counts[cache] = texts.positions
     assert counts[False] >= 8 * counts[True], counts
     print(f"token positions, 4 images: {counts[False]} in full, {counts[True]} with the prefix cache")
+
+
+def test_the_merged_table_is_remembered_for_its_tables_and_forgotten_with_them():
+    import gc
+    import torch
+    from interrogator.runner import modes
+    from interrogator.runner.labels import LabelTable
+    tables = {n: LabelTable(n, [f"{n} {i}" for i in range(3)], torch.randn(3, 4)) for n in modes.MERGED}
+    merged = modes.merged_table(tables)
+    assert modes.merged_table(tables) is merged and len(merged.labels) == 3 * len(modes.MERGED)
+    other = dict(tables, flavors=LabelTable("flavors", ["x"], torch.randn(1, 4)))
+    assert modes.merged_table(other) is not merged and modes.merged_table(other).labels[3] == "x"  # flavors: 2nd
+    key = id(tables[modes.MERGED[0]])
+    assert key in modes._MERGED
+    del tables, other, merged
+    gc.collect()
+    assert key not in modes._MERGED  # nothing of a finished run stays alive

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, needs_new_transformers, run_cli
+from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, needs_new_transformers
 from interrogator.cli import main
 from interrogator.config import load_config
 from interrogator.pipeline import run
@@ -63,10 +63,21 @@ def test_a_tagger_alone_needs_no_captioner(training, images, tmp_path):
     assert all(text.startswith("ohwx") for text in caption_files(images, ".caption").values())
 
 
+_REFERENCE = {}
+
+
+def reference_texts(training, tmp_path):
+    """Each image's text from a run into a folder of its own (one run for the whole module: same images, same
+    models)."""
+    if "texts" not in _REFERENCE:
+        result = run(load_config(training(txt_dir=str(tmp_path / "ref"))), progress=False)
+        _REFERENCE["texts"] = dict(zip(result.image_ids, result.texts))
+    return _REFERENCE["texts"]
+
+
 @pytest.mark.parametrize("policy", ["keep", "overwrite", "append", "prepend", "skip"])
 def test_each_existing_file_policy(policy, training, images, tmp_path):
-    reference = run(load_config(training(txt_dir=str(tmp_path / "ref"))), progress=False)
-    texts = dict(zip(reference.image_ids, reference.texts))
+    texts = reference_texts(training, tmp_path)
     first, second = sorted(texts)[:2]
     (images / f"{first}.txt").write_text("my own words\n")
     (images / f"{second}.txt").write_text(texts[second] + "\n")  # already what would be written
@@ -126,13 +137,14 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
                         **more)
     run(load_config(config_for("local")), progress=False)
     run(load_config(config_for("low", low_memory=True)), progress=False)
-    run_cli("submit", "--config", str(config_for("devices")), "--devices", "cpu,cpu", "--no-progress")
-    sharded = config_for("shards")
+    # in-process commands (the --devices children are processes of their own)
+    assert main(["submit", "--config", str(config_for("devices")), "--devices", "cpu,cpu", "--no-progress"]) == 0
+    sharded = str(config_for("shards"))
     for i in range(2):
-        run_cli("submit", "--config", str(sharded), "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
-                "--no-progress")
-    run_cli("merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--output", str(tmp_path / "shards" / "o.csv"),
-            "--config", str(sharded))
+        assert main(["submit", "--config", sharded, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
+                     "--no-progress"]) == 0
+    assert main(["merge", str(tmp_path / "s0.csv"), str(tmp_path / "s1.csv"), "--output",
+                 str(tmp_path / "shards" / "o.csv"), "--config", sharded]) == 0
     run_ray(load_config(config_for("ray")), str(tmp_path / "pq"), csv=str(tmp_path / "ray" / "o.csv"), actors=2,
             address=ray_cluster, progress=False)
     local = outputs(tmp_path / "local")

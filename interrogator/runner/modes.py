@@ -25,6 +25,7 @@ when its prompt fills the context.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -97,16 +98,20 @@ class Texts:
 
 def merged_table(tables: Dict[str, LabelTable], names: Sequence[str] = MERGED) -> LabelTable:
     """The tables merged in clip-interrogator's order, built once per run: remembered for these very tables
-    (about 226 MB at ViT-B-32 size, 156-193 ms a batch on the CPU when it was rebuilt for every batch)."""
-    key = tuple(id(tables[n]) for n in names)
-    if _MERGED.get("key") != key:
-        _MERGED.update(key=key, table=LabelTable("merged", [label for n in names for label in tables[n].labels],
-                                                 torch.cat([tables[n].embeddings for n in names])),
-                       tables=[tables[n] for n in names])  # kept alive, so their ids stay theirs
-    return _MERGED["table"]
+    (about 226 MB at ViT-B-32 size, 156-193 ms a batch on the CPU when it was rebuilt for every batch), and
+    forgotten with them: the memo holds weak references, and its entry goes when the first table does."""
+    parts = [tables[n] for n in names]
+    key = id(parts[0])
+    cached = _MERGED.get(key)
+    if cached is None or any(ref() is not t for ref, t in zip(cached[0], parts)):
+        cached = (tuple(weakref.ref(t) for t in parts),
+                  LabelTable("merged", [label for t in parts for label in t.labels], torch.cat([t.embeddings for t in parts])))
+        _MERGED[key] = cached
+        weakref.finalize(parts[0], _MERGED.pop, key, None)
+    return cached[1]
 
 
-_MERGED: dict = {}  # the last merged table, its tables' ids and the tables
+_MERGED: Dict[int, tuple] = {}  # id of the first table -> (weak references to the tables, the merged table)
 
 
 def _full_positions(tokens: torch.Tensor, batch_size: int = 1024) -> int:
