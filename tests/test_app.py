@@ -286,3 +286,20 @@ def test_the_command_refuses_bad_input_in_one_line(capsys, site, tmp_path):
     assert capsys.readouterr().err.strip() == f"error: --allow {tmp_path / 'missing'}: not a folder"
     assert main(["app", "--config", str(tmp_path / "none.json")]) == 2
     assert capsys.readouterr().err.strip() == f"error: config file does not exist: {tmp_path / 'none.json'}"
+
+
+def test_files_are_served_only_from_the_allowed_folders(site, tmp_path):
+    import httpx
+    allowed = site["allowed"]
+    inside = allowed / "images" / IMAGES[0].name
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the web")
+    (allowed / "leak").symlink_to(outside)
+
+    def status(path) -> int:
+        return httpx.get(f"{site['url']}gradio_api/file={path}").status_code
+    assert status(inside) == 200
+    climb = f"{allowed}/{os.path.relpath(outside, allowed)}"  # allowed/../../...: `..` out of the folder
+    assert ".." in climb and Path(climb).resolve() == outside.resolve()
+    for path in (outside, allowed / "leak", climb, "/etc/hostname", Path(__file__).resolve()):
+        assert status(path) == 403, path
