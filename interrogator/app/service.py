@@ -20,7 +20,7 @@ import torch
 
 from ..core.config import Config, replace
 from ..core.errors import InterrogatorError
-from ..core.images import ImageDataset, ImageFile, collate, load_image
+from ..core.images import ImageFile, load_image
 from ..core.oom import StageBatcher
 from .paths import Roots
 
@@ -64,14 +64,9 @@ class Service:
 
     def check(self) -> None:
         """The config's models, before the page starts: one line for a missing or wrong one."""
-        from ..core.plan import check_caption_models
+        from ..core.plan import check_interrogation
         self.config.require_paths("embedding_path", "dicts")
-        self.config.check_device()
-        self.config.check_dtype()
-        check_caption_models(self.config)
-        if self.config.clip_path is not None:
-            from ..models.clip_checkpoint import resolve_clip
-            resolve_clip(self.config.clip_model, self.config.clip_path).weights(self.config.clip_path)
+        check_interrogation(self.config)
 
     def start(self) -> None:
         """Check, then load every model now (once for the process), so the first request does not wait."""
@@ -125,16 +120,12 @@ class Service:
     def interrogate(self, path: Optional[str], mode: Optional[str] = None, negative: bool = False) -> PromptResult:
         """One image's prompt, caption and negative prompt, as ``submit`` makes them."""
         from ..runner.pipeline import StageTimer
-        from ..runner.stages import loader_transforms, new_record, run_phases
+        from ..runner.stages import interrogate_files
         upload = self.check_upload(path)
         config = replace(self.config, mode=mode or self.config.mode, negative_prompt=bool(negative))
-        files = [ImageFile("upload", upload)]
         with self.lock:
-            models = self.models(config)
-            batch = collate([ImageDataset(files, *loader_transforms(models, config, ("caption", "tag")))[0]])
-            record = new_record(files, [0], batch)
-            run_phases(models, ("caption", "tag"), batch, record, self.batcher(config), config,
-                       StageTimer(config.resolved_device()))
+            record = interrogate_files(self.models(config), config, [ImageFile("upload", upload)],
+                                       self.batcher(config), StageTimer(config.resolved_device()))
         tagged = record.tagged[0] if record.tagged else None
         return PromptResult(record.prompts[0], record.captions[0], record.negatives[0] if record.negatives else "",
                             record.final[0], config.tag_separator.join(tagged.names()) if tagged else "")

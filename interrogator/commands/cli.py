@@ -322,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, device="")
     p.set_defaults(func=cmd_make_demo_models)
 
-    from . import learned_cli, toolkit_cli
+    from . import draw_cli, learned_cli, toolkit_cli
     toolkit_cli.add_commands(sub)
     learned_cli.add_commands(sub)
+    draw_cli.add_commands(sub)
     return parser
 
 

@@ -24,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parent.parent  # the interrogator package
 DEFAULT_DICTS = PACKAGE / "dicts" if (PACKAGE / "dicts").is_dir() else PACKAGE.parent / "dicts"
 
 PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path",
-             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir", "tagger_path")
+             "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir", "tagger_path",
+             "vqgan_path")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 
@@ -93,6 +94,7 @@ class Config:
     trigger: str = ""
     txt_extension: str = ".txt"
     existing_txt: str = "keep"
+    vqgan_path: Optional[str] = None  # draw's VQGAN (draw/vqgan.py)
     config_path: Optional[str] = field(default=None, metadata={"internal": True})
     given: tuple = field(default=(), metadata={"internal": True})  # keys the file or the overrides set
 

@@ -42,6 +42,7 @@ LIBRARIES = (("torch", "torch"), ("transformers", "transformers"), ("open_clip",
 # Config keys that cannot change any output, and why.
 NEUTRAL_KEYS = {
     "output": "where the result goes",
+    "vqgan_path": "only draw reads it",
     "num_workers": "image decoding gives the same pixels in any worker",
     "label_cache": "a cache hit equals a fresh encode (same checkpoint, same labels)",
     "demo": "only builds missing demo models",

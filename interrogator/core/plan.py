@@ -138,6 +138,27 @@ def check_models(config: Config):
     return weights
 
 
+def check_interrogation(config: Config):
+    """What interrogating a few images needs (the app, draw's round trip): device and dtype, the captioner and
+    tagger, the mode's label files, and the CLIP with a head or bank of it; no data_path and no sentence model.
+    The CLIP's Weights, or None without a clip_path."""
+    config.check_device()
+    config.check_dtype()
+    check_caption_models(config)
+    if config.needs_clip():
+        config.require_paths("clip_path", "dicts")
+        from ..runner.labels import read_labels
+        for path in mode_label_files(config):
+            read_labels(path)
+    if config.clip_path is None:
+        return None
+    config.require_paths("clip_path")
+    from ..models.clip_checkpoint import resolve_clip
+    weights = resolve_clip(config.clip_model, config.clip_path).weights(config.clip_path)
+    check_learned(config, weights)
+    return weights
+
+
 def check_caption_models(config: Config) -> None:
     """The captioner the text needs (and its instruction), and the tagger the template's parts need."""
     fields = config.template_fields()

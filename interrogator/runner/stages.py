@@ -67,9 +67,9 @@ def load_tagger_stage(config: Config):
     return load_tagger(config.tagger_path, config.resolved_device(), config.tag_rules())
 
 
-def load_clip_stage(config: Config, progress: bool):
-    """The CLIP and the label tables the config's mode ranks (table_names)."""
-    clip = load_config_clip(config)
+def load_clip_stage(config: Config, progress: bool, clip: Optional[Clip] = None):
+    """The CLIP (``clip`` where already loaded) and the label tables the config's mode ranks (table_names)."""
+    clip = clip or load_config_clip(config)
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache), names=table_names(config),
                          progress_factory=label_progress(progress))
     return clip, tables
@@ -84,17 +84,19 @@ def table_names(config: Config):
     return names
 
 
-def load_models(config: Config, tables=None, progress: bool = False) -> Models:
-    """Every model a run of the config needs, resident at once: the one loader of the local run and the Ray
-    actors. ``tables``: {name: (labels, fp32 embeddings, from_cache)} already encoded (Ray shares them from
-    the driver), else they are encoded or read from the label cache here."""
+def load_models(config: Config, tables=None, progress: bool = False, clip: Optional[Clip] = None,
+                sentence: bool = True) -> Models:
+    """Every model a run of the config needs, resident at once: the one loader of the local run, the Ray
+    actors and draw's round trip. ``tables``: {name: (labels, fp32 embeddings, from_cache)} already encoded
+    (Ray shares them from the driver), else they are encoded or read from the label cache here. ``clip``: the
+    config's CLIP already loaded (draw's); ``sentence=False``: no sentence model (prompts, no embeddings)."""
     models = Models(captioner=load_captioner_stage(config), tagger=load_tagger_stage(config),
-                    sentence=load_sentence(config))
+                    sentence=load_sentence(config) if sentence else None)
     if config.needs_clip():
         if tables is None:
-            models.clip, models.tables = load_clip_stage(config, progress)
+            models.clip, models.tables = load_clip_stage(config, progress, clip)
         else:
-            models.clip = load_config_clip(config)
+            models.clip = clip or load_config_clip(config)
             models.tables = {name: LabelTable(name, labels, torch.tensor(emb).to(models.clip.device, models.clip.dtype),
                                               hit) for name, (labels, emb, hit) in tables.items()}
         models.head, models.bank = load_learned(config, models.clip)
@@ -250,6 +252,18 @@ def run_phases(models: Models, phases: Sequence[str], batch: Optional[ImageBatch
         else:
             with timer("embed"):
                 embed_phase(models, record, batcher)
+
+
+def interrogate_files(models: Models, config: Config, files: Sequence[ImageFile], batcher: StageBatcher,
+                      timer) -> BatchRecord:
+    """A few image files as one batch through the caption and tag phases: their captions, prompts, tags and
+    texts, as a run makes them (the app's one image, draw's round trip)."""
+    from ..core.images import ImageDataset, collate
+    dataset = ImageDataset(list(files), *loader_transforms(models, config, ("caption", "tag")))
+    batch = collate([dataset[i] for i in range(len(files))])
+    record = new_record(files, list(range(len(files))), batch)
+    run_phases(models, ("caption", "tag"), batch, record, batcher, config, timer)
+    return record
 
 
 def label_progress(enabled: bool):
