@@ -333,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss",
-                  "faiss.loader", "matplotlib"):
+                  "faiss.loader", "matplotlib", "bitsandbytes", "diffusers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if args.debug:
         logging.getLogger("interrogator").setLevel(logging.DEBUG)
