@@ -10,6 +10,11 @@ cached before timing) and reports, per image: the tag stage's seconds (CLIP imag
 mode's own text encoding), the texts the mode encoded and the token positions the text tower computed. The
 chain modes run twice on the same captions, with the prefix cache (modes.PREFIX_CACHE) on and off, and the
 ratios are taken in this one run. Positions, not CPU seconds, carry over to a GPU: see docs/benchmarks.md.
+
+Where clip-interrogator 0.6.0 is importable (an optional benchmark dependency: ``pip install --no-deps
+clip-interrogator==0.6.0``), the same ``best`` and ``negative`` jobs run through it in the same run, on the same
+CLIP weights, label lists and captions, one image at a time as it runs (its label tables filled before timing, as
+its cache download fills them).
 Writes bench/results/modes-<clip>-cpu.json and .md.
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,13 +97,54 @@ def setup(args, work: Path):
     return load_config(work / "c.json")
 
 
+def reference(base):
+    """clip-interrogator 0.6.0 on the config's CLIP, label lists and device, or None where it is not installed."""
+    try:
+        from clip_interrogator import Config as CiConfig, Interrogator
+    except ImportError:
+        return None
+    import clip_interrogator.clip_interrogator as ci_module
+    import numpy as np
+    from interrogator.models.clip import load_config_clip
+    clip = load_config_clip(base)
+
+    def from_cache(table, desc, digest, name):
+        """Its label tables as its cache download gives them (fp16 embeddings of its own label lists), encoded
+        here with this project's exact encoder instead of its 77-token batches (which take an hour at ViT-B-32
+        size on this CPU and are not timed either way)."""
+        table.embeds = list(clip.encode_labels(list(table.labels)).float().cpu().numpy().astype(np.float16))
+        return True
+    ci_module.LabelTable._load_cached = from_cache
+    config = CiConfig(caption_model_name=None, clip_model_name=f"{clip.name}/local", cache_path=None,
+                      download_cache=False, data_path=str(base.dicts), device="cpu", quiet=True,
+                      flavor_intermediate_count=base.intermediate_count)
+    config.clip_model, config.clip_preprocess = clip.model, clip.preprocess
+    return Interrogator(config)
+
+
+def measure_reference(ci, base, mode: str, captions) -> dict:
+    """Seconds per image of clip-interrogator's ``interrogate`` (best) or ``interrogate_negative``."""
+    from PIL import Image
+    images = sorted(Path(base.data_path).glob("*.png"))
+    prompts, start = [], time.perf_counter()
+    for path, caption in zip(images, captions):
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        if mode == "best":
+            prompts.append(ci.interrogate(rgb, max_flavors=base.max_flavors, caption=caption))
+        else:
+            prompts.append(ci.interrogate_negative(rgb, max_flavors=base.max_flavors))
+    return {"ms": 1000 * (time.perf_counter() - start) / len(images), "prompts": prompts}
+
+
 def measure(base, mode: str, work: Path, cache: bool) -> dict:
     modes.PREFIX_CACHE = cache
     Counted.totals.update(texts=0, positions=0)
     out = run(replace(base, mode=mode, output=str(work / f"{mode}-{cache}.csv")), progress=False)
     n = len(out.image_ids)
     return {"ms": 1000 * out.stage_seconds.get("tags", 0.0) / n, "texts": Counted.totals["texts"] / n,
-            "positions": Counted.totals["positions"] / n, "prompts": out.prompts}
+            "positions": Counted.totals["positions"] / n, "prompts": out.prompts,
+            "captions": out.captions}
 
 
 def main() -> None:
@@ -108,6 +155,7 @@ def main() -> None:
     parser.add_argument("--flavors", type=int, default=0, help="first N flavors (0: all)")
     parser.add_argument("--max-flavors", type=int, default=32)
     parser.add_argument("--intermediate", type=int, default=2048)
+    parser.add_argument("--no-reference", action="store_true", help="skip clip-interrogator even where installed")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-modes-"))
@@ -117,7 +165,7 @@ def main() -> None:
         base = setup(args, work)
         result = {**header("cpu", "modes.py"), "clip": args.clip, "images": args.images,
                   "max_flavors": args.max_flavors, "intermediate_count": args.intermediate}
-        chosen = args.modes.split(",")
+        chosen, chains = args.modes.split(","), {}
         for mode in chosen:  # the label cache is filled (and captions made) outside the timed runs
             run(replace(base, mode=mode, output=str(work / f"warm-{mode}.csv")), progress=False)
         for mode in chosen:
@@ -133,6 +181,15 @@ def main() -> None:
                 result[f"{mode}: token positions, fewer by"] = round(off["positions"] / max(on["positions"], 1), 2)
                 result[f"{mode}: tag stage, faster by"] = round(off["ms"] / max(on["ms"], 1e-9), 2)
                 result[f"{mode}: prompts identical with and without"] = on["prompts"] == off["prompts"]
+                chains[mode] = on
+        ci = None if args.no_reference or not chains else reference(base)
+        result["clip-interrogator 0.6.0"] = "not installed" if ci is None else "same run, same CLIP and captions"
+        for mode, on in chains.items() if ci is not None else ():
+            theirs = measure_reference(ci, base, mode, on["captions"])
+            result[f"{mode}: clip-interrogator 0.6.0 ms per image"] = round(theirs["ms"], 1)
+            result[f"{mode}: faster than clip-interrogator by"] = round(theirs["ms"] / max(on["ms"], 1e-9), 2)
+            same = sum(a == b for a, b in zip(on["prompts"], theirs["prompts"]))
+            result[f"{mode}: prompts identical to clip-interrogator's"] = f"{same} of {len(theirs['prompts'])}"
     finally:
         modes.Texts = original
         shutil.rmtree(work, ignore_errors=True)

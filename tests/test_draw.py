@@ -197,3 +197,22 @@ def test_interrogate_reports_the_similarity_at_the_start_and_the_end(tmp_path, c
     images = [Image.open(tmp_path / "out" / "000-a-red-castle" / f"step-0000{s}.png").convert("RGB") for s in (0, 3)]
     assert [float(match[1]), float(match[2])] == [round(v, 4) for v in include_similarity(clip, images, job)]
     assert match[3].count(", ") >= 3  # a caption, a medium, a movement and flavors
+
+
+def test_an_init_image_is_every_prompts_start(tmp_path, write_config, demo_vqgan):
+    sample = sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.png"))[0]
+    config = write_config()
+    common = ["--prompt", "a red castle", "--prompt", "blue sea", "--steps", "2", "--save-every", "2"]
+    assert main(draw_args(config, demo_vqgan, tmp_path / "init", *common, "--init", str(sample),
+                          "--init-weight", "0.5")) == 0
+    assert main(draw_args(config, demo_vqgan, tmp_path / "random", *common)) == 0
+    from PIL import Image
+
+    def start(out, name):  # the pixels (the PNG text differs: each has its own prompt and seed)
+        with Image.open(out / name / "step-00000.png") as image:
+            return image.tobytes()
+    assert start(tmp_path / "init", "000-a-red-castle") == start(tmp_path / "init", "001-blue-sea")
+    assert start(tmp_path / "random", "000-a-red-castle") != start(tmp_path / "random", "001-blue-sea")
+    with Image.open(tmp_path / "init" / "001-blue-sea.png") as image:
+        meta = json.loads(image.text["parameters"])
+    assert (meta["init"], meta["init_weight"]) == (str(sample), 0.5)
