@@ -197,6 +197,6 @@ def similarity(clip, images: Sequence[Image.Image], texts: Sequence[str]) -> tor
 def include_similarity(clip, images: Sequence[Image.Image], job: Job) -> List[float]:
     """The weighted mean cosine of each image to the job's include prompt (its parts of positive weight)."""
     parts = [p for p in parse_prompt(job.prompt) if p.weight > 0] or list(parse_prompt(job.prompt))
-    weights = torch.tensor([p.weight for p in parts])
+    weights = torch.tensor([abs(p.weight) for p in parts])
     return (similarity(clip, images, [p.text for p in parts]) @ weights / weights.sum()).tolist()
 

@@ -22,7 +22,6 @@ with ``trust=True`` (``--trust-checkpoint``), since unpickling runs code the fil
 """
 from __future__ import annotations
 
-import io
 import pickle
 import re
 import types
@@ -320,9 +319,3 @@ def convert_vqgan(path, out, trust: bool = False) -> Path:
         raise
     return out
 
-
-def state_bytes(state: Dict[str, torch.Tensor]) -> bytes:
-    """A state dict as torch.save bytes (the tests' and demo's way to write a checkpoint)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
