@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from interrogator.cli import main  # noqa: E402
+from interrogator.commands.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main(["submit", *sys.argv[1:]]))

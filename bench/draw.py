@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import torch  # noqa: E402
 
 from interrogator.core.config import load_config  # noqa: E402
-from interrogator.demo import make_demo_models  # noqa: E402
+from interrogator.models.demo import make_demo_models  # noqa: E402
 from interrogator.draw.miniature import REAL_LAYOUT, TINY_LAYOUT, random_vqgan  # noqa: E402
 from interrogator.draw.optimize import Drawer  # noqa: E402
 from interrogator.draw.prompts import Settings, make_jobs  # noqa: E402

@@ -14,7 +14,7 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-from interrogator.cli import main  # noqa: E402
+from interrogator.commands.cli import main  # noqa: E402
 from interrogator.core.config import load_config  # noqa: E402
 from interrogator.draw.miniature import make_demo_vqgan  # noqa: E402
 from interrogator.draw.optimize import include_similarity  # noqa: E402

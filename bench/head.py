@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 from report import header, write_report  # noqa: E402
 
-from interrogator.head import train_head  # noqa: E402
+from interrogator.learn.head import train_head  # noqa: E402
 
 
 def planted(n: int, dim: int, out: int, seed: int = 0):

@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from interrogator.clip import token_lengths, UNCAPPED_CONTEXT  # noqa: E402
-from interrogator.config import DEFAULT_DICTS  # noqa: E402
-from interrogator.labels import read_labels  # noqa: E402
-from interrogator.prompt import build_prompt  # noqa: E402
-from interrogator.submission import to_frame, validate, write_csv_atomic  # noqa: E402
-from interrogator.tokenizer import fast_tokenizer  # noqa: E402
+from interrogator.models.clip import token_lengths, UNCAPPED_CONTEXT  # noqa: E402
+from interrogator.core.config import DEFAULT_DICTS  # noqa: E402
+from interrogator.runner.labels import read_labels  # noqa: E402
+from interrogator.runner.prompt import build_prompt  # noqa: E402
+from interrogator.runner.submission import to_frame, validate, write_csv_atomic  # noqa: E402
+from interrogator.models.tokenizer import fast_tokenizer  # noqa: E402
 
 
 def synthetic_parts(n: int, seed: int = 0):

@@ -16,15 +16,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from interrogator.images import ImageDataset, batch_loader, list_images  # noqa: E402
+from interrogator.core.images import Transforms, image_batches, scan_folder  # noqa: E402
 from throughput import image_folder  # noqa: E402
 
 
-def timed(dataset, batches, workers: int, min_part: int):
+def timed(files, transforms, batches, workers: int, min_part: int):
     start, first = time.perf_counter(), None
-    for _ in batch_loader(dataset, batches, workers, pin_memory=False, min_part=min_part):
+    for _ in image_batches(files, batches, transforms, workers, pin_memory=False, min_part=min_part):
         first = first if first is not None else time.perf_counter() - start
-    return first, len(dataset) / (time.perf_counter() - start)
+    return first, len(files) / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -38,19 +38,19 @@ def main(argv=None) -> None:
     from transformers import BlipImageProcessor
     processor = BlipImageProcessor(size={"height": 224, "width": 224})
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        dataset = ImageDataset(list_images(image_folder(args.images, Path(scratch))),
-                               lambda im: processor(im, return_tensors="pt")["pixel_values"][0],
-                               open_clip.image_transform(224, is_train=False))
-        compare(dataset, args)
+        files = scan_folder(image_folder(args.images, Path(scratch))).files
+        transforms = Transforms(lambda im: processor(im, return_tensors="pt")["pixel_values"][0],
+                                open_clip.image_transform(224, is_train=False))
+        compare(files, transforms, args)
 
 
-def compare(dataset: ImageDataset, args) -> None:
+def compare(files, transforms: Transforms, args) -> None:
     n, b = args.images, args.batch_size
     batches = [list(range(i, min(i + b, n))) for i in range(0, n, b)]
     print(f"| loader ({n} images, batch {b}, {args.workers} workers) | first batch | images/s |\n| --- | --- | --- |")
     for _ in range(args.repeats):
         for name, min_part in (("one worker per batch", b), ("batch split over workers", 8)):
-            first, rate = timed(dataset, batches, args.workers, min_part)
+            first, rate = timed(files, transforms, batches, args.workers, min_part)
             print(f"| {name} | {first:.2f} s | {rate:.0f} |")
 
 

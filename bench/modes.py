@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import interrogator.modes as modes  # noqa: E402
-from interrogator.config import load_config, replace  # noqa: E402
-from interrogator.demo import make_demo_models  # noqa: E402
-from interrogator.pipeline import run  # noqa: E402
+import interrogator.runner.modes as modes  # noqa: E402
+from interrogator.core.config import load_config, replace  # noqa: E402
+from interrogator.models.demo import make_demo_models  # noqa: E402
+from interrogator.runner.pipeline import run  # noqa: E402
 from report import header, write_report  # noqa: E402
 
 CHAINS = ("best", "negative")

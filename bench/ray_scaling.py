@@ -25,10 +25,10 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from interrogator.ray_engine import connect, run_ray  # noqa: E402  (sets Ray's environment first)
-from interrogator.config import load_config, replace  # noqa: E402
-from interrogator.demo import make_demo_models  # noqa: E402
-from interrogator.pipeline import run  # noqa: E402
+from interrogator.engines.ray_engine import connect, run_ray  # noqa: E402  (sets Ray's environment first)
+from interrogator.core.config import load_config, replace  # noqa: E402
+from interrogator.models.demo import make_demo_models  # noqa: E402
+from interrogator.runner.pipeline import run  # noqa: E402
 from report import header, write_report  # noqa: E402
 
 

@@ -27,18 +27,19 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from interrogator.caption import Captioner  # noqa: E402
-from interrogator.clip import MODEL_CONFIG_DIR, Clip, register_model_configs, tokenize_many, wrap_clip  # noqa: E402
-from interrogator.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
-from interrogator.embed import embed_prompts, load_sentence_model  # noqa: E402
-from interrogator.images import ImageDataset, batch_loader, list_images, load_image  # noqa: E402
-from interrogator.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
-from interrogator.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
-from interrogator.pipeline import run  # noqa: E402
-from interrogator.stages import Models  # noqa: E402
-from interrogator.tokenizer import fast_tokenizer  # noqa: E402
-from interrogator.prompt import build_prompt  # noqa: E402
-from interrogator.rank import topk_chunked  # noqa: E402
+from interrogator.models.caption import Captioner  # noqa: E402
+from interrogator.models.clip_checkpoint import MODEL_CONFIG_DIR, register_model_configs
+from interrogator.models.clip import Clip, tokenize_many, wrap_clip  # noqa: E402
+from interrogator.core.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
+from interrogator.models.embed import embed_prompts, load_sentence_model  # noqa: E402
+from interrogator.core.images import Transforms, image_batches, load_image, scan_folder  # noqa: E402
+from interrogator.runner.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
+from interrogator.core.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
+from interrogator.runner.pipeline import run  # noqa: E402
+from interrogator.runner.loading import Models  # noqa: E402
+from interrogator.models.tokenizer import fast_tokenizer  # noqa: E402
+from interrogator.runner.prompt import build_prompt  # noqa: E402
+from interrogator.core.rank import topk_chunked  # noqa: E402
 
 SAMPLES = REPO / "samples"
 
@@ -50,7 +51,7 @@ def sync(device: str) -> None:
 
 def build_tokenizer(vocab_size: int):
     """The demo BPE, grown with real label words to the model's vocabulary, plus <image> at its end."""
-    from interrogator.demo import train_tokenizer
+    from interrogator.models.demo import train_tokenizer
     tokenizer = train_tokenizer()
     words = dict.fromkeys(w for line in read_labels(DEFAULT_DICTS / "flavors.txt") for w in line.split())
     extra = [w for w in words if w not in tokenizer.get_vocab()][:max(0, vocab_size - len(tokenizer))]
@@ -154,10 +155,10 @@ def tokenize_seconds(clip: Clip, labels) -> dict:
 
 def loader_img_s(models: Models, files, batch: int, workers: int, device: str) -> float:
     """Images per second that decoding + both preprocessings deliver alone (no model runs)."""
-    dataset = ImageDataset(files, models.captioner.transform, models.clip.preprocess)
+    transforms = Transforms(models.captioner.transform, models.clip.preprocess)
     batches = [list(range(i, min(i + batch, len(files)))) for i in range(0, len(files), batch)]
     start = time.perf_counter()
-    for _ in batch_loader(dataset, batches, workers, pin_memory=device.startswith("cuda")):
+    for _ in image_batches(files, batches, transforms, workers, pin_memory=device.startswith("cuda")):
         pass
     return len(files) / (time.perf_counter() - start)
 
@@ -279,8 +280,8 @@ def measure(args, command: str, scratch: Path) -> dict:
     if device.startswith("cuda"):
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
 
-    result["loader_img_s"] = round(loader_img_s(models, list_images(folder), batch, result["loader_workers"], device), 1)
-    files = list_images(folder)[:n_reference]
+    result["loader_img_s"] = round(loader_img_s(models, scan_folder(folder).files, batch, result["loader_workers"], device), 1)
+    files = scan_folder(folder).files[:n_reference]
     per_image = reference_loop(models, files, 3, device)
     result["reference_images"] = len(files)
     result["reference_img_s"] = round(1 / per_image, 3)

@@ -27,9 +27,9 @@ import torch  # noqa: E402
 
 from report import header, sync, write_report  # noqa: E402
 
-from interrogator.config import load_config  # noqa: E402
-from interrogator.features import build_index  # noqa: E402
-from interrogator.nearest import nearest  # noqa: E402
+from interrogator.core.config import load_config  # noqa: E402
+from interrogator.tools.features import build_index  # noqa: E402
+from interrogator.tools.nearest import nearest  # noqa: E402
 
 SAMPLES = REPO / "samples"
 
@@ -38,7 +38,7 @@ def make_clip_file(name: str, folder: Path) -> Path:
     """A checkpoint of the architecture with random weights, saved like real weights."""
     import open_clip
     from safetensors.torch import save_file
-    from interrogator.clip import register_model_configs
+    from interrogator.models.clip_checkpoint import register_model_configs
     register_model_configs()
     torch.manual_seed(0)
     model = open_clip.create_model(name, pretrained=None)
@@ -58,7 +58,7 @@ def index_rate(name: str, folder: Path, images: int, device: str, batch: int, wo
     config_path.write_text(json.dumps({"clip_model": name, "clip_path": str(make_clip_file(name, folder)),
                                        "device": device, "batch_size": batch, "num_workers": workers}))
     config = load_config(config_path)
-    from interrogator.toolkit import load_toolkit_clip
+    from interrogator.tools.toolkit import load_toolkit_clip
     clip = load_toolkit_clip(config)
     build_index(config, str(src), str(folder / "warm.safetensors"), progress=False, clip=clip)  # warm-up
     sync(device)

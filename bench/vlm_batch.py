@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from interrogator.core.config import load_config  # noqa: E402
 from interrogator.models.caption import load_captioner  # noqa: E402
 from interrogator.models.miniatures import BUILDERS, build_captioner  # noqa: E402
 from report import header, write_report  # noqa: E402
@@ -42,8 +43,9 @@ def timed(fn):
 
 
 def measure(kind: str, folder: Path, images, batch: int, new_tokens: int) -> dict:
-    captioner = load_captioner(str(build_captioner(kind, folder)), "cpu", torch.float32,
-                               max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    settings = load_config(None, blip_path=str(build_captioner(kind, folder)), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens).captioning
+    captioner = load_captioner(settings, "cpu", torch.float32)
     captioner.caption(images[:2])  # warm-up
     batched, batched_s = timed(lambda: [c for i in range(0, len(images), batch)
                                         for c in captioner.caption(images[i:i + batch])])

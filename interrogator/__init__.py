@@ -4,8 +4,7 @@
     from interrogator import execute
     vectors = execute(extend_path="/kaggle/input/interrogator/configs/kaggle_config.json")
 """
-__version__ = "0.3.0"
-
+from .core.version import __version__  # noqa: E402
 from . import _aliases  # noqa: E402
 
 _aliases.install()  # interrogator.pipeline, .ray_engine, ...: the modules of the role subpackages (README, Layout)
@@ -17,7 +16,8 @@ enforce_offline()
 from .commands.api import execute  # noqa: E402
 from .core.config import Config, load_config  # noqa: E402
 from .core.errors import ConfigError, InterrogatorError, ModelLoadError, SubmissionError  # noqa: E402
-from .runner.pipeline import RunResult, run  # noqa: E402
+from .runner.finish import RunResult  # noqa: E402
+from .runner.pipeline import run  # noqa: E402
 
 __all__ = ["execute", "run", "Config", "load_config", "RunResult", "InterrogatorError", "ConfigError",
            "ModelLoadError", "SubmissionError"]

@@ -23,7 +23,7 @@ needs_shared = pytest.mark.skipif(not (SAMPLE / "prompts.csv").is_file(), reason
 
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory):
-    from interrogator.demo import make_demo_models
+    from interrogator.models.demo import make_demo_models
     return make_demo_models(tmp_path_factory.mktemp("demo_models"))
 
 
@@ -70,7 +70,7 @@ KILL_ON_THIRD_CAPTION = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from interrogator.models.caption import {captioner} as Counted
-from interrogator.cli import main
+from interrogator.commands.cli import main
 original = Counted.caption
 calls = []
 def caption(self, pixels):
@@ -96,7 +96,7 @@ def run_cli(*args, cwd=REPO, check=True):
 def ray_cluster():
     """One local Ray cluster per test session (2 CPUs, a 300 MB object store); its address, for child drivers."""
     pytest.importorskip("ray")
-    from interrogator.ray_engine import connect
+    from interrogator.engines.ray_engine import connect
     import ray
     connect(num_cpus=2, object_store_memory=300 * 1024 ** 2)
     yield ray.get_runtime_context().gcs_address

@@ -11,7 +11,7 @@ import json, sys
 from pathlib import Path
 import interrogator
 from interrogator import execute
-from interrogator.config import DEFAULT_DICTS
+from interrogator.core.config import DEFAULT_DICTS
 print(json.dumps({"package": interrogator.__file__, "dicts": str(DEFAULT_DICTS)}))
 vectors, frame = execute(data_path=sys.argv[1], extend_path=sys.argv[2], progress=False, return_prompts=True)
 print(json.dumps({"shape": list(vectors.shape), "ids": list(frame.imgId)}))

@@ -2,7 +2,7 @@
 models loaded once and shared by every request, and one lock for the device (requests queue; two models never
 run on it at once).
 
-- ``interrogate``: one image through the one batch function (stages.run_phases), as ``submit`` runs a batch
+- ``interrogate``: one image through the one batch function (stages.run_stages), as ``submit`` runs a batch
   of one: the same decode, the same models, the same prompt assembly.
 - ``analyze``: the top k of each label table with its cosine similarity.
 - ``run_folder``: a plan (plan.make_plan) over a server folder inside the allowed roots, run with the shared
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from dataclasses import replace as replace_needs
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +23,14 @@ from ..core.config import Config, replace
 from ..core.errors import InterrogatorError
 from ..core.images import ImageFile, load_image
 from ..core.oom import StageBatcher
+from ..core.timer import StageTimer
+from ..runner.loading import Models, label_tables, load_models
+from ..runner.needs import Needs, check, needs_of, table_names
+from ..runner.pipeline import run_plan
+from ..runner.planner import make_plan
+from ..runner.stages import interrogate_files
+from ..tools.features import FeatureStore
+from ..tools.toolkit import check_store_clip, image_features, search, text_features
 from .paths import Roots
 
 ANALYZE_TABLES = ("mediums", "movements", "flavors", "artists", "trendings")  # clip-interrogator's Analyze tab
@@ -42,7 +51,7 @@ class PromptResult:
 
 
 @dataclass
-class Hit:
+class FoundImage:
     path: Path
     score: float
 
@@ -59,14 +68,16 @@ class Service:
         self._tables: Dict[str, object] = {}
         self.store = None
         if index is not None:
-            from ..tools.features import FeatureStore
             self.store = FeatureStore.load(index)
+
+    def needs(self) -> Needs:
+        """What the app loads: the captioner, tagger and sentence model, and the CLIP where the config has one
+        (or its mode needs one: then a missing clip_path is the error); no image folder."""
+        return needs_of(self.config, data=False, clip=self.config.needs_clip() or self.config.clip_path is not None)
 
     def check(self) -> None:
         """The config's models, before the page starts: one line for a missing or wrong one."""
-        from ..core.plan import check_interrogation
-        self.config.require_paths("embedding_path", "dicts")
-        check_interrogation(self.config)
+        check(self.config, self.needs())
 
     def start(self) -> None:
         """Check, then load every model now (once for the process), so the first request does not wait."""
@@ -78,28 +89,19 @@ class Service:
     def models(self, config: Config):
         """The shared models, with the label tables ``config``'s mode ranks (loaded on first use); call under
         the lock."""
-        from ..runner.stages import (Models, load_captioner_stage, load_learned, load_sentence, load_tagger_stage,
-                                     table_names)
-        from ..models.clip import load_config_clip
         if self._base is None:
-            base = Models(captioner=load_captioner_stage(self.config), tagger=load_tagger_stage(self.config),
-                          sentence=load_sentence(self.config))
-            if self.config.clip_path is not None:
-                base.clip = load_config_clip(self.config)
-                base.head, base.bank = load_learned(self.config, base.clip)
-            self._base, self.loads = base, self.loads + 1
-        names = table_names(config) if config.needs_clip() else []
+            self._base = load_models(self.config, replace_needs(self.needs(), tables=()))
+            self.loads += 1
+        names = table_names(config.ranking) if config.needs_clip() else []
         base = self._base
         return Models(base.captioner, base.tagger, base.clip, self.tables(names), base.sentence, base.head, base.bank)
 
     def tables(self, names: Sequence[str]) -> Dict[str, object]:
         missing = [n for n in names if n not in self._tables]
         if missing:
-            from ..runner.labels import LabelCache, load_tables
             if self._base.clip is None:
                 raise InputRefused("this needs CLIP: start the app with a config that has clip_path")
-            self._tables.update(load_tables(self._base.clip, self.config.dicts, LabelCache(self.config.label_cache),
-                                            names=missing))
+            self._tables.update(label_tables(self.config, self._base.clip, missing))
         return {n: self._tables[n] for n in names}
 
     # ---- one image ----------------------------------------------------------------------------
@@ -119,8 +121,6 @@ class Service:
 
     def interrogate(self, path: Optional[str], mode: Optional[str] = None, negative: bool = False) -> PromptResult:
         """One image's prompt, caption and negative prompt, as ``submit`` makes them."""
-        from ..runner.pipeline import StageTimer
-        from ..runner.stages import interrogate_files
         upload = self.check_upload(path)
         config = replace(self.config, mode=mode or self.config.mode, negative_prompt=bool(negative))
         with self.lock:
@@ -141,20 +141,16 @@ class Service:
 
     def image_features(self, upload: Path) -> torch.Tensor:
         """One image's CLIP features through the toolkit's path (call under the lock)."""
-        from ..tools.toolkit import image_features
         _, features, _ = image_features(self._base.clip, [ImageFile("upload", upload)], self.config)
         return features
 
     def batcher(self, config: Config) -> StageBatcher:
-        return StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
-                            config.resolved_device())
+        return StageBatcher.of(config)
 
     # ---- a folder -----------------------------------------------------------------------------
     def run_folder(self, folder: str, output: str, formats: Sequence[str],
                    on_batch: Optional[Callable[[int, int], bool]] = None):
         """The batch engine over a server folder inside the allowed roots; the pipeline.RunResult."""
-        from ..core.plan import make_plan
-        from ..runner.pipeline import run_plan
         if not formats:
             raise InputRefused("choose at least one output format")
         images = self.roots.check(folder, "folder")
@@ -165,9 +161,8 @@ class Service:
             return run_plan(plan, progress=False, models=self.models(config), on_batch=on_batch)
 
     # ---- the index ----------------------------------------------------------------------------
-    def search(self, text: str = "", image: Optional[str] = None, k: int = 8) -> List[Hit]:
+    def search(self, text: str = "", image: Optional[str] = None, k: int = 8) -> List[FoundImage]:
         """The k images of the index most like the text or the image."""
-        from ..tools.toolkit import check_store_clip, search, text_features
         if self.store is None:
             raise InputRefused("no index: start the app with --index")
         if not (text or "").strip() and not image:
@@ -182,5 +177,5 @@ class Service:
                 query = text_features(clip, [text.strip()])
             found = search(self.store, query.float(), min(k, len(self.store)))[0]
         root = self.store.root
-        return [Hit(self.roots.check(str(self.store.path(h.image_id, root)), "index image"), h.score) for h in found]
+        return [FoundImage(self.roots.check(str(self.store.path(h.image_id, root)), "index image"), h.score) for h in found]
 

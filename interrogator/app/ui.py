@@ -13,13 +13,16 @@ from ..core.errors import InterrogatorError
 from ..runner.modes import MODES
 from ..runner.outputs import FORMATS, format_paths
 from .service import ANALYZE_TABLES, Service
+from ..tools.pictures import contact_sheet, save_png
+import os
+import pandas as pd
 
 
 def one_line(fn):
     """A handler whose every failure is one line in the page: the tool's own message, or the exception's."""
     @functools.wraps(fn)
     def handler(*args, **kwargs):
-        import gradio as gr
+        import gradio as gr  # lazy: the [app] extra
         try:
             return fn(*args, **kwargs)
         except InterrogatorError as exc:
@@ -68,8 +71,6 @@ class Handlers:
         return "stopping after the current batch; run again to resume"
 
     def search(self, text: str, image: Optional[str], k: int):
-        import pandas as pd
-        from ..tools.pictures import contact_sheet, save_png
         hits = self.service.search(text, image, int(k))
         title = text.strip() if (text or "").strip() else "image query"
         gallery = [(str(h.path), f"{h.score:.4f} {h.path.name}") for h in hits]
@@ -84,13 +85,13 @@ class Handlers:
 def upload_box(elem_id: str, label: str = "image (drop or click to upload)"):
     """An upload that reaches the handler as the file's own bytes: the app decodes it as ``submit`` does and
     says in one line why it cannot (gr.Image would decode and re-encode it first, with its own errors)."""
-    import gradio as gr
+    import gradio as gr  # lazy: the [app] extra
     return gr.File(label=label, type="filepath", elem_id=elem_id)
 
 
 def build(service: Service):
     """The Gradio Blocks of the app."""
-    import gradio as gr
+    import gradio as gr  # lazy: the [app] extra
     h = Handlers(service)
     config = service.config
     with gr.Blocks(title="interrogator") as page:
@@ -151,7 +152,6 @@ def build(service: Service):
 def launch(service: Service, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
     """Serve the app: on 127.0.0.1 unless told otherwise, no share link unless asked, files served only from
     the allowed folders and the index's, uploads at most the service's limit."""
-    import os
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     page, handlers = build(service)
     allowed = [str(r) for r in service.roots.folders] + [str(handlers.downloads)]

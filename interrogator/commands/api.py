@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pandas as pd
 
 from ..core.config import load_config
-from ..runner.pipeline import run
+from ..engines.submit import Distribution, submit
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
     ``output``. Any other config key may be passed as a keyword. With return_prompts=True, returns
     ``(embeddings, frame)`` where frame has columns imgId, caption, prompt.
 
-    engine="ray" runs the same stages on Ray Data (ray_engine.py): the cluster at ``ray_address`` (or
+    engine="ray" runs the same stages on Ray Data (engines/submit.py chooses, as for the ``submit`` command): the cluster at ``ray_address`` (or
     RAY_ADDRESS), else a local one; per-batch Parquet files go to ``parquet_dir`` (default: beside the
     output), and the CSV is written from them when an output is named, as above.
     """
@@ -66,18 +67,10 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
                          batch_size=batch_size, max_flavors=max_flavors, num_beams=num_beams, output=output,
                          **overrides)
     write = output is not None or "output" in config.given
-    if engine == "ray":
-        from ..engines.ray_engine import default_parquet_dir, run_ray
-        result = run_ray(config, parquet_dir or default_parquet_dir(config),
-                         csv=config.output if write else None, address=ray_address, progress=progress)
-    elif engine == "local":
-        result = run(config, progress=progress, write=write)
-    else:
-        from ..core.errors import ConfigError
-        raise ConfigError(f"execute(engine={engine!r}): expected 'local' or 'ray'")
+    result = submit(config, engine, Distribution(parquet_dir=parquet_dir, ray_address=ray_address), write=write,
+                    progress=progress)
     embeddings = np.ascontiguousarray(result.embeddings, dtype=np.float32)
     if not return_prompts:
         return embeddings
-    import pandas as pd
     frame = pd.DataFrame({"imgId": result.image_ids, "caption": result.captions, "prompt": result.prompts})
     return embeddings, frame

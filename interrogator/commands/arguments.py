@@ -12,6 +12,10 @@ import math
 import string
 import sys
 from typing import Callable, List, NoReturn, Sequence
+from ..core.config import Config, replace
+from ..core.errors import InterrogatorError
+from ..core.plan import check_folder, check_output
+from pathlib import Path
 
 DEBUG_HELP = "show full tracebacks and the libraries' log lines"
 DEVICE_HELP = "cpu, cuda or cuda:N (overrides the config)"
@@ -108,10 +112,30 @@ def template(text: str) -> str:
     return text
 
 
+def shard_spec(text: str):
+    """``i/N``: shard i of N (0 <= i < N)."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/N, got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"expected i/N with 0 <= i < N, got {text!r}")
+    return index, count
+
+
+def image_range(text: str):
+    """``lo:hi:total``: images lo..hi-1 of a folder of total images."""
+    try:
+        lo, hi, total = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected lo:hi:total, got {text!r}") from None
+    if not 0 <= lo <= hi <= total:
+        raise argparse.ArgumentTypeError(f"expected 0 <= lo <= hi <= total, got {text!r}")
+    return lo, hi, total
+
+
 def device_name(text: str) -> str:
     """cpu, cuda or cuda:N, and for CUDA a device this machine has (config.Config.check_device)."""
-    from ..core.config import replace, Config
-    from ..core.errors import InterrogatorError
     try:
         replace(Config(), device=text).check_device()
     except InterrogatorError as exc:
@@ -122,8 +146,6 @@ def device_name(text: str) -> str:
 
 def output_file(text: str) -> str:
     """A file this command will write: not a folder, its folder writable (plan.check_output)."""
-    from ..core.errors import InterrogatorError
-    from ..core.plan import check_output
     try:
         check_output(text, "the output")
     except InterrogatorError as exc:
@@ -133,9 +155,6 @@ def output_file(text: str) -> str:
 
 def output_folder(text: str) -> str:
     """A folder this command will write in: not a file, writable (or creatable)."""
-    from pathlib import Path
-    from ..core.errors import InterrogatorError
-    from ..core.plan import check_folder
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     try:

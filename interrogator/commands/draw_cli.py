@@ -4,9 +4,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .arguments import add_common, float_in, non_negative_int, output_folder, positive_float, positive_int
+from .arguments import add_common, add_config, float_in, non_negative_int, output_folder, positive_float, positive_int
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
+from ..core.images import ImageFile
+from ..core.oom import StageBatcher, concat_lists
+from ..core.timer import StageTimer
+from ..runner.loading import load_models
+from ..runner.needs import Needs, check, needs_of
+from ..runner.stages import interrogate_files
+from ..core.images import load_image
+from ..draw.optimize import Drawer, include_similarity
+from ..draw.prompts import Settings, make_jobs, read_draw_prompts
+from ..draw.vqgan import build_vqgan, convert_vqgan, find_vqgan, require_diffusers
+from ..draw.writer import check_targets, final_path, require_video, write_drawn
+from ..models.clip import load_config_clip
 
 TRUST_HELP = ("read a checkpoint that holds pickled objects besides tensors (a Lightning checkpoint's "
               "callbacks): this runs the code the pickle names, so only for files you trust")
@@ -16,7 +28,6 @@ _range = float_in(0.0, math.inf)  # a finite number >= 0
 
 
 def settings_of(args, config, vqgan: str):
-    from ..draw.prompts import Settings
     width, height = args.size
     return Settings(width=width, height=height, steps=args.steps, crops=args.crops, lr=args.lr,
                     weight_decay=args.weight_decay, seed=args.seed, save_every=args.save_every,
@@ -28,9 +39,6 @@ def settings_of(args, config, vqgan: str):
 def check_draw(args, config):
     """Everything that can be known before a model loads: the VQGAN's files and layout, the size, the
     prompts, the init image, the output files. Returns (VQGAN source, settings, jobs, out folder)."""
-    from ..draw.prompts import make_jobs, read_prompts
-    from ..draw.vqgan import find_vqgan, require_diffusers
-    from ..draw.writer import check_targets, require_video
     if args.noise[0] > args.noise[1] or args.crop_scale[0] > args.crop_scale[1] or args.crop_scale[0] == 0:
         raise InterrogatorError("--noise and --crop-scale take LOW HIGH with LOW <= HIGH (and a crop scale > 0)")
     if args.video and not args.save_every:
@@ -43,17 +51,15 @@ def check_draw(args, config):
                                 "model.yaml, or a folder convert-vqgan wrote)")
     config.require_paths("clip_path")
     if args.interrogate:
-        from ..core.plan import check_interrogation
-        check_interrogation(config)
+        check(config, round_trip_needs(config))
     source = find_vqgan(vqgan)
     factor = source.factor()
     if any(v % factor for v in args.size):
         raise InterrogatorError(f"--size {args.size[0]} {args.size[1]}: each side must be a multiple of {factor} "
                                 f"(the VQGAN's downsampling factor)")
     settings = settings_of(args, config, str(vqgan))
-    jobs = make_jobs(read_prompts(args.prompt, args.prompts), settings)
+    jobs = make_jobs(read_draw_prompts(args.prompt, args.prompts), settings)
     if args.init:
-        from ..core.images import load_image
         try:
             load_image(Path(args.init))
         except ValueError as exc:
@@ -64,11 +70,6 @@ def check_draw(args, config):
 
 
 def cmd_draw(args) -> int:
-    from ..core.oom import StageBatcher, concat_lists
-    from ..draw.optimize import Drawer
-    from ..draw.vqgan import build_vqgan
-    from ..draw.writer import write_drawn
-    from ..models.clip import load_config_clip
     config = load_config(args.config, device=args.device)
     source, settings, jobs, out = check_draw(args, config)
     clip = load_config_clip(config)
@@ -89,17 +90,15 @@ def cmd_draw(args) -> int:
     return 0
 
 
+def round_trip_needs(config) -> Needs:
+    """What ``--interrogate`` reads: the drawing's CLIP, the captioner and tagger; no folder, no sentence model."""
+    return needs_of(config, data=False, sentence=False, clip=True)
+
+
 def round_trip(config, clip, drawn, out: Path) -> None:
     """The interrogator on each final image, and the CLIP similarity of its prompt at the start and the end."""
-    from ..core.images import ImageFile
-    from ..core.oom import StageBatcher
-    from ..draw.optimize import include_similarity
-    from ..draw.writer import final_path
-    from ..runner.pipeline import StageTimer
-    from ..runner.stages import interrogate_files, load_models
-    models = load_models(config, clip=clip, sentence=False)
-    batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")},
-                           config.resolved_device())
+    models = load_models(config, round_trip_needs(config), clip=clip)
+    batcher = StageBatcher.of(config)
     files = [ImageFile(d.job.name, final_path(out, d.job)) for d in drawn]
     record = interrogate_files(models, config, files, batcher, StageTimer(config.resolved_device()))
     for i, d in enumerate(drawn):
@@ -109,7 +108,6 @@ def round_trip(config, clip, drawn, out: Path) -> None:
 
 
 def cmd_convert_vqgan(args) -> int:
-    from ..draw.vqgan import convert_vqgan, require_diffusers
     require_diffusers()
     out = convert_vqgan(args.vqgan, args.out, args.trust_checkpoint)
     print(f"wrote {out} (diffusers VQModel: config.json and safetensors; use it as vqgan_path)")
@@ -118,7 +116,7 @@ def cmd_convert_vqgan(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("draw", help="text to image: VQGAN+CLIP on the config's CLIP (the [draw] extra)")
-    p.add_argument("--config", required=True, help="JSON config (its CLIP; its vqgan_path unless --vqgan)")
+    add_config(p, what="JSON config (its CLIP; its vqgan_path unless --vqgan)")
     p.add_argument("--vqgan", help="a taming last.ckpt (with its model.yaml) or a folder convert-vqgan wrote")
     p.add_argument("--prompt", action="append", default=[],
                    help="what to draw (repeatable: one image each); parts split by |, each TEXT or TEXT:WEIGHT")

@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 import json
+
+import torch
 from pathlib import Path
 
-from .arguments import (add_common, grid_step, non_negative_int, output_file, output_folder, positive_float,
+from .arguments import (add_common, add_config, grid_step, non_negative_int, output_file, output_folder, positive_float,
                         positive_int, probability)
 from ..core.config import load_config, replace
 from ..core.errors import ConfigError
+from ..core.atomic import write_bytes
+from ..core.console import bar
+from ..core.score import matched_prompts
+from ..learn.bank import Bank
+from ..learn.blend import COMPONENTS, tune_blend
+from ..learn.head import save_head, train_head
+from ..learn.learned import labelled
+from ..models.embed import embed_prompts, load_sentence
+from ..runner.pipeline import run
 
 
 
@@ -16,9 +27,6 @@ def _features_path(args) -> str:
 
 
 def cmd_train_head(args) -> int:
-    from ..core.console import bar
-    from ..learn.head import save_head, train_head
-    from ..learn.learned import labelled
     config = load_config(args.config, device=args.device)
     data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress)
     shown = bar(args.epochs, "train-head", "epoch", not args.no_progress)
@@ -36,9 +44,6 @@ def cmd_train_head(args) -> int:
 
 
 def cmd_build_bank(args) -> int:
-    from ..learn.bank import Bank
-    from ..learn.learned import labelled
-    import torch
     config = load_config(args.config, device=args.device)
     data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress)
     bank = Bank(data.ids, data.features.contiguous(), torch.from_numpy(data.targets).contiguous(),
@@ -49,18 +54,14 @@ def cmd_build_bank(args) -> int:
 
 
 def cmd_tune_blend(args) -> int:
-    from ..learn.blend import COMPONENTS, tune_blend
-    from ..models.embed import embed_prompts
-    from ..runner.pipeline import run
-    from ..runner.score import matched_prompts
-    from ..runner.stages import load_sentence
     config = load_config(args.config, device=args.device, data_path=args.data_path)
     if config.head_path is None and config.bank_path is None:
         raise ConfigError("tune-blend: set head_path and/or bank_path in the config: there is nothing to blend")
     every = [1.0, 1.0 if config.head_path else 0.0, 1.0 if config.bank_path else 0.0]
     result = run(replace(config, blend=every), progress=not args.no_progress, write=False)
     truth = matched_prompts(args.prompts, result.kaggle_ids, config.data_path, "tune-blend")
-    vectors = embed_prompts(load_sentence(config), truth.prompt.tolist(), config.stage_batch_size("embed"))
+    sentence = load_sentence(config.embedding, config.resolved_device(), config.torch_dtype() == torch.float16)
+    vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
     rows = tune_blend(result.kaggle_ids, result.prompt_embeddings, result.head, result.bank, truth.imgId.tolist(),
                       vectors, args.step)
     print(f"{len(truth)} labelled images; blends scored by the competition metric, best first")
@@ -72,7 +73,6 @@ def cmd_tune_blend(args) -> int:
     best = rows[0]
     fragment = {"blend": [round(w, 6) for w in best.weights]}
     if args.output:
-        from ..core.atomic import write_bytes
         write_bytes(args.output, (json.dumps(fragment) + "\n").encode())
         print(f"best settings: {args.output}")
     print(f"best: {json.dumps(fragment)} score {best.score:.6f}")
@@ -84,7 +84,7 @@ def add_commands(sub) -> None:
                                  ("build-bank", cmd_build_bank, "a retrieval bank of labelled images' features and "
                                                                 "prompt embeddings")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--config", required=True, help="JSON config (its CLIP and sentence model)")
+        add_config(p, what="JSON config (its CLIP and sentence model)")
         p.add_argument("--pairs", required=True, help="CSV with columns image (or imgId) and prompt")
         p.add_argument("--images", help="folder the pairs' images are in (needed for imgId; default: the "
                                         "folder that holds them all)")
@@ -105,7 +105,7 @@ def add_commands(sub) -> None:
         p.set_defaults(func=func)
 
     p = sub.add_parser("tune-blend", help="pick the blend of prompt, head and bank on labelled images")
-    p.add_argument("--config", required=True, help="JSON config with head_path and/or bank_path")
+    add_config(p, what="JSON config with head_path and/or bank_path")
     p.add_argument("--prompts", required=True, help="CSV imgId,prompt of the true prompts")
     p.add_argument("--data-path", help="the labelled images (overrides the config's data_path)")
     p.add_argument("--step", type=grid_step, default=0.1, help="grid step of the weights, in (0, 1] (default 0.1)")

@@ -5,10 +5,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from .arguments import (add_common, output_file, output_folder, positive_float, positive_int, probability,
+from .arguments import (add_common, add_config, output_file, output_folder, positive_float, positive_int, probability,
                         template)
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
+from ..core.atomic import write_bytes
+from ..learn.finetune import finetune_clip
+from ..runner.submission import write_csv_atomic
+from ..tools.features import FeatureStore, build_index
+from ..tools.pictures import contact_sheet, save_png, similarity_heatmap
+from ..tools.toolkit import (check_store_clip, classify, copy_best, files_of, folder_files, image_features,
+                             load_toolkit_clip, read_lines, rerank, search, similarity, text_features)
+import torch
+
+
+CLIP_CONFIG = "JSON config (its clip_model and clip_path)"
 
 
 def _config(args):
@@ -16,7 +27,6 @@ def _config(args):
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> Path:
-    from ..runner.submission import write_csv_atomic
     return write_csv_atomic(frame, path, workers=1)
 
 
@@ -26,17 +36,12 @@ def _warn_failed(failed) -> None:
 
 
 def cmd_index(args) -> int:
-    from ..tools.features import build_index
     report = build_index(_config(args), args.images, args.out, progress=not args.no_progress)
     print(report.summary())
     return 0
 
 
 def cmd_search(args) -> int:
-    from ..tools.features import FeatureStore
-    from ..tools.pictures import contact_sheet, save_png
-    from ..tools.toolkit import (check_store_clip, files_of, image_features, load_toolkit_clip, read_lines, search,
-                          text_features)
     store = FeatureStore.load(args.index)
     texts = list(args.text or []) + (read_lines(args.queries, "--queries") if args.queries else [])
     if not texts and not args.image:
@@ -47,7 +52,6 @@ def cmd_search(args) -> int:
         config = load_config(None, clip_model=store.clip.model, clip_path=store.clip.path, device=args.device)
     clip = load_toolkit_clip(config)
     check_store_clip(store, clip, f"--index {args.index}")
-    import torch
     queries, titles = [], []
     if texts:
         queries.append(text_features(clip, texts))
@@ -76,7 +80,6 @@ def cmd_search(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from ..tools.toolkit import classify, folder_files, load_toolkit_clip, read_lines
     config = _config(args)
     labels = read_lines(args.labels, "--labels")
     files = folder_files(args.images)
@@ -89,7 +92,6 @@ def cmd_classify(args) -> int:
     _warn_failed(result.failed)
     if args.threshold is not None:
         kept = result.kept(args.threshold, args.reject or ())
-        from ..core.atomic import write_bytes
         target = args.kept or str(Path(args.output).with_suffix(".kept.txt"))
         write_bytes(target, "".join(f"{k}\n" for k in kept).encode("utf-8"))
         print(f"kept: {target} ({len(kept)} of {len(result.ids)} images)")
@@ -97,11 +99,9 @@ def cmd_classify(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    from ..tools.toolkit import files_of, load_toolkit_clip, similarity
     config = _config(args)
     texts = list(args.texts)
     if args.texts_file:
-        from ..tools.toolkit import read_lines
         texts += read_lines(args.texts_file, "--texts-file")
     result = similarity(load_toolkit_clip(config), files_of(args.images), texts, config)
     frame = pd.DataFrame(result.matrix, columns=result.texts)
@@ -112,13 +112,11 @@ def cmd_similarity(args) -> int:
         print(frame.to_csv(index=False), end="")
     _warn_failed(result.failed)
     if args.plot:
-        from ..tools.pictures import similarity_heatmap
         print(f"plot: {similarity_heatmap(result.matrix, result.paths, result.texts, args.plot, args.title or '')}")
     return 0
 
 
 def cmd_rerank(args) -> int:
-    from ..tools.toolkit import copy_best, folder_files, load_toolkit_clip, rerank
     if args.best and not args.copy_to:
         raise InterrogatorError("--best needs --copy-to DIR")
     if args.copy_to and not args.best:
@@ -136,7 +134,6 @@ def cmd_rerank(args) -> int:
 
 
 def cmd_finetune_clip(args) -> int:
-    from ..tools.finetune import finetune_clip
     config = _config(args)
     result = finetune_clip(config, args.pairs, args.out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, seed=args.seed)
@@ -146,22 +143,39 @@ def cmd_finetune_clip(args) -> int:
 
 def add_commands(sub) -> None:
     """Register the toolkit's subcommands on the main parser's subparsers."""
+    add_index(sub)
+    add_search(sub)
+    add_classify(sub)
+    add_similarity(sub)
+    add_rerank(sub)
+    add_finetune(sub)
+
+
+def clip_command(sub, name: str, helptext: str, images: str = "image folder, searched recursively"):
+    """A subcommand on the config's CLIP over a folder of images: --config and --images."""
+    p = sub.add_parser(name, help=helptext)
+    add_config(p, what=CLIP_CONFIG)
+    p.add_argument("--images", required=True, help=images)
+    return p
+
+
+def add_index(sub) -> None:
     for name, helptext in (("index", "CLIP image features of a folder -> feature store (incremental, resumable)"),
                            ("features", "the same as index: the feature store the learned head and bank use")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
-        p.add_argument("--images", required=True, help="image folder, searched recursively")
+        p = clip_command(sub, name, helptext)
         p.add_argument("--out", required=True, type=output_file, help="feature store file (.safetensors)")
         add_common(p, progress=True)
         p.set_defaults(func=cmd_index)
 
+
+def add_search(sub) -> None:
     p = sub.add_parser("search", help="images of an index nearest a text or an image")
     p.add_argument("--index", required=True, help="feature store made by index")
     p.add_argument("--text", action="append", help="a text query (repeatable)")
     p.add_argument("--queries", help="a file of text queries, one a line")
     p.add_argument("--image", action="append", help="an image query (repeatable)")
     p.add_argument("-k", type=positive_int, default=20, help="hits per query (default 20)")
-    p.add_argument("--config", help="JSON config of the CLIP (default: the one that built the index)")
+    add_config(p, required=False, what="JSON config of the CLIP (default: the one that built the index)")
     p.add_argument("--output", type=output_file, help="write the hits as CSV (query, rank, path, score)")
     p.add_argument("--sheet", type=output_file, help="write a contact sheet PNG of the hits")
     p.add_argument("--root", help="the indexed folder, if it moved since")
@@ -169,9 +183,9 @@ def add_commands(sub) -> None:
     add_common(p, device="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("classify", help="zero-shot classification of a folder over a label list")
-    p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
-    p.add_argument("--images", required=True, help="image folder, searched recursively")
+
+def add_classify(sub) -> None:
+    p = clip_command(sub, "classify", "zero-shot classification of a folder over a label list")
     p.add_argument("--labels", required=True, help="label file, one label a line")
     p.add_argument("--template", action="append", type=template, help="prompt template with {} (repeatable; averaged); "
                                                        "default 'a photo of a {}'")
@@ -184,8 +198,10 @@ def add_commands(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_classify)
 
+
+def add_similarity(sub) -> None:
     p = sub.add_parser("similarity", help="cosine matrix of images against texts, and a heatmap")
-    p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
+    add_config(p, what=CLIP_CONFIG)
     p.add_argument("--images", nargs="+", required=True, help="image files")
     p.add_argument("--texts", nargs="*", default=[], help="texts")
     p.add_argument("--texts-file", help="a file of texts, one a line")
@@ -195,10 +211,11 @@ def add_commands(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_similarity)
 
-    p = sub.add_parser("rerank", help="order candidate images by their match to a prompt")
-    p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path)")
+
+def add_rerank(sub) -> None:
+    p = clip_command(sub, "rerank", "order candidate images by their match to a prompt",
+                     images="folder of candidates, searched recursively")
     p.add_argument("--prompt", required=True, help="the prompt")
-    p.add_argument("--images", required=True, help="folder of candidates, searched recursively")
     p.add_argument("--output", default="ranking.csv", type=output_file, help="CSV of rank, path, score")
     p.add_argument("--best", type=positive_int, help="copy the best N into --copy-to")
     p.add_argument("--copy-to", type=output_folder, help="folder for the best N (never overwrites)")
@@ -206,8 +223,10 @@ def add_commands(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_rerank)
 
+
+def add_finetune(sub) -> None:
     p = sub.add_parser("finetune-clip", help="contrastive fine-tuning on image-text pairs (open_clip_train)")
-    p.add_argument("--config", required=True, help="JSON config (its clip_model and clip_path: the start)")
+    add_config(p, what="JSON config (its clip_model and clip_path: the start)")
     p.add_argument("--pairs", required=True, help="CSV with columns image, prompt")
     p.add_argument("--out", required=True, type=output_folder,
                    help="output folder (clip.safetensors and open_clip_train's logs)")

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from .errors import ConfigError
+from .memory import auto_batch_size, caption_bytes_per_image, captioner_weight_bytes
+from .template import fields as parse_fields, parse
+from . import workers
 
 PACKAGE = Path(__file__).resolve().parent.parent  # the interrogator package
 # An installed wheel carries the label lists in the package; a source tree keeps them beside it.
@@ -28,6 +31,19 @@ PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path
              "vqgan_path")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
+MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
+FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
+PROMPT_PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
+
+
+class _Section:
+    """A section of a config as its attribute (``config.captioning``): a frozen view of the section's keys."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config, owner=None):
+        return self if config is None else section(config, SECTIONS[self.name])
 
 
 @dataclass
@@ -109,9 +125,7 @@ class Config:
         """16 on CPU; on CUDA the largest power of two whose captioning fits 85% of the card."""
         if not self.resolved_device().startswith("cuda") or not self.needs_captioner():
             return 16
-        import json
-        import torch
-        from .memory import auto_batch_size, caption_bytes_per_image, captioner_weight_bytes
+        import torch  # lazy: slow to import
         dtype_bytes = torch.finfo(self.torch_dtype()).bits // 8
         model_config = json.loads((Path(self.blip_path) / "config.json").read_text())
         total = torch.cuda.get_device_properties(torch.device(self.resolved_device())).total_memory
@@ -122,18 +136,17 @@ class Config:
         """Image-decoding worker processes: num_workers, or with "auto" every usable core but one (at most 16)."""
         if self.num_workers != "auto":
             return self.num_workers
-        from .workers import usable_cores
-        return max(0, min(usable_cores() - 1, 16))
+        return max(0, min(workers.usable_cores() - 1, 16))
 
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
-        import torch
+        import torch  # lazy: slow to import
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def torch_dtype(self):
         """fp16 on CUDA and fp32 on CPU unless dtype says otherwise."""
-        import torch
+        import torch  # lazy: slow to import
         name = self.dtype
         if name == "auto":
             name = "fp16" if self.resolved_device().startswith("cuda") else "fp32"
@@ -143,7 +156,7 @@ class Config:
         """A CUDA device must exist here: one line now, not a traceback from the first model load."""
         if self.device == "auto" or not self.device.startswith("cuda"):
             return
-        import torch
+        import torch  # lazy: slow to import
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
         if index >= count:
@@ -159,7 +172,6 @@ class Config:
 
     def template_fields(self) -> frozenset:
         """The parts the caption template uses (template.py); ``{prompt}`` alone without a template."""
-        from ..runner.template import fields as parse_fields
         return parse_fields(self.caption_template)
 
     def needs_mode(self) -> bool:
@@ -177,12 +189,7 @@ class Config:
 
     def txt_policy(self) -> str:
         """What an existing caption file gets (EXISTING_TXT); ``overwrite: true`` is ``overwrite``."""
-        return "overwrite" if self.overwrite else self.existing_txt
-
-    def tag_rules(self):
-        from ..models.tagger import TagRules, parse_replacements
-        return TagRules(self.tag_threshold, self.character_threshold, self.tag_mcut, self.max_tags, self.tag_escape,
-                        tuple(self.undesired_tags), parse_replacements(self.tag_replacements), tuple(self.tags_first))
+        return _txt_policy(self)
 
     def blend_weight(self, component: str) -> float:
         """The blend weight of 'prompt', 'head' or 'bank' (the prompt alone when no blend is set)."""
@@ -213,8 +220,58 @@ class Config:
     def _where(self) -> str:
         return f" (in {self.config_path})" if self.config_path else ""
 
+    # ---- the sections (SECTIONS): frozen views that functions take instead of the whole config ---------
+    captioning = _Section()  # CaptionerSettings
+    tagging = _Section()     # TaggerSettings
+    ranking = _Section()     # ClipSettings: CLIP, label tables, mode
+    embedding = _Section()   # EmbedSettings
+    writing = _Section()     # OutputSettings
+    blending = _Section()    # BlendSettings
+    running = _Section()     # RunSettings
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
+
+
+# ---- sections: each function takes the part of the settings it reads ------------------------------
+def _settings(name: str, doc: str, keys: str, **methods) -> type:
+    """A frozen section of the config: the named keys, with Config's types (each key in exactly one section)."""
+    types = {f.name: f.type for f in fields(Config)}
+    return dataclasses.make_dataclass(name, [(key, types[key]) for key in keys.split()], frozen=True,
+                                      namespace={"__doc__": doc, "__module__": __name__, **methods})
+
+
+def _txt_policy(writing) -> str:
+    """What an existing caption file gets (EXISTING_TXT); ``overwrite: true`` is ``overwrite``."""
+    return "overwrite" if writing.overwrite else writing.existing_txt
+
+
+CaptionerSettings = _settings("CaptionerSettings", "The captioner: which folder, how it generates.",
+                              "blip_path blip_model max_new_tokens min_new_tokens num_beams load_in_8bit load_in_4bit "
+                              "caption_prompt repetition_penalty cut_partial")
+TaggerSettings = _settings("TaggerSettings", "The WD-style tagger and how its tags are chosen and cleaned.",
+                           "tagger_path tag_threshold character_threshold tag_mcut max_tags tag_escape undesired_tags "
+                           "tag_replacements tags_first tag_separator")
+ClipSettings = _settings("ClipSettings", "The CLIP, its label tables and the mode that ranks them into a prompt.",
+                         "clip_path clip_model dicts label_cache chunk_size mode max_flavors min_flavors "
+                         "intermediate_count prompt_parts negative_prompt fallback_prompt")
+EmbedSettings = _settings("EmbedSettings", "The sentence model that embeds the prompts.",
+                          "embedding_path embedding_model embedding_dir")
+OutputSettings = _settings("OutputSettings", "What a run writes, where, and what an existing caption file gets.",
+                           "output formats txt_dir txt_extension existing_txt overwrite caption_template trigger",
+                           txt_policy=_txt_policy)
+BlendSettings = _settings("BlendSettings", "The learned head and bank and the weights that blend them with the "
+                          "prompt's embedding.", "head_path bank_path blend bank_k bank_temperature bank_backend")
+RunSettings = _settings("RunSettings", "The images, the device and how the work is batched and loaded.",
+                        "data_path recursive batch_size caption_batch_size clip_batch_size embed_batch_size device "
+                        "dtype num_workers low_memory demo vqgan_path")
+SECTIONS = {"captioning": CaptionerSettings, "tagging": TaggerSettings, "ranking": ClipSettings,
+            "embedding": EmbedSettings, "writing": OutputSettings, "blending": BlendSettings, "running": RunSettings}
+
+
+def section(config: "Config", cls):
+    """The frozen section ``cls`` of a config (lists become tuples)."""
+    return cls(**{f.name: tuple(v) if isinstance(v := getattr(config, f.name), list) else v for f in fields(cls)})
 
 
 def _user_fields() -> dict:
@@ -238,12 +295,10 @@ def _check_type(key: str, value: Any, where: str) -> None:
         return
     number = (int, float)
     if list in kinds and key == "prompt_parts":
-        from ..runner.prompt import PARTS
-        ok = (isinstance(value, list) and len(value) > 0 and all(v in PARTS for v in value)
+        ok = (isinstance(value, list) and len(value) > 0 and all(v in PROMPT_PARTS for v in value)
               and len(set(value)) == len(value))
-        expected = f"a list of distinct parts among {', '.join(PARTS)} (the seed mode's order)"
+        expected = f"a list of distinct parts among {', '.join(PROMPT_PARTS)} (the seed mode's order)"
     elif list in kinds and key == "formats":
-        from ..runner.outputs import FORMATS
         ok = isinstance(value, list) and len(value) > 0 and all(v in FORMATS for v in value)
         expected = f"a list of some of {', '.join(FORMATS)}"
     elif list in kinds and key in STRING_LISTS:
@@ -285,7 +340,6 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
             suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{where}{suggestion}")
         _check_type(key, value, where)
-    from ..runner.modes import MODES
     if values.get("mode", "seed") not in MODES:
         raise ConfigError(f"config key 'mode': expected one of {', '.join(MODES)}, got {values['mode']!r}{where}")
     if values.get("dtype", "auto") not in DTYPES:
@@ -299,7 +353,6 @@ def _validate(values: Mapping[str, Any], where: str) -> None:
 def _validate_captions(values: Mapping[str, Any], where: str) -> None:
     """The caption template, the caption file extension and policy, and one quantization at a time."""
     if values.get("caption_template") is not None:
-        from ..runner.template import parse
         try:
             parse(values["caption_template"])
         except ValueError as exc:

@@ -33,7 +33,7 @@ def quiet_libraries(debug: bool = False) -> None:
     if _FILTER not in root.filters:
         root.addFilter(_FILTER)
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # lazy: slow to import
         (hf_logging.enable_progress_bar if debug else hf_logging.disable_progress_bar)()
     except ImportError:
         pass

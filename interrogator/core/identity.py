@@ -31,6 +31,9 @@ import os
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Union
+from .atomic import write_bytes
+import importlib
+from concurrent.futures import ThreadPoolExecutor
 
 EDGE_BYTES = 1 << 20  # versions before 0.3 hashed a checkpoint file at its first and last MiB
 HASH_BLOCK = 8 << 20
@@ -183,7 +186,6 @@ def _digest_memo() -> Dict[str, str]:
 
 def _save_digest_memo(memo: Dict[str, str]) -> None:
     """Best effort: a folder that cannot be written only means the hash is computed again next run."""
-    from .atomic import write_bytes
     keep = dict(list(memo.items())[-MEMO_ENTRIES:])
     try:
         write_bytes(digest_memo_path(), json.dumps(keep).encode("utf-8"))
@@ -192,7 +194,6 @@ def _save_digest_memo(memo: Dict[str, str]) -> None:
 
 
 def library_versions() -> Dict[str, str]:
-    import importlib
     versions = {}
     for label, module in LIBRARIES:
         try:
@@ -206,7 +207,7 @@ def device_identity(device: str) -> str:
     """``cpu``, or ``cuda:<GPU name>`` (the index left out: cuda and cuda:0 are one device)."""
     if not device.startswith("cuda"):
         return device.split(":")[0]
-    import torch
+    import torch  # lazy: slow to import
     return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
 
 
@@ -214,7 +215,7 @@ def digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_identity(config, label_files: Iterable[Path], legacy: bool = False) -> dict:
+def run_identity(config, label_files: Iterable[Path], versions: Dict[str, str], legacy: bool = False) -> dict:
     """Everything that shapes a batch's result, as a JSON-able dict (see the module docstring).
 
     legacy: as versions before 0.3 computed it (checkpoint_identity), to find their unfinished work."""
@@ -231,12 +232,7 @@ def run_identity(config, label_files: Iterable[Path], legacy: bool = False) -> d
         if getattr(config, key) is not None and config.blend_weight(key.split("_")[0]) > 0:
             values["checkpoints"][key] = checkpoint_identity(getattr(config, key), legacy)
     values["labels"] = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in label_files}
-    from ..models.embed import import_sentence_transformers
-    import_sentence_transformers(config.embedding_dir)  # the version that will run, wherever it comes from
-    values["versions"] = library_versions()
-    if config.tagger_path is not None:
-        import onnxruntime
-        values["versions"]["onnxruntime"] = onnxruntime.__version__
+    values["versions"] = dict(versions)
     return values
 
 
@@ -251,7 +247,6 @@ def unchanged(saved: Dict[str, str], files) -> set:
 
 def hash_files(paths: List[Path], threads: int = 8) -> List[str]:
     """file_digest of each path ('' where it cannot be read), in threads (hashing releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(p: Path) -> str:
         try:

@@ -149,11 +149,6 @@ def scan_tree(folder: str | Path) -> FolderScan:
     return scan
 
 
-def list_images(folder: str | Path) -> List[ImageFile]:
-    """The images of a folder, sorted by id (``scan_folder`` without the skipped entries)."""
-    return scan_folder(folder).files
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to RGB: EXIF orientation applied, first frame only, alpha flattened on white."""
     if getattr(image, "n_frames", 1) > 1:
@@ -246,14 +241,23 @@ class DecodedImage(NamedTuple):
     tagger_pixels: object = None
 
 
+class Transforms(NamedTuple):
+    """What loader workers make of each image for the captioner, CLIP and the tagger; None where that model
+    does not run (its tensor is then empty)."""
+
+    caption: Optional[Callable] = None
+    clip: Optional[Callable] = None
+    tagger: Optional[Callable] = None
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Decodes and preprocesses one image for the captioner, CLIP and the tagger (runs in loader workers).
 
     A transform may return a tensor (stacked into the batch) or anything else, such as an image array for a
     model whose processor takes images of any size (a list in the batch)."""
 
-    def __init__(self, files: Sequence[ImageFile], caption_transform: Optional[Callable],
-                 clip_transform: Optional[Callable], tagger_transform: Optional[Callable] = None):
+    def __init__(self, files: Sequence[ImageFile], caption_transform: Optional[Callable] = None,
+                 clip_transform: Optional[Callable] = None, tagger_transform: Optional[Callable] = None):
         """A transform may be None when its model does not run (low_memory): its tensor is then empty."""
         self.files = list(files)
         self.transforms = (caption_transform, clip_transform, tagger_transform)
@@ -321,15 +325,17 @@ def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int 
     return out
 
 
-def batch_loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], num_workers: int,
-                 pin_memory: bool, min_part: int = MIN_PART) -> Iterator[ImageBatch]:
-    """The given batches (lists of dataset indices) in order, decoded in worker processes while the
-    GPU works on the previous batch.
+def image_batches(files: Sequence[ImageFile], batches: Sequence[Sequence[int]], transforms: Transforms,
+                  num_workers: int = 0, pin_memory: bool = False, min_part: int = MIN_PART) -> Iterator[ImageBatch]:
+    """The one path from image files to batches: the given batches (lists of positions in ``files``) read,
+    hashed, decoded and preprocessed, in order; in worker processes while the GPU works on the previous batch
+    when ``num_workers`` > 0.
 
     Each batch is cut into parts spread over all the workers, so a batch is ready ``num_workers``
     times sooner than if one worker decoded all of it, and about two batches wait in memory.
     ``min_part`` as large as the batch gives the plain one-worker-per-batch loader.
     """
+    dataset = ImageDataset(files, *transforms)
     if num_workers == 0:
         for batch in batches:
             yield join([collate([dataset[i] for i in batch])], pin_memory)

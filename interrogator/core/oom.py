@@ -7,8 +7,11 @@ from typing import Callable, Dict, List, Sequence, TypeVar
 
 import torch
 
+from .config import Config
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STAGES = ("caption", "clip", "embed")  # the stages with a batch size of their own (config keys <stage>_batch_size)
 
 
 def release_cuda_memory(device: str) -> None:
@@ -25,6 +28,11 @@ class StageBatcher:
     def __init__(self, sizes: Dict[str, int], device: str = "cpu"):
         self.sizes = dict(sizes)
         self.device = device
+
+    @classmethod
+    def of(cls, config: Config) -> "StageBatcher":
+        """The one factory: the config's caption, clip and embed batch sizes on its device."""
+        return cls({s: config.stage_batch_size(s) for s in STAGES}, config.resolved_device())
 
     def run(self, stage: str, items, fn: Callable, concat: Callable[[List], T]) -> T:
         """fn(items[i:j]) over consecutive slices; results joined with concat, in order."""

@@ -1,10 +1,10 @@
-"""The typed record of one batch as it moves through the phases, and its exact save and load.
+"""The typed record of one batch as it moves through the stages, and its exact save and load.
 
 A record starts with the batch's image ids, the digests of their bytes and the images that failed
-to decode; the caption phase adds ``captions``, the tag phase ``tags`` and ``prompts``, the embed
-phase ``embeddings``. It is saved as one safetensors file: the embeddings (when there are any) as a
+to decode; the caption stage adds ``captions``, the tag stage ``tags`` and ``prompts``, the embed
+stage ``embeddings``. It is saved as one safetensors file: the embeddings (when there are any) as a
 tensor, the rest as JSON in the header. ``BatchRecord.load`` checks everything it reads (types,
-lengths, the phase order, shape, finiteness and norms of the vectors) and raises ``RecordError`` for
+lengths, the stage order, shape, finiteness and norms of the vectors) and raises ``RecordError`` for
 anything it cannot read back exactly, so a damaged file is redone, never used.
 """
 from __future__ import annotations
@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
+from safetensors.numpy import save
+from safetensors import safe_open
 
 SUBMISSION_DIM = 384
 NORM_TOLERANCE = 1e-3
 RECORD_FORMAT = "2"
-LEARNED = ("head", "bank")  # the learned predictions a tag phase may add (blend.py)
+LEARNED = ("head", "bank")  # the learned predictions a tag stage may add (blend.py)
 BASE_FIELDS = frozenset({"ids", "digests", "failed", "captions", "tags", "prompts", "negatives"})
 LATER_FIELDS = frozenset({"tagged", "texts"})  # written only where present (0.4)
 
@@ -53,7 +55,7 @@ class ImageTags:
 
 @dataclass
 class BatchRecord:
-    """One batch's per-image results, filled phase by phase; a None field is a phase still to run."""
+    """One batch's per-image results, filled stage by stage; a None field is a stage still to run."""
 
     ids: List[str]
     digests: List[str]
@@ -65,16 +67,16 @@ class BatchRecord:
     head: Optional[np.ndarray] = None  # (n, 384) float32: a learned head's prediction, zero rows where undecodable
     bank: Optional[np.ndarray] = None  # (n, 384) float32: the retrieval bank's, likewise
     negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them (negative_prompt)
-    tagged: Optional[List[Optional[ImageTags]]] = None  # the tagger's tags (caption phase), when there is a tagger
-    texts: Optional[List[str]] = None  # the caption template's text (tag phase), when there is a template
+    tagged: Optional[List[Optional[ImageTags]]] = None  # the tagger's tags (caption stage), when there is a tagger
+    texts: Optional[List[str]] = None  # the caption template's text (tag stage), when there is a template
 
     @property
     def final(self) -> Optional[List[str]]:
         """What each image's text is (embedded, written to its caption file): the template's, else the prompt."""
         return self.texts if self.texts is not None else self.prompts
 
-    def done(self, phase: str) -> bool:
-        return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[phase] is not None
+    def done(self, stage: str) -> bool:
+        return {"caption": self.captions, "tag": self.prompts, "embed": self.embeddings}[stage] is not None
 
     @property
     def ok(self) -> List[int]:
@@ -83,7 +85,6 @@ class BatchRecord:
 
     # ---- save and load -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        from safetensors.numpy import save
         header = {"ids": self.ids, "digests": self.digests, "failed": self.failed, "captions": self.captions,
                   "tags": None if self.tags is None else [None if t is None else asdict(t) for t in self.tags],
                   "prompts": self.prompts, "negatives": self.negatives}
@@ -98,7 +99,6 @@ class BatchRecord:
     @classmethod
     def load(cls, path: Union[str, Path]) -> "BatchRecord":
         """The record saved at path; RecordError for anything that cannot be read back exactly."""
-        from safetensors import safe_open
         try:
             with safe_open(str(path), framework="np") as f:
                 meta = f.metadata() or {}
@@ -134,7 +134,7 @@ class BatchRecord:
                 raise RecordError(f"tags is not a list of {n}")
             tags = [_tags(t) for t in tags]
         if (prompts is None) != (tags is None) or (prompts is not None and captions is None):
-            raise RecordError("phases out of order")
+            raise RecordError("stages out of order")
         if embeddings is not None:
             if prompts is None:
                 raise RecordError("embeddings before prompts")

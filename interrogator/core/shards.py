@@ -7,10 +7,9 @@ parent and hands each child ``--images lo:hi:total``, which the child checks aga
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import ConfigError
-from .images import ImageFile
 
 
 def batch_ranges(n: int, size: int) -> List[List[int]]:
@@ -45,10 +44,3 @@ def select_range(n_images: int, batch_size: int, shard: Optional[Tuple[int, int]
             raise ConfigError(f"--images {lo}:{hi}:{total}: {lo} is not a multiple of the batch size {batch_size}")
         return lo, hi
     return 0, n_images
-
-
-def select(files: Sequence[ImageFile], batch_size: int, shard: Optional[Tuple[int, int]] = None,
-           images: Optional[Tuple[int, int, int]] = None) -> List[ImageFile]:
-    """The files of ``--shard i/N`` or of ``--images lo:hi:total``; all of them without either."""
-    lo, hi = select_range(len(files), batch_size, shard, images)
-    return list(files[lo:hi])

@@ -21,7 +21,7 @@ def random_vqgan(layout: TamingLayout = TINY_LAYOUT, seed: int = 0):
     """A diffusers VQModel of ``layout`` with random weights; the codebook spread like a trained one's (unit
     normal, where diffusers' initialisation packs it into +-1/n)."""
     require_diffusers()
-    from diffusers import VQModel
+    from diffusers import VQModel  # lazy: the [draw] extra
     torch.manual_seed(seed)
     model = VQModel(**layout.diffusers_config())
     with torch.no_grad():

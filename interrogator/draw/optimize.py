@@ -26,6 +26,8 @@ from PIL import Image
 from ..core.console import bar
 from .augment import cutouts
 from .prompts import Job, Settings, parse_prompt
+from ..core.images import load_image
+from pathlib import Path
 
 
 class _ClampWithGrad(torch.autograd.Function):
@@ -101,9 +103,7 @@ class Drawer:
     # ---- pieces -----------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_init(self, path: str) -> torch.Tensor:
-        from pathlib import Path
 
-        from ..core.images import load_image
         image = load_image(Path(path)).resize((self.settings.width, self.settings.height), Image.LANCZOS)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         latents = self.vq.encode(pixels.to(self.device) * 2 - 1).latents
@@ -188,7 +188,7 @@ class Drawer:
         return out
 
 
-def similarity(clip, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
+def clip_similarity(clip, images: Sequence[Image.Image], texts: Sequence[str]) -> torch.Tensor:
     """Cosine of each image (through CLIP's own preprocess, as the interrogator sees it) to each text: (N, T)."""
     pixels = torch.stack([clip.preprocess(image) for image in images])
     return (clip.encode_images(pixels).float() @ clip.encode_labels(list(texts)).float().T).cpu()
@@ -198,5 +198,5 @@ def include_similarity(clip, images: Sequence[Image.Image], job: Job) -> List[fl
     """The weighted mean cosine of each image to the job's include prompt (its parts of positive weight)."""
     parts = [p for p in parse_prompt(job.prompt) if p.weight > 0] or list(parse_prompt(job.prompt))
     weights = torch.tensor([abs(p.weight) for p in parts])
-    return (similarity(clip, images, [p.text for p in parts]) @ weights / weights.sum()).tolist()
+    return (clip_similarity(clip, images, [p.text for p in parts]) @ weights / weights.sum()).tolist()
 

@@ -38,7 +38,7 @@ def parse_prompt(prompt: str, what: str = "--prompt", scale: float = 1.0) -> Tup
     return tuple(parts)
 
 
-def read_prompts(prompts: Sequence[str], prompts_file: Optional[str]) -> List[str]:
+def read_draw_prompts(prompts: Sequence[str], prompts_file: Optional[str]) -> List[str]:
     """The prompts of ``--prompt`` and ``--prompts FILE`` (one a line; blank lines and ``#`` lines skipped)."""
     out = list(prompts)
     if prompts_file:

@@ -32,6 +32,10 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..core.errors import InterrogatorError, ModelLoadError
+import os
+import shutil
+import tempfile
+import json
 
 TAMING_TARGET = "taming.models.vqgan.VQModel"
 CONVERTED_CONFIG = "config.json"
@@ -82,7 +86,7 @@ class TamingLayout:
 
 def read_layout(yaml_path: Path) -> TamingLayout:
     """The layout a taming ``model.yaml`` describes; ModelLoadError naming the file and key otherwise."""
-    import yaml
+    import yaml  # lazy: the [draw] extra
     try:
         doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -223,7 +227,6 @@ class VqganSource:
 
     def diffusers_config(self) -> dict:
         if self.converted is not None:
-            import json
             return json.loads((self.converted / CONVERTED_CONFIG).read_text(encoding="utf-8"))
         return read_layout(self.yaml).diffusers_config()
 
@@ -275,7 +278,7 @@ def _check_converted(source: VqganSource) -> None:
 def build_vqgan(source: VqganSource, trust: bool = False):
     """The VQModel of ``source`` on the CPU in fp32 and eval mode, its weights loaded (strictly)."""
     require_diffusers()
-    from diffusers import VQModel
+    from diffusers import VQModel  # lazy: the [draw] extra
     if source.converted is not None:
         try:
             return VQModel.from_pretrained(str(source.converted), local_files_only=True).eval()
@@ -301,9 +304,6 @@ def load_vqgan(path, device: str, trust: bool = False):
 def convert_vqgan(path, out, trust: bool = False) -> Path:
     """Write the VQGAN at ``path`` once as safetensors plus config.json in the new folder ``out``, atomically
     (a temp folder renamed into place)."""
-    import os
-    import shutil
-    import tempfile
     source = find_vqgan(path)
     out = Path(out)
     if out.exists():

@@ -17,6 +17,7 @@ from PIL.PngImagePlugin import PngInfo
 from ..core.atomic import write_bytes
 from ..core.errors import InterrogatorError
 from .prompts import Job, Settings
+import numpy as np
 
 VIDEO_FORMATS = ("mp4", "gif")
 
@@ -81,8 +82,7 @@ def video_bytes(frames: Sequence[Image.Image], video: str, fps: int) -> bytes:
         frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]),
                        duration=round(1000 / fps), loop=0, optimize=False, disposal=1)
         return buffer.getvalue()
-    import imageio.v2 as imageio
-    import numpy as np
+    import imageio.v2 as imageio  # lazy: the [draw] extra
     with tempfile.TemporaryDirectory() as folder:
         temp = Path(folder) / "video.mp4"
         with imageio.get_writer(str(temp), fps=fps, codec="libx264", quality=8, macro_block_size=16,

@@ -7,7 +7,7 @@ The same stages as the single-machine run, arranged as Ray Data's streaming batc
 - image reading, digests, decoding and preprocessing in a CPU ``map_batches`` stage of plain tasks
   (``decode_rows``: the pipeline's ``ImageDataset``), which Ray runs in parallel with the models;
 - captioning, tagging, prompt assembly and embedding in a stateful actor class (``InterrogateActor``: the
-  one batch function, ``stages.run_phases``, on models from the one loader, ``stages.load_models``), one model
+  one batch function, ``stages.run_stages``, on models from the one loader, ``stages.load_models``), one model
   copy per actor, one actor per GPU by default (CPU actors when the cluster has no GPU); Ray replaces an actor that
   dies and retries its batch (actor pools default to unlimited restarts and task retries);
 - the label tables encoded once by the driver (or read from the label cache) and shared with every actor
@@ -35,10 +35,24 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..core.config import Config
+from ..core.atomic import atomic_write, sweep_temps
+from ..core.config import Config, OutputSettings, replace
+from ..core.console import bars_enabled, quiet_libraries
 from ..core.errors import InterrogatorError
-from ..core.images import ImageFile
-from ..core.record import SUBMISSION_DIM
+from ..core.images import ImageFile, Transforms, image_batches
+from ..core.oom import StageBatcher
+from ..core.plan import check_folder
+from ..core.record import SUBMISSION_DIM, BatchRecord, RecordError, Tags
+from ..core.timer import StageTimer
+from ..learn.blend import blend_vectors
+from ..runner.finish import CaptionFiles, RunResult, collect, finish
+from ..runner.loading import load_models, loader_transforms
+from ..runner.needs import needs_of
+from ..runner.outputs import arrow_table, rows_of, vector_column
+from ..runner.planner import make_plan
+from ..runner.stages import new_record, run_stages
+import torch
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +77,7 @@ set_ray_environment()  # before anything imports ray
 
 def _ray():
     try:
-        import ray
+        import ray  # lazy: the [ray] extra
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise InterrogatorError("--engine ray needs Ray Data: pip install -e '.[ray]'") from exc
@@ -96,10 +110,7 @@ def batch_file(folder: Path, batch: int) -> Path:
 def record_table(batch: int, record, relative: Sequence[str], blend):
     """One batch's record as rows (outputs.arrow_table) with its batch number and digests first; with a blend,
     the prompt embeddings and the head's and bank's predictions too, so that the record reads back whole."""
-    import pyarrow as pa
-    from ..learn.blend import blend_vectors
-    from ..runner.outputs import arrow_table, rows_of, vector_column
-    from ..runner.pipeline import RunResult
+    import pyarrow as pa  # lazy: the [ray] extra
     vectors = blend_vectors(blend, record.embeddings, record.head, record.bank)
     rows = rows_of(RunResult(record.ids, record.captions, record.prompts, vectors, record.tags, record.negatives,
                              failed=record.failed, files=list(relative), tagged=record.tagged, texts=record.texts))
@@ -116,8 +127,7 @@ def record_table(batch: int, record, relative: Sequence[str], blend):
 def read_batch(path: Path):
     """A batch file as the record.BatchRecord it was written from; RecordError for anything that is not one
     this engine wrote whole (checked as the work folder's records are)."""
-    import pyarrow.parquet as pq
-    from ..core.record import BatchRecord, RecordError, Tags
+    import pyarrow.parquet as pq  # lazy: the [ray] extra
     try:
         table = pq.read_table(path)
     except Exception as exc:
@@ -157,7 +167,6 @@ class BatchFiles:
         self.folder = folder
 
     def load(self, batch: int):
-        from ..core.record import RecordError
         path = batch_file(self.folder, batch)
         if not path.exists():
             return None
@@ -169,30 +178,22 @@ class BatchFiles:
 
 
 # ---- the two stages ---------------------------------------------------------------------------
-def decode_rows(rows: Dict[str, np.ndarray], caption_transform: Optional[Callable], clip_transform: Optional[Callable],
-                tagger_transform: Optional[Callable] = None) -> dict:
-    """CPU stage: each row's images read, hashed, decoded and preprocessed into one pickled ImageBatch."""
-    from ..core.images import ImageDataset, collate
+def decode_rows(rows: Dict[str, np.ndarray], transforms: Transforms) -> dict:
+    """CPU stage: each row's images read, hashed, decoded and preprocessed (core.images.image_batches) into
+    one pickled ImageBatch."""
     payloads = []
     for ids, paths, relative in zip(rows["ids"], rows["paths"], rows["relative"]):
         files = [ImageFile(str(i), Path(str(p))) for i, p in zip(ids, paths)]
-        dataset = ImageDataset(files, caption_transform, clip_transform, tagger_transform)
-        payloads.append(pickle.dumps((files, [str(r) for r in relative],
-                                      collate([dataset[i] for i in range(len(files))]))))
+        batch = next(image_batches(files, [list(range(len(files)))], transforms))
+        payloads.append(pickle.dumps((files, [str(r) for r in relative], batch)))
     return {"batch": np.asarray(rows["batch"]), "payload": np.array(payloads, dtype=object)}
 
 
 class InterrogateActor:
     """GPU (or CPU) stage: the models loaded once per actor from the config; each call runs the one batch
-    function (stages.run_phases) on whole batches and writes each batch's record as its Parquet file."""
+    function (stages.run_stages) on whole batches and writes each batch's record as its Parquet file."""
 
     def __init__(self, config: Config, tables, out: str, threads: int):
-        import torch
-        from ..core.config import replace
-        from ..core.oom import StageBatcher
-        from ..runner.pipeline import StageTimer
-        from ..runner.stages import load_models
-        from ..core.console import quiet_libraries
         quiet_libraries()
         ray = _ray()
         if isinstance(tables, list):  # [ObjectRef]: the tables stay in the object store, not in the actor's spec
@@ -202,17 +203,14 @@ class InterrogateActor:
         else:
             torch.set_num_threads(threads)  # a CPU's sums depend on the thread count: the driver's, as a single run
         self.config, self.out = config, Path(out)
-        self.models = load_models(config, tables)
-        device = config.resolved_device()
-        self.batcher = StageBatcher({s: config.stage_batch_size(s) for s in ("caption", "clip", "embed")}, device)
-        self.timer = StageTimer(device)
+        self.models = load_models(config, needs_of(config, data=False), tables)
+        self.batcher = StageBatcher.of(config)
+        self.timer = StageTimer(config.resolved_device())
 
     def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> int:
-        from ..core.atomic import atomic_write
-        from ..runner.stages import new_record, run_phases
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # lazy: the [ray] extra
         record = new_record(files, range(len(files)), batch)
-        run_phases(self.models, ("caption", "tag", "embed"), batch, record, self.batcher, self.config, self.timer)
+        run_stages(self.models, ("caption", "tag", "embed"), batch, record, self.batcher, self.config, self.timer)
         table = record_table(number, record, relative, self.config.blend)
         atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
         return len(files)
@@ -226,9 +224,9 @@ class InterrogateActor:
 
 
 # ---- the driver -------------------------------------------------------------------------------
-def default_parquet_dir(config: Config) -> str:
+def default_parquet_dir(writing: OutputSettings) -> str:
     """Beside the config's output: ``<output stem>.parquet/``."""
-    output = Path(config.output)
+    output = Path(writing.output)
     return str(output.with_name(f"{output.stem}.parquet"))
 
 
@@ -239,7 +237,6 @@ def default_actors() -> int:
 
 def check_parquet_dir(parquet_dir: str) -> None:
     """The Parquet folder can be made and written (one line now, not a traceback from an actor)."""
-    from ..core.plan import check_folder
     path = Path(parquet_dir)
     if path.exists() and not path.is_dir():
         raise InterrogatorError(f"--parquet-dir: {path} is a file, not a folder")
@@ -248,15 +245,9 @@ def check_parquet_dir(parquet_dir: str) -> None:
 
 def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address: Optional[str] = None,
             actors: Optional[int] = None, progress: bool = True, actor_cls=InterrogateActor,
-            on_batch: Optional[Callable[[int], None]] = None):
-    """The pipeline on Ray Data (see the module docstring). ``csv``: the output path, from which every format
-    of the config is written (outputs.write_all) as a single run writes it. Returns a pipeline.RunResult."""
-    from ..core.config import replace
-    from ..core.console import quiet_libraries
-    from ..runner.pipeline import assemble
-    from ..core.plan import make_plan
-    from ..core.atomic import sweep_temps
-    from ..core.workdir import resume
+            on_batch: Optional[Callable[[int], None]] = None, strict: bool = False):
+    """The pipeline on Ray Data (see the module docstring). ``csv``: the output path, from which ``finish``
+    writes every format of the config as a single run writes it. Returns a finish.RunResult."""
     quiet_libraries(logging.getLogger("interrogator").isEnabledFor(logging.DEBUG))
     if csv is not None:
         config = replace(config, output=csv)
@@ -268,63 +259,39 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temps(folder)
     store = BatchFiles(folder)
-    done = resume(store.load, list(plan.files), plan.batches)
-    todo = [b for b in range(len(plan.batches)) if b not in done]
-    txt = None
-    if plan.outputs is not None and plan.outputs.txt:
-        from ..runner.outputs import txt_writer
-        txt = txt_writer(config)
-    on_batch = batch_finished(plan, store, txt, on_batch)
-    count = _run_dataset(plan, folder, todo, address, actors, progress, actor_cls, on_batch) if todo else 0
-    finished = resume(store.load, list(plan.files), plan.batches)
-    missing = [b for b in range(len(plan.batches)) if b not in finished]
+    done, todo = collect(plan, store.load)
+    captions = CaptionFiles.of(plan, strict)
+
+    def finished(b: int) -> None:  # as each batch's file lands: its caption files (read back whole), then the caller's
+        if captions.writer is not None:
+            captions(b, store.load(b))
+        if on_batch is not None:
+            on_batch(b)
+    count = _run_dataset(plan, folder, todo, address, actors, progress, actor_cls, finished) if todo else 0
+    records, missing = collect(plan, store.load)
     if missing:
         raise InterrogatorError(f"ray: {len(missing)} batches have no complete output in {folder} "
                                 f"(first: batch {missing[0]}); rerun to finish them")
-    result = assemble(plan, finished)
+    result = finish(plan, records, strict, txt=captions.writer)
     result.resumed_batches = len(done)
     result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
-    if plan.outputs is not None:
-        from ..runner.outputs import write_all
-        result.output, result.written = write_all(plan, result, txt)
     return result
-
-
-def batch_finished(plan, store: BatchFiles, txt, then: Optional[Callable[[int], None]]):
-    """What the driver does as each batch's file lands: its caption files (from the file, read back whole), then
-    the caller's callback."""
-    def finished(b: int) -> None:
-        if txt is not None:
-            record = store.load(b)
-            if record is not None:
-                txt.write([plan.outputs.txt[i] for i in plan.batches[b]], record.final)
-        if then is not None:
-            then(b)
-    return finished if txt is not None or then is not None else None
 
 
 def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress, actor_cls, on_batch) -> int:
     """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
-    import torch
-    from ..models.caption import caption_transform as captioner_transform
-    from ..core.console import bars_enabled
-    from ..runner.stages import load_clip_stage
     config = plan.config
     connect(address)
     ray = _ray()
     ray.data.DataContext.get_current().enable_progress_bars = bars_enabled(progress)
-    shared, clip_transform = ray.put({}), None
+    shared, clip = ray.put({}), None
     if config.needs_clip():
-        clip, tables = load_clip_stage(config, progress)
+        ranked = load_models(config, needs_of(config).only(("clip",)), progress=progress)
         shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
-                          for name, t in tables.items()})
-        clip_transform = clip.preprocess
-        del clip, tables
-    caption_transform = captioner_transform(config.blip_path) if config.needs_captioner() else None
-    tagger_transform = None
-    if config.tagger_path is not None:
-        from ..models.tagger import tagger_transform as make_tagger_transform
-        tagger_transform = make_tagger_transform(config.tagger_path)
+                          for name, t in ranked.tables.items()})
+        clip = ranked.clip
+    transforms = loader_transforms(config, ("caption", "tag"), clip=clip)
+    del clip
     gpus = ray.cluster_resources().get("GPU", 0)
     count = actors or default_actors()
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -334,8 +301,7 @@ def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress,
               "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
-                        fn_kwargs={"caption_transform": caption_transform, "clip_transform": clip_transform,
-                                   "tagger_transform": tagger_transform})
+                        fn_kwargs={"transforms": transforms})
     ds = ds.map_batches(actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
                         num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
                         fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
@@ -348,7 +314,6 @@ def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress,
 
 def read_output(parquet_dir: str):
     """Every row the engine wrote under ``parquet_dir`` (all keys), as one pandas DataFrame."""
-    import pandas as pd
     paths = sorted(Path(parquet_dir).glob("*/batch-*.parquet"))
     if not paths:
         raise InterrogatorError(f"no batch files under {parquet_dir}")

@@ -20,7 +20,9 @@ import torch
 
 from ..core.atomic import write_bytes
 from ..core.errors import ConfigError
-from ..tools.nearest import nearest
+from ..tools.nearest import faiss_index, nearest
+from safetensors import safe_open
+from safetensors.torch import save
 
 BANK_FORMAT = "1"
 BANK_NAME = "bank.safetensors"
@@ -40,7 +42,6 @@ class Bank:
         prebuilt = None
         if backend == "faiss":  # built once per bank, not once per batch
             if self._faiss is None:
-                from ..tools.nearest import faiss_index
                 self._faiss = faiss_index(self.features)
             prebuilt = self._faiss
         scores, index = nearest(features.float().to(self.features.device), self.features, k, backend, index=prebuilt)
@@ -49,7 +50,6 @@ class Bank:
         return torch.nn.functional.normalize(voted, dim=-1).float().numpy()
 
     def save(self, folder: str) -> Path:
-        from safetensors.torch import save
         meta = {"format": BANK_FORMAT, "clip_model": self.clip_model, "clip_weights": self.clip_weights,
                 "ids": json.dumps(self.ids)}
         return write_bytes(Path(folder) / BANK_NAME, save({"features": self.features.contiguous(),
@@ -57,7 +57,6 @@ class Bank:
 
 
 def load_bank(folder: str, clip_weights, key: str = "bank_path") -> Bank:
-    from safetensors import safe_open
     path = Path(folder) / BANK_NAME
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -81,7 +80,6 @@ def _check_weights(meta: dict, folder: str, clip_weights: str, key: str) -> None
 
 def check_bank_clip(folder: str, clip_weights, key: str = "bank_path") -> None:
     """The bank's CLIP identity, read from its metadata without loading its tensors, must be clip_weights."""
-    from safetensors import safe_open
     path = Path(folder) / BANK_NAME
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -16,6 +16,7 @@ from itertools import product
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from ..core.score import mean_cosine
 
 COMPONENTS = ("prompt", "head", "bank")
 
@@ -68,7 +69,6 @@ class BlendRow:
 def tune_blend(ids: Sequence[str], prompt: np.ndarray, head: Optional[np.ndarray], bank: Optional[np.ndarray],
                true_ids: Sequence[str], truth: np.ndarray, step: float = 0.1) -> List[BlendRow]:
     """Every grid blend scored by the metric, best first (equal scores: the earlier grid point first)."""
-    from ..runner.score import mean_cosine
     rows = [BlendRow(w, mean_cosine(ids, blend_vectors(w, prompt, head, bank), true_ids, truth))
             for w in simplex_grid((True, head is not None, bank is not None), step)]
     return sorted(rows, key=lambda r: -r.score)

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 from ..core.atomic import write_bytes
 from ..core.errors import ConfigError
+from ..core.score import mean_cosine
+from safetensors.torch import save
+from safetensors.torch import load_file
 
 HEAD_FORMAT = "1"
 WEIGHTS_NAME, SPEC_NAME = "head.safetensors", "head.json"
@@ -83,7 +86,6 @@ def split(n: int, val_fraction: float, seed: int) -> Tuple[torch.Tensor, torch.T
 
 
 def val_score(head: Head, features: torch.Tensor, targets: torch.Tensor) -> float:
-    from ..runner.score import mean_cosine
     with torch.no_grad():
         predicted = head(features).numpy()
     ids = [str(i) for i in range(len(targets))]
@@ -147,7 +149,6 @@ def train_head(features: np.ndarray, targets: np.ndarray, clip_model: str, clip_
 
 
 def save_head(trained: TrainedHead, folder: str) -> Path:
-    from safetensors.torch import save
     folder = Path(folder)
     write_bytes(folder / WEIGHTS_NAME, save({k: v.contiguous() for k, v in trained.head.state_dict().items()}))
     write_bytes(folder / SPEC_NAME, (json.dumps(asdict(trained.spec), indent=1) + "\n").encode())
@@ -182,7 +183,6 @@ def check_clip(spec: HeadSpec, weights, where: str) -> None:
 
 def load_head(folder: str, clip_weights, key: str = "head_path") -> Head:
     """The head in folder, for features of the CLIP whose identity.Weights are ``clip_weights``."""
-    from safetensors.torch import load_file
     spec = read_spec(folder, key)
     check_clip(spec, clip_weights, f"config key '{key}': the head in {folder}")
     head = Head(spec.input_dim, spec.output_dim, spec.hidden)

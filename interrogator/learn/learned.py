@@ -16,6 +16,7 @@ import torch
 
 from ..tools.features import ClipKey, build_index
 from .pairs import Pairs, read_pairs
+from ..models.embed import embed_prompts, load_sentence
 
 
 @dataclass
@@ -29,8 +30,6 @@ class Labelled:
 
 
 def labelled(config, pairs_csv: str, images: Optional[str], features_path: str, progress: bool = True) -> Labelled:
-    from ..models.embed import embed_prompts
-    from ..runner.stages import load_sentence
     pairs = read_pairs(pairs_csv, images, least=2)
     root = Path(images).resolve() if images else pairs.root()
     report = build_index(config, str(root), features_path, progress=progress)
@@ -40,7 +39,7 @@ def labelled(config, pairs_csv: str, images: Optional[str], features_path: str, 
     keep = [i for i, image_id in enumerate(ids) if image_id in present]
     kept = Pairs([pairs.images[i] for i in keep], [pairs.prompts[i] for i in keep])
     config.require_paths("embedding_path")
-    sentence = load_sentence(config)
+    sentence = load_sentence(config.embedding, config.resolved_device(), config.torch_dtype() == torch.float16)
     targets = embed_prompts(sentence, kept.prompts, config.stage_batch_size("embed"), progress=False)
     return Labelled(kept, [ids[i] for i in keep], store.rows([ids[i] for i in keep]), targets, store.clip,
                     len(pairs) - len(keep))

@@ -14,6 +14,7 @@ from typing import List, Optional
 import pandas as pd
 
 from ..core.errors import ConfigError
+from ..core.images import scan_folder
 
 
 @dataclass
@@ -46,7 +47,6 @@ def read_pairs(path: str, images: Optional[str] = None, least: int = 1) -> Pairs
     else:
         if not images:
             raise ConfigError(f"--pairs: {path} names images by imgId; give --images, the folder that holds them")
-        from ..core.images import scan_folder
         by_id = {f.image_id: f.path.resolve() for f in scan_folder(images).files}
         absent = next((i for i in frame["imgId"] if i not in by_id), None)
         if absent is not None:

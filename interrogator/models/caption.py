@@ -24,7 +24,11 @@ import numpy as np
 
 import torch
 
+from ..core.config import CaptionerSettings
 from ..core.errors import ModelLoadError
+from ..core.errors import ConfigError
+from packaging.version import Version
+from PIL import Image
 
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 BLIP_KINDS = ("blip-2", "blip")
@@ -98,7 +102,6 @@ class VlmCaptioner(Captioner):
         return self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
 
     def inputs(self, images: Sequence[np.ndarray]) -> dict:
-        from PIL import Image
         pictures = [[Image.fromarray(np.asarray(a))] for a in images]
         prompt = self.prompt()
         if prompt is None:
@@ -154,8 +157,8 @@ def captioner_kind(path: str) -> str:
     model_type = config.get("model_type")
     if model_type in BLIP_KINDS:
         return model_type
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # lazy: slow to import
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES  # lazy: slow to import
     where = Path(path) / "config.json"
     if model_type not in CONFIG_MAPPING_NAMES:
         custom = " (it names custom code in auto_map)" if "auto_map" in config else ""
@@ -169,7 +172,7 @@ def captioner_kind(path: str) -> str:
 
 
 def _version() -> str:
-    import transformers
+    import transformers  # lazy: slow to import
     return transformers.__version__
 
 
@@ -193,7 +196,6 @@ def check_captioner_folder(path: str) -> str:
 
 def check_caption_prompt(kind: str, prompt: Optional[str]) -> None:
     """BLIP, BLIP-2 and GIT caption the image alone: an instruction for them is refused, not ignored."""
-    from ..core.errors import ConfigError
     if prompt is not None and (kind in BLIP_KINDS or kind in NO_INSTRUCTION):
         raise ConfigError(f"config key 'caption_prompt': the {kind} captioner takes no instruction; leave it out")
 
@@ -205,8 +207,7 @@ def instruction_for(kind: str, prompt: Optional[str]) -> Optional[str]:
 
 
 def _transformers_at_least(version: str) -> bool:
-    import transformers
-    from packaging.version import Version
+    import transformers  # lazy: slow to import
     return Version(transformers.__version__) >= Version(version)
 
 
@@ -217,7 +218,7 @@ def dtype_keyword() -> str:
 
 def load_caption_processor(path: str):
     """The captioner folder's processor alone (its image part is what loader workers need)."""
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     kind = check_captioner_folder(path)
     processor_cls = {"blip-2": tf.Blip2Processor, "blip": tf.BlipProcessor}.get(kind, tf.AutoProcessor)
     try:
@@ -249,18 +250,17 @@ def quantization(load_in_8bit: bool, load_in_4bit: bool, dtype: torch.dtype):
     except ImportError as exc:
         raise ModelLoadError(f"config key '{key}' is true but bitsandbytes is not installed "
                              f"(pip install 'interrogator[quant]')") from exc
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     if load_in_8bit:
         return tf.BitsAndBytesConfig(load_in_8bit=True)
     return tf.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")
 
 
-def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: bool = False,
-                   max_new_tokens: int = 20, min_new_tokens: int = 0, num_beams: int = 1,
-                   load_in_4bit: bool = False, prompt: Optional[str] = None, repetition_penalty: Optional[float] = None,
-                   cut_partial: bool = False) -> Captioner:
-    """The captioner in ``path`` (module docstring) with local_files_only, on ``device`` in ``dtype``."""
-    import transformers as tf
+def load_captioner(settings: CaptionerSettings, device: str, dtype: torch.dtype) -> Captioner:
+    """The captioner in ``settings.blip_path`` (module docstring) with local_files_only, on ``device`` in
+    ``dtype``, generating as the settings say."""
+    import transformers as tf  # lazy: slow to import
+    path, prompt = settings.blip_path, settings.caption_prompt
     kind = check_captioner_folder(path)
     check_caption_prompt(kind, prompt)
     model_cls = {"blip-2": tf.Blip2ForConditionalGeneration,
@@ -269,7 +269,7 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
     kwargs = {"local_files_only": True, dtype_keyword(): dtype}
     if kind != "blip":  # BLIP v1 has no SDPA implementation; BLIP-2 has it from transformers 4.47 on
         kwargs["attn_implementation"] = "sdpa"
-    quantized = quantization(load_in_8bit, load_in_4bit, dtype)
+    quantized = quantization(settings.load_in_8bit, settings.load_in_4bit, dtype)
     if quantized is not None:
         kwargs["quantization_config"] = quantized
         kwargs["device_map"] = {"": device}
@@ -277,11 +277,13 @@ def load_captioner(path: str, device: str, dtype: torch.dtype, load_in_8bit: boo
     if quantized is None:
         model = model.to(device)
     model.eval()
-    options = {} if repetition_penalty is None else {"repetition_penalty": repetition_penalty}
-    common = (model, processor, torch.device(device), dtype, max_new_tokens, min_new_tokens, num_beams, options)
+    options = {} if settings.repetition_penalty is None else {"repetition_penalty": settings.repetition_penalty}
+    common = (model, processor, torch.device(device), dtype, settings.max_new_tokens, settings.min_new_tokens,
+              settings.num_beams, options)
     if kind in BLIP_KINDS:
         return Captioner(*common)
-    return VlmCaptioner(*common, kind=kind, instruction=instruction_for(kind, prompt), cut_partial=cut_partial)
+    return VlmCaptioner(*common, kind=kind, instruction=instruction_for(kind, prompt),
+                        cut_partial=settings.cut_partial)
 
 
 def _from_pretrained(model_cls, path: str, kind: str, kwargs: dict):

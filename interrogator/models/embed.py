@@ -7,7 +7,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..core.config import EmbedSettings
 from ..core.errors import ModelLoadError
+from ..core.record import SUBMISSION_DIM
+import inspect
 
 
 def import_sentence_transformers(embedding_dir: Optional[str] = None):
@@ -19,7 +22,7 @@ def import_sentence_transformers(embedding_dir: Optional[str] = None):
     if embedding_dir and embedding_dir not in sys.path:
         sys.path.insert(0, embedding_dir)
     try:
-        import sentence_transformers
+        import sentence_transformers  # lazy: slow to import
     except ImportError as exc:
         raise ModelLoadError(f"cannot import sentence_transformers ({exc}); install it or set "
                              f"config key 'embedding_dir' to a folder holding it") from exc
@@ -29,7 +32,6 @@ def import_sentence_transformers(embedding_dir: Optional[str] = None):
 def local_only_option(cls) -> dict:
     """``local_files_only=True`` where the constructor takes it; sentence-transformers before 2.3 does not,
     and reads a local folder without asking the hub anyway."""
-    import inspect
     return {"local_files_only": True} if "local_files_only" in inspect.signature(cls.__init__).parameters else {}
 
 
@@ -46,6 +48,17 @@ def load_sentence_model(path: str, device: str, embedding_dir: Optional[str] = N
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     if fp16 and device.startswith("cuda"):
         model.half()
+    return model
+
+
+def load_sentence(settings: EmbedSettings, device: str, fp16: bool = False):
+    """The config's sentence model, checked to give the submission's 384-d vectors."""
+    model = load_sentence_model(settings.embedding_path, device, settings.embedding_dir, fp16=fp16)
+    dim = embedding_dim(model)
+    if dim != SUBMISSION_DIM:
+        raise ModelLoadError(f"config key 'embedding_path': the sentence model in {settings.embedding_path} "
+                             f"gives {dim}-d vectors; a Kaggle submission needs {SUBMISSION_DIM}-d "
+                             f"(all-MiniLM-L6-v2)")
     return model
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
+from .demo import train_tokenizer
+import csv
+import inspect
 
 VOCAB = 500
 WEIGHT_STD = 0.3
@@ -31,8 +34,7 @@ SMALL_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1
 
 def _tokenizer(extra: List[str] = (), **named):
     """The demo BPE (ids 0-3: <s>, <pad>, </s>, <unk>) with the family's special tokens added."""
-    import transformers as tf
-    from .demo import train_tokenizer
+    import transformers as tf  # lazy: slow to import
     base = train_tokenizer(VOCAB)
     tokenizer = tf.GPT2TokenizerFast(tokenizer_object=base.backend_tokenizer, bos_token="<s>", pad_token="<pad>",
                                      eos_token="</s>", unk_token="<unk>", **named)
@@ -52,7 +54,7 @@ def _save(model, processor, tokenizer, folder: Path) -> None:
 
 
 def build_git(folder: Path) -> None:
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     tok = _tokenizer()
     processor = tf.GitProcessor(image_processor=tf.CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok)
@@ -65,7 +67,7 @@ def build_git(folder: Path) -> None:
 
 
 def build_florence2(folder: Path) -> None:
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     tok = _tokenizer(extra_special_tokens={"image_token": "<image>"})
     vision = {"depths": [1, 1, 1, 1], "embed_dim": [16, 16, 32, 32], "num_heads": [2, 2, 2, 2],
               "num_groups": [2, 2, 2, 2], "window_size": 2, "projection_dim": 32, "max_position_embeddings": 8}
@@ -85,7 +87,7 @@ def build_florence2(folder: Path) -> None:
 
 
 def build_qwen2_vl(folder: Path) -> None:
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     names = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
     tok = _tokenizer(names)
     ids = {n: tok.convert_tokens_to_ids(n) for n in names}
@@ -104,7 +106,7 @@ def build_qwen2_vl(folder: Path) -> None:
 
 
 def build_idefics3(folder: Path) -> None:
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
     image_processor = tf.Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
                                                 do_image_splitting=False)
@@ -120,7 +122,7 @@ def build_idefics3(folder: Path) -> None:
 
 
 def build_llava(folder: Path) -> None:
-    import transformers as tf
+    import transformers as tf  # lazy: slow to import
     tok = _tokenizer(["<image>"])
     processor = tf.LlavaProcessor(image_processor=tf.CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok, patch_size=16,
@@ -171,8 +173,6 @@ class _TinyTagger(torch.nn.Module):
 def build_tagger(folder, tags=TAGGER_TAGS, side: int = 32, seed: int = 0) -> Path:
     """A miniature WD-format tagger: ``model.onnx`` exported from a tiny torch model (input ``[b, side, side,
     3]``), and ``selected_tags.csv`` (tag_id, name, category, count)."""
-    import csv
-    import inspect
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -27,8 +27,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..core.config import TaggerSettings
 from ..core.errors import ModelLoadError
 from ..core.record import ImageTags
+from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def mcut_threshold(scores: np.ndarray) -> float:
     return float((ordered[t] + ordered[t + 1]) / 2)
 
 
-def read_labels(path: Path) -> TagLabels:
+def read_tag_labels(path: Path) -> TagLabels:
     """selected_tags.csv (tag_id, name, category, count); ModelLoadError naming the file and the row."""
     names, categories = [], []
     try:
@@ -151,12 +153,12 @@ def check_tagger_folder(path: str) -> TagLabels:
     except ImportError as exc:
         raise ModelLoadError("config key 'tagger_path': the tagger needs onnxruntime: pip install "
                              "'interrogator[tagger]' (or onnxruntime-gpu for CUDA)") from exc
-    return read_labels(folder / TAGS_FILE)
+    return read_tag_labels(folder / TAGS_FILE)
 
 
 def providers(device: str) -> List[str]:
     """The execution providers for ``device``; on CUDA without the CUDA provider, one warning line."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: the [tagger] extra
     if not device.startswith("cuda"):
         return ["CPUExecutionProvider"]
     if CUDA_PROVIDER not in ort.get_available_providers():
@@ -169,7 +171,6 @@ def providers(device: str) -> List[str]:
 
 def square_on_white(image, side: int) -> np.ndarray:
     """The WD taggers' preprocessing of one RGB image: padded to a square on white, resized, BGR, float32 0-255."""
-    from PIL import Image
     width, height = image.size
     edge = max(width, height)
     canvas = Image.new("RGB", (edge, edge), (255, 255, 255))
@@ -232,7 +233,7 @@ def input_layout(session) -> Tuple[str, int, bool]:
 
 def load_tagger(path: str, device: str, rules: TagRules, threads: Optional[int] = None) -> Tagger:
     """The tagger in ``path`` on ``device`` (module docstring)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: the [tagger] extra
     labels = check_tagger_folder(path)
     options = ort.SessionOptions()
     if threads:
@@ -252,7 +253,7 @@ def load_tagger(path: str, device: str, rules: TagRules, threads: Optional[int] 
 
 def tagger_transform(path: str) -> TaggerTransform:
     """The loader workers' transform for the tagger in ``path``, read from the model's input (no session kept)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: the [tagger] extra
     check_tagger_folder(path)
     session = ort.InferenceSession(str(Path(path) / MODEL_FILE), providers=["CPUExecutionProvider"])
     _, side, channels_last = input_layout(session)
@@ -261,3 +262,10 @@ def tagger_transform(path: str) -> TaggerTransform:
 
 def parse_replacements(items: Sequence[str]) -> Tuple[Tuple[str, str], ...]:
     return tuple(tuple(item.split("=", 1)) for item in items)  # type: ignore[misc]
+
+
+def tag_rules(settings: TaggerSettings) -> TagRules:
+    """The selection and cleaning rules of the config's tagger section."""
+    return TagRules(settings.tag_threshold, settings.character_threshold, settings.tag_mcut, settings.max_tags,
+                    settings.tag_escape, tuple(settings.undesired_tags), parse_replacements(settings.tag_replacements),
+                    tuple(settings.tags_first))

@@ -41,8 +41,8 @@ class FastClipTokenizer:
     """Drop-in for an open_clip ``SimpleTokenizer``: ``tokenizer(texts, context_length)`` gives the same tensor."""
 
     def __init__(self, simple):
-        from open_clip import tokenizer as oc_tokenizer
-        from tokenizers import models
+        from open_clip import tokenizer as oc_tokenizer  # lazy: slow to import
+        from tokenizers import models  # lazy: slow to import
 
         self.simple = simple
         self.context_length = simple.context_length
@@ -87,7 +87,7 @@ class FastClipTokenizer:
 
 def fast_tokenizer(tokenizer):
     """A ``FastClipTokenizer`` for a plain open_clip ``SimpleTokenizer``; any other tokenizer as it is."""
-    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.tokenizer import SimpleTokenizer  # lazy: slow to import
     if type(tokenizer) is SimpleTokenizer and tokenizer.reduction_fn is None:
         return FastClipTokenizer(tokenizer)
     return tokenizer

@@ -13,7 +13,9 @@ import torch
 from ..core.atomic import is_disk_full, sweep_temps, write_bytes
 from ..models.clip import Clip, tokenize_many
 from ..core.errors import ConfigError
-from .rank import topk_chunked
+from ..core.rank import topk_chunked
+from safetensors import safe_open
+from safetensors.torch import save
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,6 @@ class LabelCache:
         path = self.path(table, key)
         if path is None or not path.is_file():
             return None
-        from safetensors import safe_open
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -157,7 +158,6 @@ class LabelCache:
         path = self.path(table, key)
         if path is None:
             return
-        from safetensors.torch import save
         try:
             tensor = embeddings.detach().to("cpu", torch.float32).contiguous()
             write_bytes(path, save({"embeddings": tensor}, metadata=key))

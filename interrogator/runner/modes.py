@@ -31,10 +31,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..core.config import MODES, ClipSettings  # noqa: F401  (the names; each one's tables below)
 from .labels import TABLE_NAMES, LabelTable
-from .rank import topk_chunked
+from ..core.rank import topk_chunked
+from ..models.clip import token_lengths
 
-MODES = ("seed", "caption", "classic", "fast", "best", "negative")
 PREFIX_CACHE = True  # chain candidates share their prompt's encoding (Clip.encode_prefixed); False: each in full
 MERGED = ("artists", "flavors", "mediums", "movements", "trendings")  # clip-interrogator's merge order
 TABLES = {"seed": TABLE_NAMES, "caption": (), "classic": ("mediums", "artists", "trendings", "movements", "flavors"),
@@ -116,7 +117,6 @@ _MERGED: Dict[int, tuple] = {}  # id of the first table -> (weak references to t
 
 def _full_positions(tokens: torch.Tensor, batch_size: int = 1024) -> int:
     """Token positions Clip.encode_labels computes for these rows: length-sorted batches cut at their longest."""
-    from ..models.clip import token_lengths
     lengths = torch.sort(token_lengths(tokens), descending=True).values
     return sum(int(lengths[i]) * len(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size))
 
@@ -128,11 +128,11 @@ def top_labels(table: LabelTable, features: torch.Tensor, k: int, chunk: int, re
     return [[table.labels[i] for i in row] for row in index.tolist()]
 
 
-def classic(captions: Sequence[str], features, tables, config, texts: Texts) -> List[Chosen]:
-    chunk = config.chunk_size
+def classic(captions: Sequence[str], features, tables, ranking: ClipSettings, texts: Texts) -> List[Chosen]:
+    chunk = ranking.chunk_size
     mediums, artists, trendings, movements = (top_labels(tables[n], features, 1, chunk)
                                               for n in ("mediums", "artists", "trendings", "movements"))
-    flavors = top_labels(tables["flavors"], features, config.max_flavors, chunk)
+    flavors = top_labels(tables["flavors"], features, ranking.max_flavors, chunk)
     out = []
     for cap, (m,), (a,), (t,), (v,), fl in zip(captions, mediums, artists, trendings, movements, flavors):
         flaves = ", ".join(fl)
@@ -141,8 +141,8 @@ def classic(captions: Sequence[str], features, tables, config, texts: Texts) -> 
     return out
 
 
-def fast(captions: Sequence[str], features, merged: LabelTable, config, texts: Texts) -> List[Chosen]:
-    tops = top_labels(merged, features, config.max_flavors, config.chunk_size)
+def fast(captions: Sequence[str], features, merged: LabelTable, ranking: ClipSettings, texts: Texts) -> List[Chosen]:
+    tops = top_labels(merged, features, ranking.max_flavors, ranking.chunk_size)
     return [Chosen(texts.truncate_to_fit(cap + ", " + ", ".join(t)), flavors=tuple(t)) for cap, t in zip(captions, tops)]
 
 
@@ -223,11 +223,11 @@ def _similarities(features: torch.Tensor, prompts: Sequence[str], texts: Texts) 
     return [float(feats[i] @ features[i]) for i in range(len(prompts))]
 
 
-def best(captions: Sequence[str], features, tables, merged: LabelTable, config, texts: Texts) -> List[Chosen]:
-    flaves = top_labels(merged, features, config.intermediate_count, config.chunk_size)
-    chained = chain(features, flaves, texts, list(captions), config.min_flavors, config.max_flavors)
-    fasts = fast(captions, features, merged, config, texts)
-    classics = classic(captions, features, tables, config, texts)
+def best(captions: Sequence[str], features, tables, merged: LabelTable, ranking: ClipSettings, texts: Texts) -> List[Chosen]:
+    flaves = top_labels(merged, features, ranking.intermediate_count, ranking.chunk_size)
+    chained = chain(features, flaves, texts, list(captions), ranking.min_flavors, ranking.max_flavors)
+    fasts = fast(captions, features, merged, ranking, texts)
+    classics = classic(captions, features, tables, ranking, texts)
     out = []
     for i, (cap, ch, fa, cl) in enumerate(zip(captions, chained, fasts, classics)):
         candidates = [cap, cl.prompt, fa.prompt, ch]
@@ -238,30 +238,30 @@ def best(captions: Sequence[str], features, tables, merged: LabelTable, config, 
     return out
 
 
-def negative(features, tables, config, texts: Texts) -> List[Chosen]:
-    lows = top_labels(tables["flavors"], features, config.intermediate_count, config.chunk_size, reverse=True)
+def negative(features, tables, ranking: ClipSettings, texts: Texts) -> List[Chosen]:
+    lows = top_labels(tables["flavors"], features, ranking.intermediate_count, ranking.chunk_size, reverse=True)
     phrases = [low + list(tables["negative"].labels) for low in lows]
-    prompts = chain(features, phrases, texts, None, config.min_flavors, config.max_flavors, reverse=True)
+    prompts = chain(features, phrases, texts, None, ranking.min_flavors, ranking.max_flavors, reverse=True)
     return [Chosen(p, flavors=tuple(p.split(", "))) for p in prompts]
 
 
-def interrogate(mode: str, captions: Sequence[str], features: torch.Tensor, tables: Dict[str, LabelTable], config,
+def interrogate(mode: str, captions: Sequence[str], features: torch.Tensor, tables: Dict[str, LabelTable], ranking: ClipSettings,
                 clip, texts: Optional[Texts] = None) -> List[Chosen]:
     """The prompts of one batch's decoded images in a CLIP mode (classic, fast, best, negative)."""
     texts = texts or Texts(clip)
     if mode == "classic":
-        return classic(captions, features, tables, config, texts)
+        return classic(captions, features, tables, ranking, texts)
     if mode == "negative":
-        return negative(features, tables, config, texts)
+        return negative(features, tables, ranking, texts)
     merged = merged_table(tables)
     if mode == "fast":
-        return fast(captions, features, merged, config, texts)
+        return fast(captions, features, merged, ranking, texts)
     if mode == "best":
-        return best(captions, features, tables, merged, config, texts)
+        return best(captions, features, tables, merged, ranking, texts)
     raise ValueError(f"mode {mode!r} ranks no labels")
 
 
-def negative_prompts(features: torch.Tensor, tables: Dict[str, LabelTable], config, clip,
+def negative_prompts(features: torch.Tensor, tables: Dict[str, LabelTable], ranking: ClipSettings, clip,
                      texts: Optional[Texts] = None) -> List[str]:
     """The negative mode's prompt of each image, beside any mode's prompt (config key negative_prompt)."""
-    return [c.prompt for c in negative(features, tables, config, texts or Texts(clip))]
+    return [c.prompt for c in negative(features, tables, ranking, texts or Texts(clip))]

@@ -33,11 +33,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.atomic import atomic_write, write_bytes
+from ..core.config import FORMATS, OutputSettings  # noqa: F401  (the names; each one's writer below)
 from ..core.record import SUBMISSION_DIM, ImageTags
+from .submission import write_submission
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")
 FIELDS = ("imgId", "file", "caption", "medium", "movement", "artist", "trending", "flavors", "prompt", "failed")
 
 
@@ -97,7 +99,7 @@ def columns_of(rows: Sequence[Row]) -> List[str]:
 
 def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dict] = None):
     """The rows and their embeddings as an Arrow table (``extra``: leading columns, such as the batch)."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: the [parquet] extra
     columns = dict(extra or {})
     types = {"flavors": pa.list_(pa.string()), "tags": pa.list_(pa.string()), "tag_scores": pa.list_(pa.float64()),
              "rating_score": pa.float64()}
@@ -111,7 +113,7 @@ def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dic
 
 def vector_column(array: np.ndarray):
     """(n, 384) float32 as a plain Arrow fixed-size list column, which any Arrow reader understands."""
-    import pyarrow as pa
+    import pyarrow as pa  # lazy: the [parquet] extra
     flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), SUBMISSION_DIM)
 
@@ -169,8 +171,9 @@ class TxtWriter:
         return dict(self.counts)
 
 
-def txt_writer(config) -> TxtWriter:
-    return TxtWriter(config.txt_policy(), config.tag_separator)
+def txt_writer(writing: OutputSettings, separator: str) -> TxtWriter:
+    """The caption files' writer under the config's policy, joining old and new text with ``separator``."""
+    return TxtWriter(writing.txt_policy(), separator)
 
 
 def flat(row: dict) -> dict:
@@ -181,18 +184,16 @@ def flat(row: dict) -> dict:
 def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[Path], Dict[str, object]]:
     """Every output of the plan (plan.Outputs) from a run's result: the submission's path and {format: path
     or txt counts} of the others. ``txt``: the writer that already wrote the caption files batch by batch."""
-    from .submission import write_submission
     outputs, rows = plan.outputs, rows_of(result)
     submission = None
     if outputs.submission is not None:
         submission = write_submission(result.kaggle_ids, result.embeddings, outputs.submission)
     written: Dict[str, object] = {}
     if "txt" in plan.config.formats:
-        txt = txt or txt_writer(plan.config)
+        txt = txt or txt_writer(plan.config.writing, plan.config.tag_separator)
         txt.write(outputs.txt, [r.final for r in rows])  # the files not written batch by batch
         written["txt"] = txt.finish()
     if "csv" in outputs.files:
-        import pandas as pd
         frame = pd.DataFrame([flat(r.as_dict()) for r in rows], columns=columns_of(rows))
         written["csv"] = atomic_write(outputs.files["csv"],
                                       lambda f: f.write(frame.to_csv(index=False).encode("utf-8")))
@@ -200,7 +201,7 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[P
         text = "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in rows)
         written["jsonl"] = write_bytes(outputs.files["jsonl"], text.encode("utf-8"))
     if "parquet" in outputs.files:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # lazy: the [parquet] extra
         table = arrow_table(rows, result.embeddings)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
     return submission, written

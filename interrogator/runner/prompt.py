@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence
 
+from ..core.config import PROMPT_PARTS
+
 TRAILING = " \t\r\n.,;:!?"
 
 
@@ -11,7 +13,7 @@ def clean_caption(caption: str) -> str:
     return " ".join(caption.split()).rstrip(TRAILING)
 
 
-PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
+PARTS = PROMPT_PARTS  # the seed format's order (config key prompt_parts)
 
 
 def build_prompt(caption: str, medium: str, movement: str, flavors: Sequence[str],

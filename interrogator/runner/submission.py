@@ -12,6 +12,7 @@ from ..core.atomic import atomic_write, is_disk_full
 from ..core.errors import SubmissionError
 from ..core.record import SUBMISSION_DIM
 from ..core.workers import map_chunks
+import io
 
 HEADER = ("imgId_eId", "val")
 NORM_TOLERANCE = 1e-3
@@ -109,7 +110,6 @@ def read_frame(source) -> pd.DataFrame:
 
 def first_id_lost_in_csv(image_ids: Sequence[str]) -> Optional[str]:
     """The first id that would not come back unchanged through the submission CSV, else None."""
-    import io
     frame = pd.DataFrame({HEADER[0]: [f"{i}_0" for i in image_ids], HEADER[1]: np.zeros(len(image_ids), np.float32)})
     back = read_frame(io.StringIO(frame.to_csv(index=False)))[HEADER[0]].tolist()
     for image_id, key in zip(image_ids, back + [None] * (len(image_ids) - len(back))):

@@ -23,9 +23,21 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from ..core.config import Config, replace
-from ..core.shards import batch_ranges
+from ..core.atomic import write_bytes
+from ..core.errors import ConfigError
+from ..core.record import Tags
+from ..core.score import matched_prompts, mean_cosine
+from ..models.clip import load_config_clip
+from ..models.embed import embed_prompts, load_sentence
+from ..tools.features import build_index
+from .labels import LabelCache, load_tables
+from .modes import TABLES, interrogate
+from .pipeline import run_plan
+from .planner import make_plan
+from .stages import mode_prompt, seed_tags
 
 FLAVOR_COUNTS = (1, 2, 3, 5, 8, 16, 32)
 TAG_SETS = (("medium", "movement", "flavors"), ("medium", "flavors"), ("movement", "flavors"), ("flavors",),
@@ -85,7 +97,7 @@ class TuneRow:
 
 
 @dataclass
-class Labelled:
+class TuneData:
     """What every assembly is built from and scored against: computed once per ``tune``."""
 
     config: Config
@@ -99,11 +111,12 @@ class Labelled:
     truth: object               # the matched true prompts (imgId, prompt)
     true_vectors: np.ndarray
     held: set                   # imgIds kept out of the ranking
+    batches: Tuple[Tuple[int, ...], ...] = ()  # the plan's batches (positions), as the submission run makes them
 
     def decoded_batches(self):
         """(positions, feature rows) of the decoded images of each batch of the submission run."""
         row_of = {i: r for r, i in enumerate(self.ok)}
-        for members in batch_ranges(len(self.ids), self.config.stage_batch_size("caption")):
+        for members in self.batches:
             dec = [i for i in members if i in row_of]
             if dec:
                 yield dec, self.features[[row_of[i] for i in dec]]
@@ -113,29 +126,19 @@ def tune(config: Config, prompts_csv: str, work: str, holdout: float = 0.0, seed
          modes: Sequence[str] = ("seed", "classic", "fast", "caption"), counts: Sequence[int] = FLAVOR_COUNTS,
          progress: bool = True) -> List[TuneRow]:
     """Every assembly of the grid scored on the labelled images (see the module docstring), best first."""
-    data = labelled(config, prompts_csv, work, holdout, seed, modes, progress)
+    data = tune_data(config, prompts_csv, work, holdout, seed, modes, progress)
     ranked = {}  # the seed mode's ranking, once at the largest count, in the submission run's batches
     if "seed" in modes:
-        from .stages import seed_tags
         for dec, features in data.decoded_batches():
             ranked.update(zip(dec, seed_tags(data.tables, features, max(counts), config.chunk_size)))
     rows = [score_assembly(data, assembly, ranked) for assembly in grid(modes, counts)]
     return sorted(rows, key=lambda r: -r.score)
 
 
-def labelled(config: Config, prompts_csv: str, work: str, holdout: float, seed: int, modes: Sequence[str],
-             progress: bool) -> Labelled:
+def tune_data(config: Config, prompts_csv: str, work: str, holdout: float, seed: int, modes: Sequence[str],
+             progress: bool) -> TuneData:
     """Captions (a caption-mode run, kept for the next tune), CLIP features (the feature store), the label
     tables of the modes, and the true prompts' embeddings; the split checked before anything runs."""
-    from ..models.clip import load_config_clip
-    from ..models.embed import embed_prompts
-    from ..tools.features import build_index
-    from .labels import LabelCache, load_tables
-    from .modes import TABLES
-    from .pipeline import run_plan
-    from ..core.plan import make_plan
-    from .score import matched_prompts
-    from .stages import load_sentence
     work_dir = Path(work)
     plan = make_plan(replace(config, mode="caption", formats=["kaggle"], blend=None, head_path=None, bank_path=None,
                              output=str(work_dir / "captions.csv")))
@@ -150,22 +153,20 @@ def labelled(config: Config, prompts_csv: str, work: str, holdout: float, seed: 
     features = store.rows([in_store[i] for i in ok]).to(clip.device, clip.dtype) if ok else None
     tables = load_tables(clip, config.dicts, LabelCache(config.label_cache),
                          names=sorted({n for m in modes for n in TABLES[m]}))
-    sentence = load_sentence(config)
+    sentence = load_sentence(config.embedding, config.resolved_device(), config.torch_dtype() == torch.float16)
     true_vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
-    return Labelled(config, captioned.kaggle_ids, captioned.captions, ok, features, clip, tables, sentence, truth,
-                    true_vectors, held)
+    return TuneData(config, captioned.kaggle_ids, captioned.captions, ok, features, clip, tables, sentence, truth,
+                    true_vectors, held, plan.batches)
 
 
-def score_assembly(data: Labelled, assembly: Assembly, ranked: dict) -> TuneRow:
+def score_assembly(data: TuneData, assembly: Assembly, ranked: dict) -> TuneRow:
     """One assembly's prompts, embedded in the submission run's batches, scored on the ranked and held images."""
-    from ..models.embed import embed_prompts
-    from .score import mean_cosine
     config = data.config
     prompts = assembly_prompts(data, assembly, ranked)
     embed_batch = config.stage_batch_size("embed")
     vectors = np.concatenate([embed_prompts(data.sentence, [prompts[i] for i in members[s:s + embed_batch]],
                                             len(members[s:s + embed_batch]))
-                              for members in batch_ranges(len(data.ids), config.stage_batch_size("caption"))
+                              for members in data.batches
                               for s in range(0, len(members), embed_batch)])
     truth_ids = data.truth.imgId.tolist()
     tuned = [k for k, i in enumerate(truth_ids) if i not in data.held]
@@ -175,12 +176,9 @@ def score_assembly(data: Labelled, assembly: Assembly, ranked: dict) -> TuneRow:
     return TuneRow(assembly, score, hold)
 
 
-def assembly_prompts(data: Labelled, assembly: Assembly, ranked: dict) -> List[str]:
+def assembly_prompts(data: TuneData, assembly: Assembly, ranked: dict) -> List[str]:
     """Each image's prompt under an assembly, built by the calls a submission run makes (stages.mode_prompt,
     modes.interrogate); the fallback prompt where the image did not decode."""
-    from .modes import interrogate
-    from ..core.record import Tags
-    from .stages import mode_prompt
     config = data.config
     prompts = [config.fallback_prompt] * len(data.ids)
     cfg = replace(config, mode=assembly.mode, max_flavors=max(assembly.max_flavors, 1),
@@ -190,10 +188,10 @@ def assembly_prompts(data: Labelled, assembly: Assembly, ranked: dict) -> List[s
             tags = ranked.get(i)
             if tags is not None:
                 tags = Tags(tags.medium, tags.movement, tags.flavors[:assembly.max_flavors])
-            prompts[i] = mode_prompt(cfg, data.captions[i], tags, clip=data.clip)
+            prompts[i] = mode_prompt(cfg.ranking, data.captions[i], tags, clip=data.clip)
         return prompts
     for dec, features in data.decoded_batches():
-        chosen = interrogate(assembly.mode, [data.captions[i] for i in dec], features, data.tables, cfg, data.clip)
+        chosen = interrogate(assembly.mode, [data.captions[i] for i in dec], features, data.tables, cfg.ranking, data.clip)
         for i, c in zip(dec, chosen):
             prompts[i] = c.prompt
     return prompts
@@ -202,7 +200,6 @@ def assembly_prompts(data: Labelled, assembly: Assembly, ranked: dict) -> List[s
 def holdout_ids(ids: Sequence[str], share: float, seed: int) -> set:
     """A seeded share of the labelled images kept out of the ranking; a split that leaves either side empty
     is an error (a "best" row ranked on no image, or a holdout of none)."""
-    from ..core.errors import ConfigError
     held_count = int(round(share * len(ids)))
     if share > 0 and not 0 < held_count < len(ids):
         raise ConfigError(f"--holdout {share:g}: of {len(ids)} labelled images it holds out {held_count}; "
@@ -212,5 +209,4 @@ def holdout_ids(ids: Sequence[str], share: float, seed: int) -> set:
 
 
 def write_fragment(row: TuneRow, path: str) -> Path:
-    from ..core.atomic import write_bytes
     return write_bytes(path, (json.dumps(row.assembly.fragment()) + "\n").encode())

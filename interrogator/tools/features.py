@@ -32,9 +32,13 @@ import torch
 from ..core.atomic import is_disk_full, write_bytes
 from ..core.errors import InterrogatorError
 from ..core.identity import device_identity, digest, unchanged
-from ..core.images import ImageDataset, ImageFile, batch_loader, scan_tree
+from ..core.images import ImageFile, Transforms, image_batches, scan_tree
 from ..core.oom import StageBatcher
 from ..core.shards import batch_ranges
+from ..core.console import bar
+from ..models.clip import load_config_clip
+from safetensors.torch import save
+from safetensors import safe_open
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,6 @@ class FeatureStore:
 
     # ---- save and load -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
         names = "\n".join(self.ids).encode("utf-8")
         tensors = {
             "features": self.features.to(torch.float32).contiguous(),
@@ -117,7 +120,6 @@ class FeatureStore:
     @classmethod
     def load(cls, path) -> "FeatureStore":
         """The store at ``path``; StoreError naming it for anything that cannot be read back exactly."""
-        from safetensors import safe_open
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -173,9 +175,9 @@ def encode_files(clip, files: Sequence[ImageFile], batch_size: int, workers: int
     """
     files = list(files)
     batches = batch_ranges(len(files), batch_size)
-    dataset = ImageDataset(files, None, clip.preprocess)
     batcher = StageBatcher({"clip": batch_size}, str(clip.device))
-    loader = batch_loader(dataset, batches, workers, pin_memory=clip.device.type == "cuda")
+    loader = image_batches(files, batches, Transforms(clip=clip.preprocess), workers,
+                           pin_memory=clip.device.type == "cuda")
     for members, batch in zip(batches, loader):
         if batch.ok:
             feats = batcher.run("clip", batch.decoded(batch.clip_pixels), clip.encode_images, torch.cat)
@@ -251,8 +253,6 @@ def _known(out: Path, key: ClipKey) -> Tuple[Dict[str, Tuple[str, Optional[torch
 
 def build_index(config, images: str, out: str, progress: bool = True, clip=None) -> IndexReport:
     """Index every image below ``images`` into the store at ``out`` with the config's CLIP (see module docs)."""
-    from ..models.clip import load_config_clip
-    from ..core.console import bar
     out_path = Path(out)
     if out_path.is_dir():
         raise InterrogatorError(f"--out: {out_path} is a folder; name a file such as {out_path / 'index.safetensors'}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InterrogatorError
-from ..runner.rank import topk_chunked
+from ..core.rank import topk_chunked
 
 BACKENDS = ("torch", "faiss")
 SEARCH_CHUNK = 65536  # keys scored at once
@@ -22,7 +22,7 @@ SEARCH_CHUNK = 65536  # keys scored at once
 def faiss_index(keys: torch.Tensor):
     """An exact faiss ``IndexFlatIP`` holding the keys (build it once for many searches)."""
     try:
-        import faiss
+        import faiss  # lazy: the [faiss] extra
     except ImportError as exc:
         raise InterrogatorError("the faiss backend needs faiss-cpu: pip install -e '.[faiss]'") from exc
     base = np.ascontiguousarray(keys.detach().float().cpu().numpy())

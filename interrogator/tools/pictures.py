@@ -61,9 +61,9 @@ def similarity_heatmap(matrix: np.ndarray, images: Sequence[Path], texts: Sequen
                        title: str = "") -> Path:
     """Texts down the side, images across with their thumbnails under the columns, cosine in each cell."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: the [plot] extra
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: the [plot] extra
     except ImportError as exc:
         raise InterrogatorError("--plot needs matplotlib: pip install -e '.[plot]'") from exc
     sim = np.asarray(matrix, dtype=np.float64).T  # (texts, images)

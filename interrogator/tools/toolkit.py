@@ -22,6 +22,8 @@ from ..core.errors import ConfigError, InterrogatorError
 from .features import FeatureStore, encode_folder
 from ..core.images import ImageFile, scan_tree
 from .nearest import nearest
+from ..models.clip import load_config_clip
+import shutil
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learned temperature here
 
 def load_toolkit_clip(config):
     """The config's CLIP on its device, for the toolkit (only ``clip_model``/``clip_path`` are needed)."""
-    from ..models.clip import load_config_clip
     return load_config_clip(config)
 
 
@@ -186,7 +187,6 @@ def read_lines(path: str, what: str) -> List[str]:
 
 def copy_best(hits: Sequence[Hit], root: Optional[str], folder: str, n: int, link: bool) -> List[Path]:
     """Copy (or symlink) the first n hits into folder, keeping their relative paths; never over a file."""
-    import shutil
     out = []
     for hit in hits[:n]:
         source = Path(root) / hit.image_id if root else Path(hit.image_id)

@@ -1,0 +1,43 @@
+"""The web app's subcommand (the [app] extra)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.config import load_config
+from ..core.errors import InterrogatorError
+from .arguments import add_common, add_config, positive_int
+
+
+def cmd_app(args) -> int:
+    try:
+        import gradio  # noqa: F401  (lazy: the [app] extra)
+    except ImportError:
+        raise InterrogatorError("the app needs gradio: pip install 'interrogator[app]'") from None
+    from ..app.paths import Roots  # lazy: the app imports gradio
+    from ..app.service import Service  # lazy: with the app below
+    from ..app.ui import launch  # lazy: Gradio
+    config = load_config(args.config, device=args.device)
+    for folder in args.allow:
+        if not Path(folder).is_dir():
+            raise InterrogatorError(f"--allow {folder}: not a folder")
+    service = Service(config, Roots.of(*args.allow), args.index, args.max_upload_mb * 1024 * 1024)
+    if service.store is not None:
+        service.roots = Roots.of(*args.allow, service.store.root)
+    service.start()
+    print(f"interrogator app on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    launch(service, args.host, args.port, args.share)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, search (the [app] extra)")
+    add_config(p, what="JSON config (its models)")
+    p.add_argument("--index", help="a feature store made by `index`, for the Search tab")
+    p.add_argument("--allow", action="append", default=[], help="a server folder the Folder tab may read and write "
+                                                                "(repeatable); nothing else is served")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=7860, help="the port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
+    add_common(p)
+    p.set_defaults(func=cmd_app)

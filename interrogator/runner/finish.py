@@ -1,0 +1,164 @@
+"""The end of a run, written once: the records assembled into one ``RunResult`` in imgId order, the strict
+check, every output format, the clean-up of the record stores. The local loop, ``--devices``, ``--shard`` +
+``merge`` and Ray only get the records (from memory or from a ``RecordStore``) and call ``finish``.
+
+A record store is where an engine keeps finished batches: the work folder (``core.workdir.WorkDir``) or Ray's
+per-batch Parquet files (``engines.ray_engine.BatchFiles``). Both answer ``load(batch)`` with the checked
+record or None, and ``collect`` applies the one resume rule (``core.workdir.resume``) to any of them.
+``CaptionFiles`` is the one per-batch hook: a batch's caption files, written as soon as it has its texts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core.errors import InterrogatorError
+from ..core.plan import Plan
+from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
+from ..core.workdir import resume
+from ..learn.blend import blend_vectors
+from .outputs import TxtWriter, txt_writer, write_all
+
+LOADER_HINT_SHARE = 0.2  # the summary suggests more loader workers when decoding waits exceed this share
+LOADER_HINT_MIN_SECONDS = 10.0
+
+
+@dataclass
+class RunResult:
+    """What a run produced, in imgId order."""
+
+    image_ids: List[str]
+    captions: List[str]
+    prompts: List[str]
+    embeddings: np.ndarray  # what the submission holds: the blend (blend.py), or the prompts' embeddings
+    tags: List = field(default_factory=list)  # record.Tags per image (None where undecodable)
+    negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them
+    prompt_embeddings: Optional[np.ndarray] = None  # the sentence model's embeddings of the prompts
+    head: Optional[np.ndarray] = None  # a learned head's predictions, when the blend uses one
+    bank: Optional[np.ndarray] = None  # the retrieval bank's, likewise
+    failed: Dict[str, str] = field(default_factory=dict)
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
+    label_cache_hits: Dict[str, bool] = field(default_factory=dict)
+    resumed_batches: int = 0
+    peak_gpu_bytes: Optional[int] = None
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why): entries named like images
+    loader_workers: Optional[int] = None
+    output: Optional[Path] = None
+    files: List[str] = field(default_factory=list)  # each image's path relative to data_path
+    kaggle_ids: List[str] = field(default_factory=list)  # each image's id in the submission CSV
+    written: Dict[str, object] = field(default_factory=dict)  # other formats: path, or txt counts
+    ray: Optional[str] = None  # what the Ray engine did (batches written, actors, reused), when it ran
+    tagged: Optional[List] = None  # record.ImageTags per image (None where undecodable), with a tagger
+    texts: Optional[List[str]] = None  # the caption template's text per image, with a template
+    captioned: int = 0  # images left out because their caption file exists (existing_txt skip)
+
+    def summary(self) -> str:
+        n = len(self.image_ids)
+        total = sum(self.stage_seconds.values())
+        lines = [f"images: {n} done, {len(self.failed)} undecodable (fallback prompt)"]
+        lines += [f"  undecodable: {i}: {why}" for i, why in sorted(self.failed.items())]
+        if self.captioned:
+            lines.append(f"skipped {self.captioned} images whose caption file exists (existing_txt: skip)")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} entries named like images: "
+                         + ", ".join(f"{name} ({why})" for name, why in self.skipped))
+        if self.ray is not None:
+            lines.append(f"ray: {self.ray}")
+        elif self.resumed_batches:
+            lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
+        lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+                     + f" (total {total:.2f}, {n / total if total else 0:.1f} img/s)")
+        waited = self.stage_seconds.get("decode", 0.0)
+        if total >= LOADER_HINT_MIN_SECONDS and waited > LOADER_HINT_SHARE * total:
+            lines.append(f"the models waited {waited:.1f} s ({waited / total:.0%}) for image decoding "
+                         f"({self.loader_workers} workers): more num_workers helps if cores are idle")
+        if self.label_cache_hits:
+            lines.append("label tables: " + ", ".join(f"{k} {'cache hit' if hit else 'encoded'}"
+                                                      for k, hit in self.label_cache_hits.items()))
+        if self.peak_gpu_bytes is not None:
+            lines.append(f"peak GPU memory: {self.peak_gpu_bytes / 1e9:.2f} GB")
+        if self.output is not None:
+            lines.append(f"submission: {self.output}")
+        for name, what in self.written.items():
+            if isinstance(what, dict):
+                what = ", ".join(f"{v} {k}" for k, v in what.items())
+            lines.append(f"{name}: {what}")
+        return "\n".join(lines)
+
+
+
+
+def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
+    """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
+    n = len(plan.files)
+    captions, prompts, tags, negatives, tagged, texts = [""] * n, [""] * n, [None] * n, [""] * n, [None] * n, [""] * n
+    arrays = {name: np.zeros((n, SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
+    present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
+    failed: Dict[str, str] = {}
+    for b, members in enumerate(plan.batches):
+        record, members = records[b], list(members)
+        for pos, i in enumerate(members):
+            captions[i], prompts[i], tags[i] = record.captions[pos], record.prompts[pos], record.tags[pos]
+            if record.negatives is not None:
+                negatives[i] = record.negatives[pos]
+            if record.tagged is not None:
+                tagged[i] = record.tagged[pos]
+            if record.texts is not None:
+                texts[i] = record.texts[pos]
+        for name, array in arrays.items():
+            if name == "embeddings" or present[name]:
+                array[members] = getattr(record, name)
+        failed.update(record.failed)
+    head, bank = (arrays[n] if present[n] else None for n in LEARNED)
+    vectors = blend_vectors(plan.config.blend, arrays["embeddings"], head, bank)
+    with_negatives = bool(records) and all(r.negatives is not None for r in records.values())
+    config = plan.config
+    return RunResult(plan.ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
+                     arrays["embeddings"], head, bank, failed, skipped=list(plan.skipped), files=list(plan.relative),
+                     kaggle_ids=list(plan.kaggle), tagged=tagged if config.tagger_path is not None else None,
+                     texts=texts if config.caption_template is not None else None, captioned=plan.captioned)
+
+
+def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]]) -> Tuple[Dict[int, BatchRecord], List[int]]:
+    """The records of a store (``load``) that the resume rule keeps, and the batches that have none."""
+    records = resume(load, list(plan.files), plan.batches)
+    return records, [b for b in range(len(plan.batches)) if b not in records]
+
+
+def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, write: bool = True,
+           txt: Optional[TxtWriter] = None, remove: Sequence = ()) -> RunResult:
+    """The end of every run: the records (one per batch of the plan) assembled, ``--strict`` checked, every
+    format of the plan written (``write`` and the plan has outputs; ``txt``: the writer that already wrote
+    caption files batch by batch), then the stores in ``remove`` removed. Nothing is written when the strict
+    check fails."""
+    result = assemble(plan, records)
+    if strict and result.failed:
+        names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
+        raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
+    if write and plan.outputs is not None:
+        result.output, result.written = write_all(plan, result, txt)
+        for store in remove:
+            store.remove()
+    return result
+
+
+@dataclass
+class CaptionFiles:
+    """The per-batch hook: a finished batch's caption files (the plan's txt paths), once it has its texts."""
+
+    plan: Plan
+    writer: Optional[TxtWriter]
+
+    @classmethod
+    def of(cls, plan: Plan, strict: bool = False) -> "CaptionFiles":
+        """The hook of a plan with caption files; a hook that writes nothing under ``--strict``, where nothing is
+        written before the check passes (``finish`` then writes the caption files with the other formats)."""
+        wanted = plan.outputs is not None and bool(plan.outputs.txt) and not strict
+        return cls(plan, txt_writer(plan.config.writing, plan.config.tag_separator) if wanted else None)
+
+    def __call__(self, batch: int, record: Optional[BatchRecord]) -> None:
+        if self.writer is not None and record is not None and record.final is not None:
+            self.writer.write([self.plan.outputs.txt[i] for i in self.plan.batches[batch]], record.final)

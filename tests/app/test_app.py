@@ -1,0 +1,305 @@
+"""The web app on the demo models: through gradio_client (the API) and in headless Chromium (Debian's chromium
+and chromium-driver, driven by Selenium). One server for the module, stopped at its end."""
+import json
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SAMPLES
+
+gr = pytest.importorskip("gradio", reason="the app extra is not installed")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from interrogator.app.paths import Roots  # noqa: E402
+from interrogator.app.service import ANALYZE_TABLES, Service  # noqa: E402
+from interrogator.core.config import load_config, replace  # noqa: E402
+from interrogator.runner.pipeline import run  # noqa: E402
+
+IMAGES = sorted(SAMPLES.glob("*.png"))
+UPLOAD_LIMIT = 2 * 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, demo_models, small_dicts):
+    """The app serving the demo models, an allowed folder with the samples, and an index of them."""
+    root = tmp_path_factory.mktemp("app")
+    allowed = root / "allowed"
+    shutil.copytree(SAMPLES, allowed / "images", ignore=shutil.ignore_patterns("*.csv"))
+    dicts = root / "dicts"  # the small lists and the first 300 artists (Analyze and fast mode rank them)
+    shutil.copytree(small_dicts, dicts)
+    artists = (REPO / "dicts" / "artists.txt").read_text(encoding="utf-8")
+    (dicts / "artists.txt").write_text("\n".join(artists.splitlines()[:300]) + "\n", encoding="utf-8")
+    config_file = root / "config.json"
+    config_file.write_text(json.dumps({
+        "blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip", "clip_path": str(demo_models.clip_path),
+        "embedding_path": str(demo_models.embedding_path), "dicts": str(dicts), "batch_size": 4,
+        "max_new_tokens": 6, "device": "cpu", "num_workers": 0, "label_cache": str(root / "labels")}))
+    config = load_config(config_file)
+    from interrogator.tools.features import build_index
+    build_index(config, str(allowed / "images"), str(root / "index.safetensors"), progress=False)
+    service = Service(config, Roots.of(allowed), str(root / "index.safetensors"), UPLOAD_LIMIT)
+    service.roots = Roots.of(allowed, service.store.root)
+    service.start()
+    from interrogator.app.ui import launch
+    port = free_port()
+    page = launch(service, port=port, block=False)
+    yield {"url": f"http://127.0.0.1:{port}/", "service": service, "config": config, "allowed": allowed,
+           "root": root, "page": page}
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def client(site):
+    return Client(site["url"], verbose=False)
+
+
+def submit_prompt(config, image: Path, folder: Path) -> str:
+    """What ``submit`` writes for this one image and config (a folder of that image, the csv format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(image, folder)
+    run(replace(config, data_path=str(folder), output=str(folder / "s.csv"), formats=["csv"]), progress=False)
+    import pandas as pd
+    return pd.read_csv(folder / "s.prompts.csv", keep_default_na=False).prompt[0]
+
+
+def test_the_prompt_is_submits_prompt_and_the_models_load_once(site, client, tmp_path):
+    prompt, caption, negative = client.predict(handle_file(str(IMAGES[0])), "seed", False, api_name="/prompt")
+    assert prompt == submit_prompt(site["config"], IMAGES[0], tmp_path / "one")
+    assert prompt.startswith(caption) and caption and negative == ""
+    _, _, negative = client.predict(handle_file(str(IMAGES[0])), "seed", True, api_name="/prompt")
+    assert negative
+    assert site["service"].loads == 1
+
+
+def test_two_concurrent_requests_both_succeed(site, client):
+    answers = {}
+
+    def ask(i):
+        answers[i] = Client(site["url"], verbose=False).predict(handle_file(str(IMAGES[i])), "fast", False,
+                                                               api_name="/prompt")[0]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(answers) == {1, 2} and all(answers.values())
+    assert site["service"].loads == 1
+
+
+def test_analyze_gives_k_scored_labels_per_table(client):
+    tables = client.predict(handle_file(str(IMAGES[0])), 4, api_name="/analyze")
+    assert len(tables) == len(ANALYZE_TABLES)
+    for table in tables:
+        scores = [c["confidence"] for c in table["confidences"]]
+        assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+
+
+def refused(client, *args, api_name):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_paths_outside_the_allowed_folders_are_refused(site, client, tmp_path):
+    allowed = site["allowed"]
+    outside = tmp_path / "outside"
+    shutil.copytree(SAMPLES, outside)
+    (allowed / "link").symlink_to(outside, target_is_directory=True)
+    for folder in (str(outside), str(allowed / "link"), f"{allowed}/images/../../outside", "/etc"):
+        message = refused(client, folder, str(allowed / "o.csv"), ["kaggle"], api_name="/folder")
+        assert message.startswith(f"folder: {folder} is outside the allowed folders ("), message
+    message = refused(client, str(allowed / "images"), str(outside / "o.csv"), ["kaggle"], api_name="/folder")
+    assert message.startswith(f"output: {outside / 'o.csv'} is outside the allowed folders")
+    assert not (outside / "o.csv").exists()
+
+
+def test_an_undecodable_and_an_oversized_upload_get_a_message(site, client, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    message = refused(client, handle_file(str(bad)), "seed", False, api_name="/prompt")
+    assert message.startswith("the upload is not an image this tool decodes: cannot decode")
+    big = tmp_path / "big.png"
+    big.write_bytes(IMAGES[0].read_bytes() + b"\0" * UPLOAD_LIMIT)
+    with pytest.raises(ValueError, match=f"exceeds the maximum file size of {UPLOAD_LIMIT} bytes"):
+        client.predict(handle_file(str(big)), "seed", False, api_name="/prompt")  # the client knows the limit
+    import httpx
+    with open(big, "rb") as f:  # and the server refuses such an upload from anyone else
+        answer = httpx.post(site["url"] + "gradio_api/upload", files={"files": ("big.png", f, "image/png")})
+    assert answer.status_code == 413, answer.text
+    from interrogator.app.service import InputRefused
+    with pytest.raises(InputRefused, match=r"^the upload is 2\.4 MiB; the limit is 2 MiB$"):
+        site["service"].check_upload(str(big))  # a file that reached the handler some other way
+
+
+def test_a_folder_run_writes_submits_csv_and_a_stopped_run_resumes(site, client, tmp_path):
+    allowed, config = site["allowed"], site["config"]
+    summary, files = client.predict(str(allowed / "images"), str(allowed / "out" / "app.csv"), ["kaggle", "csv"],
+                                    api_name="/folder")
+    reference = tmp_path / "ref.csv"
+    run(replace(config, data_path=str(allowed / "images"), output=str(reference)), progress=False)
+    assert (allowed / "out" / "app.csv").read_bytes() == reference.read_bytes()
+    assert summary.startswith("images: 7 done") and sorted(Path(f).name for f in files) == ["app.csv",
+                                                                                         "app.prompts.csv"]
+    service = site["service"]
+    from interrogator.runner.pipeline import Stopped
+    with pytest.raises(Stopped, match="stopped after 1 of 2 batches"):
+        service.run_folder(str(allowed / "images"), str(allowed / "out" / "b.csv"), ["kaggle"], lambda done, of: True)
+    assert not (allowed / "out" / "b.csv").exists()
+    result = service.run_folder(str(allowed / "images"), str(allowed / "out" / "b.csv"), ["kaggle"])
+    assert result.resumed_batches == 1 and (allowed / "out" / "b.csv").read_bytes() == reference.read_bytes()
+
+
+def test_search_gives_k_hits_with_scores_a_csv_and_a_sheet(client):
+    gallery, files = client.predict("a painting", None, 3, api_name="/search")
+    assert len(gallery) == 3
+    assert sorted(Path(f).name for f in files) == ["hits.csv", "sheet.png"]
+
+
+# ---- in a real browser --------------------------------------------------------------------------
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(CHROMEDRIVER is None or shutil.which("chromium") is None,
+                                   reason="Debian's chromium and chromium-driver are not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service as DriverService
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def shot(driver, name: str) -> None:
+    """Screenshots of each tab, where INTERROGATOR_SCREENSHOTS names a folder (docs/ for the README)."""
+    folder = os.environ.get("INTERROGATOR_SCREENSHOTS")
+    if folder:
+        driver.save_screenshot(str(Path(folder) / f"app-{name}.png"))
+
+
+def open_tab(driver, url: str, name: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver.get(url)
+    wait = WebDriverWait(driver, 120)
+    tab = wait.until(EC.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']")))
+    tab.click()
+    return wait
+
+
+def upload(driver, elem_id: str, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys(str(path))
+
+
+def value_of(driver, elem_id: str) -> str:
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.CSS_SELECTOR, f"#{elem_id} textarea").get_attribute("value")
+
+
+@needs_browser
+def test_in_the_browser_the_prompt_tab_shows_submits_prompt(site, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    wait = open_tab(browser, site["url"], "Prompt")
+    upload(browser, "prompt-image", IMAGES[3])
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-image .file-preview, #prompt-image a"))
+    browser.find_element(By.ID, "prompt-run").click()
+    wait.until(lambda d: value_of(d, "prompt-out"))
+    assert value_of(browser, "prompt-out") == submit_prompt(site["config"], IMAGES[3], tmp_path / "one")
+    shot(browser, "prompt")
+
+
+@needs_browser
+def test_in_the_browser_analyze_shows_k_rows_per_table(site, browser):
+    from selenium.webdriver.common.by import By
+    wait = open_tab(browser, site["url"], "Analyze")
+    upload(browser, "analyze-image", IMAGES[0])
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#analyze-image .file-preview, #analyze-image a"))
+    browser.find_element(By.ID, "analyze-run").click()
+
+    def rows(d):
+        counts = [len(d.find_elements(By.CSS_SELECTOR, f"#analyze-{name} .confidence-set")) for name in ANALYZE_TABLES]
+        return counts if all(counts) else None
+    assert wait.until(rows) == [5] * len(ANALYZE_TABLES)
+    shot(browser, "analyze")
+
+
+@needs_browser
+def test_in_the_browser_a_search_shows_k_thumbnails(site, browser):
+    from selenium.webdriver.common.by import By
+    wait = open_tab(browser, site["url"], "Search")
+    from selenium.webdriver.common.keys import Keys
+    browser.find_element(By.CSS_SELECTOR, "#search-text textarea").send_keys("a portrait")
+    k = browser.find_element(By.CSS_SELECTOR, "#search-k input[type=number]")
+    k.send_keys(Keys.CONTROL, "a")
+    k.send_keys("5", Keys.TAB)
+    browser.find_element(By.ID, "search-run").click()
+    thumbs = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#search-gallery button img") or None)
+    assert len(thumbs) == 5
+    shot(browser, "search")
+
+
+@needs_browser
+def test_in_the_browser_a_folder_run_writes_submits_csv(site, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    allowed = site["allowed"]
+    wait = open_tab(browser, site["url"], "Folder")
+    browser.find_element(By.CSS_SELECTOR, "#folder-path textarea").send_keys(str(allowed / "images"))
+    browser.find_element(By.CSS_SELECTOR, "#folder-output textarea").send_keys(str(allowed / "web" / "w.csv"))
+    browser.find_element(By.ID, "folder-run").click()
+    wait.until(lambda d: value_of(d, "folder-summary").startswith("images: 7 done"))
+    reference = tmp_path / "ref.csv"
+    run(replace(site["config"], data_path=str(allowed / "images"), output=str(reference)), progress=False)
+    assert (allowed / "web" / "w.csv").read_bytes() == reference.read_bytes()
+    shot(browser, "folder")
+
+
+def test_it_listens_on_this_machine_only_and_shares_nothing(site):
+    from interrogator.commands.cli import build_parser
+    page = site["page"]
+    assert (page.server_name, page.share, page.share_url) == ("127.0.0.1", False, None)
+    args = build_parser().parse_args(["app", "--config", "c.json"])
+    assert (args.host, args.share, args.max_upload_mb) == ("127.0.0.1", False, 20)
+
+
+def test_the_command_refuses_bad_input_in_one_line(capsys, site, tmp_path):
+    from interrogator.commands.cli import main
+    config = site["root"] / "config.json"
+    assert main(["app", "--config", str(config), "--allow", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --allow {tmp_path / 'missing'}: not a folder"
+    assert main(["app", "--config", str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: config file does not exist: {tmp_path / 'none.json'}"
+
+
+def test_files_are_served_only_from_the_allowed_folders(site, tmp_path):
+    import httpx
+    allowed = site["allowed"]
+    inside = allowed / "images" / IMAGES[0].name
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the web")
+    (allowed / "leak").symlink_to(outside)
+
+    def status(path) -> int:
+        return httpx.get(f"{site['url']}gradio_api/file={path}").status_code
+    assert status(inside) == 200
+    climb = f"{allowed}/{os.path.relpath(outside, allowed)}"  # allowed/../../...: `..` out of the folder
+    assert ".." in climb and Path(climb).resolve() == outside.resolve()
+    for path in (outside, allowed / "leak", climb, "/etc/hostname", Path(__file__).resolve()):
+        assert status(path) == 403, path

@@ -1,0 +1,40 @@
+"""Helpers only the tests use (the package keeps none of its own for them)."""
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from interrogator.core.images import ImageFile, scan_folder
+from interrogator.core.shards import select_range
+
+
+def list_images(folder) -> List[ImageFile]:
+    """The images of a folder, sorted by id (``scan_folder`` without the skipped entries)."""
+    return scan_folder(Path(folder)).files
+
+
+def select(files: Sequence[ImageFile], batch_size: int, shard: Optional[Tuple[int, int]] = None,
+           images: Optional[Tuple[int, int, int]] = None) -> List[ImageFile]:
+    """The files of ``--shard i/N`` or of ``--images lo:hi:total``; all of them without either."""
+    lo, hi = select_range(len(files), batch_size, shard, images)
+    return list(files[lo:hi])
+
+
+def captioning(blip_path: str, **keys):
+    """The captioner section of a config naming ``blip_path`` and these keys (what load_captioner takes)."""
+    from interrogator.core.config import load_config
+    return load_config(None, blip_path=blip_path, **keys).captioning
+
+
+SAMPLE_IDS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "samples").glob("*.png"))
+
+
+def check_submission(path, ids):
+    """A submission CSV's header, ids in order, and finite unit vectors; the vectors."""
+    import numpy as np
+    import pandas as pd
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == ["imgId_eId", "val"]
+    assert frame.imgId_eId.tolist() == [f"{i}_{e}" for i in ids for e in range(384)]
+    vectors = frame.val.to_numpy(np.float64).reshape(len(ids), 384)
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    return vectors
