@@ -38,3 +38,16 @@ def check_submission(path, ids):
     assert np.isfinite(vectors).all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     return vectors
+
+
+def demo_config(folder, demo_models, dicts, name: str = "config.json", **keys):
+    """A config file in ``folder`` for the demo models on the 7 samples (CPU, small batches); ``keys`` override."""
+    import json
+    values = {"blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip",
+              "clip_path": str(demo_models.clip_path), "embedding_path": str(demo_models.embedding_path),
+              "dicts": str(dicts), "data_path": str(Path(__file__).resolve().parent.parent / "samples"),
+              "label_cache": str(Path(folder) / "cache"), "batch_size": 4, "max_new_tokens": 6, "device": "cpu",
+              "num_workers": 0, **keys}
+    path = Path(folder) / name
+    path.write_text(json.dumps(values))
+    return path

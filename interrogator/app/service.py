@@ -157,6 +157,8 @@ class Service:
         target = self.roots.check(output, "output")
         config = replace(self.config, data_path=str(images), output=str(target), formats=list(formats))
         plan = make_plan(config)
+        for file in plan.files:  # a link inside the folder may point outside the allowed ones: never read it
+            self.roots.check(str(file.path), "folder image")
         with self.lock:
             return run_plan(plan, progress=False, models=self.models(config), on_batch=on_batch)
 

@@ -1,11 +1,12 @@
 """The web app's subcommand (the [app] extra)."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
-from .arguments import add_common, add_config, positive_int
+from .arguments import add_common, add_config, port_number, positive_int
 
 
 def cmd_app(args) -> int:
@@ -17,6 +18,7 @@ def cmd_app(args) -> int:
     from ..app.service import Service  # lazy: with the app below
     from ..app.ui import launch  # lazy: Gradio
     config = load_config(args.config, device=args.device)
+    check_port(args.host, args.port)
     for folder in args.allow:
         if not Path(folder).is_dir():
             raise InterrogatorError(f"--allow {folder}: not a folder")
@@ -29,6 +31,16 @@ def cmd_app(args) -> int:
     return 0
 
 
+def check_port(host: str, port: int) -> None:
+    """The address can be listened on, before any model loads (a port in use is one line, not a late error)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise InterrogatorError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, search (the [app] extra)")
     add_config(p, what="JSON config (its models)")
@@ -36,7 +48,7 @@ def add_commands(sub) -> None:
     p.add_argument("--allow", action="append", default=[], help="a server folder the Folder tab may read and write "
                                                                 "(repeatable); nothing else is served")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=positive_int, default=7860, help="the port (default 7860)")
+    p.add_argument("--port", type=port_number, default=7860, help="the port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
     add_common(p)

@@ -11,11 +11,13 @@ import argparse
 import math
 import string
 import sys
-from typing import Callable, List, NoReturn, Sequence
-from ..core.config import Config, replace
-from ..core.errors import InterrogatorError
-from ..core.plan import check_folder, check_output
 from pathlib import Path
+from typing import Callable, List, NoReturn, Optional, Sequence
+
+from ..core.config import Config, load_config, replace
+from ..core.errors import ConfigError, InterrogatorError
+from ..core.owned import Inputs, check_write, config_inputs
+from ..core.plan import check_folder, check_output
 
 DEBUG_HELP = "show full tracebacks and the libraries' log lines"
 DEVICE_HELP = "cpu, cuda or cuda:N (overrides the config)"
@@ -40,12 +42,12 @@ def _number(text: str, kind: Callable, what: str):
     return value
 
 
-def int_at_least(least: int) -> Callable[[str], int]:
-    what = f"a whole number >= {least}"
+def int_at_least(least: int, most: Optional[int] = None) -> Callable[[str], int]:
+    what = f"a whole number >= {least}" + (f" and <= {most}" if most is not None else "")
 
     def parse(text: str) -> int:
         value = _number(text, int, what)
-        if value < least:
+        if value < least or (most is not None and value > most):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
     parse.__name__ = f"int >= {least}"
@@ -54,6 +56,8 @@ def int_at_least(least: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+port_number = int_at_least(1, 65535)
+seed_number = int_at_least(0, 2 ** 63 - 1 - 10 ** 6)  # prompt i draws with seed + i (torch takes < 2**63 here)
 
 
 def float_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
@@ -144,13 +148,26 @@ def device_name(text: str) -> str:
     return text
 
 
+class OutputPath(str):
+    """A path an option names for the command to write (``output_file``): ``check_outputs`` finds them all."""
+
+
 def output_file(text: str) -> str:
     """A file this command will write: not a folder, its folder writable (plan.check_output)."""
     try:
         check_output(text, "the output")
     except InterrogatorError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return OutputPath(text)
+
+
+class PictureOutputPath(OutputPath):
+    """A picture the command makes (a contact sheet, a heatmap): it may have an image extension."""
+
+
+def picture_file(text: str) -> str:
+    """An image file this command will make (``output_file`` otherwise)."""
+    return PictureOutputPath(output_file(text))
 
 
 def output_folder(text: str) -> str:
@@ -162,6 +179,32 @@ def output_folder(text: str) -> str:
     except InterrogatorError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+# ---- what a command reads and writes -----------------------------------------------------------
+INPUT_OPTIONS = ("config", "prompts", "pairs", "labels", "submission", "index", "shards", "init", "vqgan", "queries",
+                 "texts_file", "image", "images", "data_path")
+
+
+def check_outputs(args) -> None:
+    """The one write rule (core/owned.py) for every file option of a command: none names an input of it (an
+    input option's file, the config, its models and label lists) or has an image extension."""
+    inputs = Inputs()
+    for dest in INPUT_OPTIONS:
+        values = getattr(args, dest, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and not isinstance(value, OutputPath):
+                inputs.add(value, f"the file of --{dest.replace('_', '-')}")
+    config = getattr(args, "config", None)
+    if isinstance(config, str) and Path(config).is_file():
+        try:
+            inputs.files.update(config_inputs(load_config(config)).files)
+        except ConfigError:
+            pass  # the command itself reports it, in one line
+    for dest, values in sorted(vars(args).items()):
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, OutputPath):
+                check_write(value, f"--{dest.replace('_', '-')}", inputs, images=isinstance(value, PictureOutputPath))
 
 
 # ---- shared options ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ..core.version import __version__  # noqa: E402
 from ..core.console import quiet_libraries  # noqa: E402
 from ..core.errors import InterrogatorError  # noqa: E402
 from . import app_cli, draw_cli, learned_cli, metric_cli, run_cli, toolkit_cli  # noqa: E402
-from .arguments import DEBUG_HELP, ArgParser  # noqa: E402
+from .arguments import DEBUG_HELP, ArgParser, check_outputs  # noqa: E402
 
 GROUPS = (run_cli, metric_cli, app_cli, toolkit_cli, learned_cli, draw_cli)
 NOISY = ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss", "faiss.loader",
@@ -42,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger("interrogator").setLevel(logging.DEBUG)
     quiet_libraries(debug=args.debug)
     try:
+        check_outputs(args)
         return args.func(args)
     except InterrogatorError as exc:
         return _failed(args, f"error: {exc}", 2)

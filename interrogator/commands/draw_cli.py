@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .arguments import add_common, add_config, float_in, non_negative_int, output_folder, positive_float, positive_int
+from .arguments import add_common, add_config, float_in, non_negative_int, seed_number, output_folder, positive_float, positive_int
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
 from ..core.images import ImageFile
@@ -137,7 +137,7 @@ def add_commands(sub) -> None:
                    help="each crop's noise level is drawn from LOW..HIGH (default 0.22 0.28; 0 0 for none)")
     p.add_argument("--lr", type=positive_float, default=0.5, help="AdamW learning rate (default 0.5)")
     p.add_argument("--weight-decay", type=_range, default=0.1, help="AdamW weight decay (default 0.1)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed; prompt i uses seed + i (default 0)")
+    p.add_argument("--seed", type=seed_number, default=0, help="seed; prompt i uses seed + i (default 0)")
     p.add_argument("--save-every", type=non_negative_int, default=0,
                    help="also save the image every K steps (and the start), in a folder per prompt")
     p.add_argument("--video", choices=("mp4", "gif"), help="blend the saved steps into a video (needs --save-every)")

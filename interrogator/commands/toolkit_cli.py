@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .arguments import (add_common, add_config, output_file, output_folder, positive_float, positive_int, probability,
+from .arguments import (add_common, add_config, output_file, output_folder, picture_file, positive_float, positive_int, probability,
                         template)
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
@@ -177,7 +177,7 @@ def add_search(sub) -> None:
     p.add_argument("-k", type=positive_int, default=20, help="hits per query (default 20)")
     add_config(p, required=False, what="JSON config of the CLIP (default: the one that built the index)")
     p.add_argument("--output", type=output_file, help="write the hits as CSV (query, rank, path, score)")
-    p.add_argument("--sheet", type=output_file, help="write a contact sheet PNG of the hits")
+    p.add_argument("--sheet", type=picture_file, help="write a contact sheet PNG of the hits")
     p.add_argument("--root", help="the indexed folder, if it moved since")
     p.add_argument("--backend", choices=("torch", "faiss"), default="torch", help="exact search backend")
     add_common(p, device="cpu, cuda or cuda:N")
@@ -206,7 +206,7 @@ def add_similarity(sub) -> None:
     p.add_argument("--texts", nargs="*", default=[], help="texts")
     p.add_argument("--texts-file", help="a file of texts, one a line")
     p.add_argument("--output", type=output_file, help="CSV of the matrix (default: print it)")
-    p.add_argument("--plot", type=output_file, help="heatmap PNG with thumbnails (needs matplotlib)")
+    p.add_argument("--plot", type=picture_file, help="heatmap PNG with thumbnails (needs matplotlib)")
     p.add_argument("--title", help="title of the plot")
     add_common(p)
     p.set_defaults(func=cmd_similarity)

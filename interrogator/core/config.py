@@ -33,6 +33,7 @@ DTYPES = ("auto", "fp16", "bf16", "fp32")
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
 FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
 PROMPT_PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
 
 
@@ -360,6 +361,9 @@ def _validate_captions(values: Mapping[str, Any], where: str) -> None:
     if "txt_extension" in values and not TXT_EXTENSION.fullmatch(values["txt_extension"]):
         raise ConfigError(f"config key 'txt_extension': expected a dot and up to 16 letters, digits, _ or -, "
                           f"such as \".txt\" or \".caption\", got {values['txt_extension']!r}{where}")
+    if values.get("txt_extension", ".txt").lower() in IMAGE_EXTENSIONS:
+        raise ConfigError(f"config key 'txt_extension': {values['txt_extension']!r} is an image extension, so "
+                          f"each caption file would replace its image; use \".txt\" or \".caption\"{where}")
     if values.get("existing_txt", "keep") not in EXISTING_TXT:
         raise ConfigError(f"config key 'existing_txt': expected one of {', '.join(EXISTING_TXT)}, "
                           f"got {values['existing_txt']!r}{where}")

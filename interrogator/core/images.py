@@ -19,12 +19,12 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 import torch
 from PIL import Image, ImageOps
 
+from .config import IMAGE_EXTENSIONS
 from .errors import ConfigError
 from .identity import content_digest
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_SIDE = 2048  # larger images are downscaled (keeping aspect) before preprocessing
 MIN_PART = 8  # fewest images a loader worker decodes in one go
 COMPETITION_IMAGES = "images"  # where a data_path without images of its own may keep them

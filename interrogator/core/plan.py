@@ -55,6 +55,7 @@ class Plan:
     key: Optional[str]                  # the resume key; None where nothing is saved
     outputs: Optional[Outputs]
     captioned: int = 0                  # images left out because their caption file exists (existing_txt skip)
+    earlier: object = None              # runner.earlier.Earlier: those images' rows from the earlier outputs
 
     @property
     def ids(self) -> List[str]:
@@ -67,8 +68,14 @@ def scan_images(running: RunSettings) -> FolderScan:
 
 
 def relative_path(running: RunSettings, file: ImageFile) -> str:
-    """An image's path relative to data_path (its name, without ``recursive``)."""
-    return file.image_id if running.recursive else file.path.name
+    """An image's path relative to data_path: ``images/a.png`` in the competition's layout (scan_folder), the
+    name in a plain folder, the id with ``recursive``."""
+    if running.recursive:
+        return file.image_id
+    try:
+        return file.path.relative_to(running.data_path).as_posix()
+    except ValueError:
+        return file.path.name
 
 
 def kaggle_ids(relative: Sequence[str], recursive: bool, unique: bool = True) -> List[str]:

@@ -12,7 +12,9 @@ The parts:
 
 Any other text in the template is kept as written. An empty part is left out together with the text before
 it (the text after it, for the first part), so ``"{trigger}, {tags}, {caption}"`` with no trigger gives
-``"tags, caption"``, not ``", tags, caption"``. Without a template the text is ``{prompt}``: the mode's output,
+``"tags, caption"``, not ``", tags, caption"``. Brackets written right before a field (``( [ { <``) and right
+after it (``) ] } >``) belong to the field and are left out with it: ``"[{trigger}] {caption}"`` with no
+trigger gives ``"caption"``, not ``"[caption"``. Without a template the text is ``{prompt}``: the mode's output,
 exactly as before.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import string
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 FIELDS = ("trigger", "tags", "rating", "caption", "prompt")
+OPENERS, CLOSERS = "([{<", ")]}>"  # brackets right before / after a field belong to it
 DEFAULT = "{prompt}"
 
 
@@ -41,14 +44,27 @@ def fields(template: Optional[str]) -> FrozenSet[str]:
     return frozenset(name for _, name in parse(template or DEFAULT) if name is not None)
 
 
+def _split(literal: str, closes: bool, opens: bool) -> Tuple[str, str, str]:
+    """A literal between fields as (the closing brackets of the field before, the text between, the opening
+    brackets of the field after)."""
+    close = literal[:len(literal) - len(literal.lstrip(CLOSERS))] if closes else ""
+    rest = literal[len(close):]
+    open_ = rest[len(rest.rstrip(OPENERS)):] if opens else ""
+    return close, rest[:len(rest) - len(open_)], open_
+
+
 def render(template: Optional[str], parts: Dict[str, str]) -> str:
-    """The template with each field's part (module docstring for empty parts)."""
+    """The template with each field's part (module docstring for empty parts and brackets)."""
     pieces = parse(template or DEFAULT)
-    prefix = pieces[0][0]
-    suffix = pieces[-1][0] if pieces[-1][1] is None else ""
-    slots = [(literal, parts.get(name, "").strip()) for literal, name in pieces if name is not None]
-    # the text before each field, after the first (the first's is the prefix)
-    slots = [("" if i == 0 else literal, value) for i, (literal, value) in enumerate(slots)]
-    kept = [(literal, value) for literal, value in slots if value]
-    body = "".join((literal if i else "") + value for i, (literal, value) in enumerate(kept))
-    return (prefix + body + suffix).strip()
+    names = [name for _, name in pieces if name is not None]
+    literals = [literal for literal, name in pieces if name is not None]
+    literals.append(pieces[-1][0] if pieces[-1][1] is None else "")  # the text after the last field
+    splits = [_split(literal, i > 0, i < len(names)) for i, literal in enumerate(literals)]
+    text, first = splits[0][1], True
+    for i, name in enumerate(names):
+        value = parts.get(name, "").strip()
+        if not value:
+            continue
+        text += ("" if first else splits[i][1]) + splits[i][2] + value + splits[i + 1][0]
+        first = False
+    return (text + splits[-1][1]).strip()

@@ -14,6 +14,7 @@ custom code in ``auto_map``) is refused with one line.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 
 from ..core.config import CaptionerSettings
 from ..core.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 from ..core.errors import ConfigError
 from packaging.version import Version
 from PIL import Image
@@ -287,13 +290,30 @@ def load_captioner(settings: CaptionerSettings, device: str, dtype: torch.dtype)
 
 
 def _from_pretrained(model_cls, path: str, kind: str, kwargs: dict):
+    """The model in ``path``; every weight of it must come from the checkpoint (a checkpoint whose names match
+    no parameter would leave the model on random weights, and caption noise)."""
+    kwargs = {**kwargs, "output_loading_info": True}
     try:
         try:
-            return model_cls.from_pretrained(path, **kwargs)
+            model, info = model_cls.from_pretrained(path, **kwargs)
         except ValueError as exc:  # a model or transformers version without SDPA refuses it: use eager attention
             if kwargs.get("attn_implementation") != "sdpa" or "attention" not in str(exc).lower():
                 raise
-            return model_cls.from_pretrained(path, **{**kwargs, "attn_implementation": "eager"})
+            model, info = model_cls.from_pretrained(path, **{**kwargs, "attn_implementation": "eager"})
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the {kind} model in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    check_loaded(info, path, "config key 'blip_path'")
+    return model
+
+
+def check_loaded(info: dict, path: str, what: str) -> None:
+    """transformers' loading info: missing weights are an error naming the count and the first names,
+    unexpected ones a warning."""
+    missing, unexpected = sorted(info.get("missing_keys") or ()), sorted(info.get("unexpected_keys") or ())
+    if missing:
+        raise ModelLoadError(f"{what}: the checkpoint in {path} leaves {len(missing)} weights of the model unset "
+                             f"(first: {', '.join(missing[:3])}); it is not a checkpoint of this model")
+    if unexpected:
+        log.warning("%s: the checkpoint in %s has %d weights the model does not use (first: %s)", what, path,
+                    len(unexpected), ", ".join(unexpected[:3]))

@@ -10,7 +10,7 @@ and ships its own tag list: not this format.)
   sorted scores), character tags at or above ``character_threshold``, at most ``max_tags`` general tags
   (the highest first), and the best rating as its own field.
 - **Cleaning**, in this order: underscores to spaces (except kaomoji such as ``^_^``), undesired tags dropped
-  (named as written in the CSV or as cleaned), replacements (``a=b``), brackets escaped for prompt syntax
+  (named as written in the CSV or as cleaned), replacements (``a=b``; ``a=`` drops the tag), brackets escaped for prompt syntax
   (``tag_escape``); then character tags first, each group by score (ties by the CSV's order), and the tags
   listed in ``tags_first`` moved to the front in their listed order.
 - **Device**: on CUDA the CUDA execution provider; where onnxruntime has none (the CPU-only ``onnxruntime``
@@ -86,13 +86,15 @@ class TagRules:
         return ImageTags(tags, self.clean(labels.names[best]) or labels.names[best], float(scores[best]))
 
     def clean(self, raw: str) -> Optional[str]:
-        """A tag as written out, or None where it is undesired."""
+        """A tag as written out, or None where it is undesired or a replacement emptied it (``solo=``)."""
         name = raw if raw in KAOMOJI else raw.replace("_", " ")
         if raw in self.undesired or name in self.undesired:
             return None
         for old, new in self.replacements:
             if name == old:
                 name = new
+        if not name.strip():
+            return None
         if self.escape:
             name = name.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         return name

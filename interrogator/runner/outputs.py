@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -133,19 +134,23 @@ class TxtWriter:
 
     def __post_init__(self):
         self.counts = {"written": 0, "unchanged": 0, "kept": 0}
+        self.read_only: List[Path] = []  # existing caption files this run may not write: kept, and named
         self.done: set = set()  # paths handled in this run (batch by batch, then the rest at the end)
 
-    def content(self, target: Path, text: str) -> Optional[str]:
-        """What ``target`` should hold, or None where it is kept as it is."""
-        if not target.exists() or self.policy in ("overwrite",):
-            return text
-        old = target.read_bytes().decode("utf-8", errors="replace").rstrip("\r\n")
-        if old == text:
-            return text
+    def content(self, target: Path, text: str) -> Optional[bytes]:
+        """What ``target`` should hold, or None where it is kept as it is. Old text is never decoded: append
+        and prepend join bytes, so a caption file in another encoding keeps its bytes."""
+        new = text.encode("utf-8")
+        if not target.exists() or self.policy == "overwrite":
+            return new + b"\n"
+        old = target.read_bytes().rstrip(b"\r\n")
+        if old == new or (self.policy in ("append", "prepend") and not old.strip()):
+            return new + b"\n"  # an empty file gets the text alone, no separator
+        separator = self.separator.encode("utf-8")
         if self.policy == "append":
-            return old if old.endswith(self.separator + text) else old + self.separator + text
+            return old + b"\n" if old.endswith(separator + new) else old + separator + new + b"\n"
         if self.policy == "prepend":
-            return old if old.startswith(text + self.separator) else text + self.separator + old
+            return old + b"\n" if old.startswith(new + separator) else new + separator + old + b"\n"
         return None  # keep (and skip, for a file made since the plan)
 
     def write(self, paths: Sequence[Path], texts: Sequence[str]) -> None:
@@ -153,13 +158,15 @@ class TxtWriter:
             if target in self.done:
                 continue
             self.done.add(target)
-            content = self.content(target, text)
-            if content is None:
+            data = self.content(target, text)
+            if data is None:
                 self.counts["kept"] += 1
                 continue
-            data = (content + "\n").encode("utf-8")
             if target.exists() and target.read_bytes() == data:
                 self.counts["unchanged"] += 1
+                continue
+            if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o222):
+                self.read_only.append(target)  # the user made it read-only: never replaced
                 continue
             write_bytes(target, data)
             self.counts["written"] += 1
@@ -168,7 +175,12 @@ class TxtWriter:
         if self.counts["kept"]:
             log.warning("txt: %d existing caption files hold other text and were kept (existing_txt: overwrite, "
                         "append or prepend changes them)", self.counts["kept"])
-        return dict(self.counts)
+        counts = dict(self.counts)
+        if self.read_only:
+            log.warning("txt: %d read-only caption files were kept as they are: %s", len(self.read_only),
+                        ", ".join(str(p) for p in self.read_only[:10]) + (" ..." if len(self.read_only) > 10 else ""))
+            counts["read-only, kept"] = len(self.read_only)
+        return counts
 
 
 def txt_writer(writing: OutputSettings, separator: str) -> TxtWriter:
@@ -181,17 +193,33 @@ def flat(row: dict) -> dict:
     return {k: ", ".join(map(repr, v) if k == "tag_scores" else v) if isinstance(v, list) else v for k, v in row.items()}
 
 
+def merge_earlier(new: List[Row], embeddings: np.ndarray, kaggle: List[str],
+                  earlier) -> Tuple[List[Row], np.ndarray, List[str], np.ndarray]:
+    """The new rows and the earlier ones of the skipped images (earlier.Earlier), in the folder's order (by
+    image id), each with its embedding; and the submission's ids and vectors, the earlier ones added."""
+    zero = np.zeros(SUBMISSION_DIM, np.float32)
+    pairs = list(zip(new, embeddings)) + [(row, earlier.vectors.get(f, zero)) for f, row in earlier.rows.items()]
+    pairs.sort(key=lambda pair: pair[0].image_id)
+    ids = list(kaggle) + [earlier.kaggle[f] for f in earlier.vectors]
+    vectors = [*embeddings] + list(earlier.vectors.values())
+    return ([row for row, _ in pairs], np.asarray([v for _, v in pairs], np.float32).reshape(-1, SUBMISSION_DIM),
+            ids, np.asarray(vectors, np.float32).reshape(-1, SUBMISSION_DIM))
+
+
 def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[Path], Dict[str, object]]:
     """Every output of the plan (plan.Outputs) from a run's result: the submission's path and {format: path
     or txt counts} of the others. ``txt``: the writer that already wrote the caption files batch by batch."""
-    outputs, rows = plan.outputs, rows_of(result)
+    outputs, new = plan.outputs, rows_of(result)
+    rows, vectors, ids, id_vectors = new, result.embeddings, result.kaggle_ids, result.embeddings
+    if plan.earlier is not None:  # existing_txt skip: the skipped images' rows from the earlier outputs
+        rows, vectors, ids, id_vectors = merge_earlier(new, result.embeddings, result.kaggle_ids, plan.earlier)
     submission = None
     if outputs.submission is not None:
-        submission = write_submission(result.kaggle_ids, result.embeddings, outputs.submission)
+        submission = write_submission(ids, id_vectors, outputs.submission)
     written: Dict[str, object] = {}
     if "txt" in plan.config.formats:
         txt = txt or txt_writer(plan.config.writing, plan.config.tag_separator)
-        txt.write(outputs.txt, [r.final for r in rows])  # the files not written batch by batch
+        txt.write(outputs.txt, [r.final for r in new])  # the files not written batch by batch
         written["txt"] = txt.finish()
     if "csv" in outputs.files:
         frame = pd.DataFrame([flat(r.as_dict()) for r in rows], columns=columns_of(rows))
@@ -202,6 +230,6 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[P
         written["jsonl"] = write_bytes(outputs.files["jsonl"], text.encode("utf-8"))
     if "parquet" in outputs.files:
         import pyarrow.parquet as pq  # lazy: the [parquet] extra
-        table = arrow_table(rows, result.embeddings)
+        table = arrow_table(rows, vectors)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
     return submission, written

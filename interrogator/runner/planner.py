@@ -18,8 +18,10 @@ from ..core.identity import digest, library_versions, run_identity
 from ..core.images import ImageFile
 from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_path, scan_images, txt_base,
                          txt_file, txt_paths)
+from ..core.owned import check_write, config_inputs
 from ..core.shards import batch_ranges, select_range
 from ..models.embed import import_sentence_transformers
+from .earlier import check as check_earlier
 from .needs import check, check_labels, mode_label_files, needs_of
 from .outputs import format_paths
 from .submission import first_id_lost_in_csv
@@ -40,7 +42,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     labels = mode_label_files(config.ranking)
     scan = scan_images(config.running)
     batch_size = config.stage_batch_size("caption")
-    todo, existing = without_captioned(config, scan.files, shard)
+    todo, captioned = without_captioned(config, scan.files, shard)
     lo, hi = select_range(len(todo), batch_size, shard, images)
     files = tuple(todo[lo:hi])
     relative = tuple(relative_path(config.running, f) for f in files)
@@ -48,26 +50,30 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
     outputs = plan_outputs(config, relative) if write else None
+    earlier = None
+    if outputs is not None and captioned:  # their rows come from the earlier outputs, or one line says why not
+        kept = [relative_path(config.running, f) for f in captioned]
+        earlier = check_earlier(outputs, config.formats, kept, kaggle_ids(kept, config.recursive, False))
     batches = tuple(tuple(b) for b in batch_ranges(len(files), batch_size))
     resume_key = None
     if key and not models_given:
         resume_key = digest(identity_of(config, labels))
     return Plan(config, files, relative, kaggle, tuple(scan.skipped), len(todo), batches, lo // batch_size,
-                tuple(labels), weights, resume_key, outputs, existing)
+                tuple(labels), weights, resume_key, outputs, len(captioned), earlier)
 
 
-def without_captioned(config: Config, files: Sequence[ImageFile], shard) -> Tuple[List[ImageFile], int]:
-    """With ``existing_txt: skip``, the images whose caption file does not exist yet (and how many do): the
-    others are not even decoded. Every image otherwise."""
+def without_captioned(config: Config, files: Sequence[ImageFile], shard) -> Tuple[List[ImageFile], List[ImageFile]]:
+    """With ``existing_txt: skip``, the images whose caption file does not exist yet, and those whose file does:
+    they are not even decoded. Every image otherwise."""
     if "txt" not in config.formats or config.txt_policy() != "skip":
-        return list(files), 0
+        return list(files), []
     if shard is not None:
         raise ConfigError("--shard with existing_txt skip: each shard writes caption files as it goes, so the "
                           "shards would see different folders; use --devices or the Ray engine, or another "
                           "existing_txt")
     base, _ = txt_base(config)
-    keep = [f for f in files if not txt_file(base, relative_path(config.running, f), config.txt_extension).exists()]
-    return keep, len(files) - len(keep)
+    done = [txt_file(base, relative_path(config.running, f), config.txt_extension).exists() for f in files]
+    return [f for f, d in zip(files, done) if not d], [f for f, d in zip(files, done) if d]
 
 
 def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
@@ -89,6 +95,9 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
         check_output(path, f"the {name} output")
     txt = txt_paths(config, relative) if "txt" in config.formats else ()
     named = [(p, f"the {f} output") for f, p in ([("kaggle", submission)] if submission else []) + list(files.items())]
+    inputs = config_inputs(config)  # an input image has an image extension, which check_write refuses anyway
+    for path, what in named + [(p, f"the caption file of {r}") for p, r in zip(txt, relative)]:
+        check_write(path, what, inputs)
     taken: Dict[Path, str] = {}
     for path, what in named + [(p, f"the .txt of {r}") for p, r in zip(txt, relative)]:
         other = taken.setdefault(Path(os.path.abspath(path)), what)

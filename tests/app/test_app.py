@@ -288,6 +288,23 @@ def test_the_command_refuses_bad_input_in_one_line(capsys, site, tmp_path):
     assert capsys.readouterr().err.strip() == f"error: config file does not exist: {tmp_path / 'none.json'}"
 
 
+def test_a_bad_or_busy_port_is_one_line_before_any_model_loads(capsys, site, monkeypatch):
+    from interrogator.commands.cli import main
+    monkeypatch.setattr("interrogator.runner.loading.load_models", lambda *a, **k: pytest.fail("a model loaded"))
+    config = site["root"] / "config.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["app", "--config", str(config), "--port", "80000"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == \
+        "error: app: argument --port: expected a whole number >= 1 and <= 65535, got '80000'"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "--config", str(config), "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: --host 127.0.0.1 --port {port}: cannot listen there: Address already in use"
+
+
 def test_files_are_served_only_from_the_allowed_folders(site, tmp_path):
     import httpx
     allowed = site["allowed"]
@@ -303,3 +320,20 @@ def test_files_are_served_only_from_the_allowed_folders(site, tmp_path):
     assert ".." in climb and Path(climb).resolve() == outside.resolve()
     for path in (outside, allowed / "leak", climb, "/etc/hostname", Path(__file__).resolve()):
         assert status(path) == 403, path
+
+
+def test_a_link_out_of_the_allowed_folder_is_never_read(write_config, tmp_path):
+    """A symlink inside an allowed folder that points outside it: refused before anything is decoded."""
+    from interrogator.app.paths import PathRefused, Roots
+    from interrogator.app.service import Service
+    from interrogator.core.config import load_config
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    shutil.copytree(SAMPLES, allowed / "images", ignore=shutil.ignore_patterns("*.csv"))
+    outside.mkdir()
+    shutil.copy(IMAGES[0], outside / "secret.png")
+    (allowed / "images" / "zz.png").symlink_to(outside / "secret.png")
+    service = Service(load_config(write_config()), Roots.of(allowed))
+    with pytest.raises(PathRefused, match=f"folder image: {allowed / 'images' / 'zz.png'} is outside the allowed"):
+        service.run_folder(str(allowed / "images"), str(allowed / "out.csv"), ["kaggle", "txt"])
+    assert service.loads == 0 and not (allowed / "out.csv").exists()
+    assert not list((allowed / "images").glob("*.txt"))

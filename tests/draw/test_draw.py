@@ -118,6 +118,11 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path, capsys, write_co
         code = main(["draw", "--config", str(config), "--out", str(out), "--no-progress", *extra])
         err = capsys.readouterr().err.strip()
         assert (code, err[:len(expected)]) == (2, expected) and "\n" not in err
+    with pytest.raises(SystemExit) as exit_:  # a seed torch cannot take, as parsed (0.3.0: "unexpected" after loading)
+        main(["draw", "--config", str(config), "--out", str(out), "--seed", "99999999999999999999", "--prompt", "a"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err == ("error: draw: argument --seed: expected a whole number >= 0 and "
+                                             "<= 9223372036853775807, got '99999999999999999999'")
     assert not out.exists()
 
 

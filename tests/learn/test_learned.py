@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import demo_config
 from conftest import SAMPLE, SAMPLES, needs_shared
 from interrogator.learn.bank import Bank
 from interrogator.learn.blend import blend_vectors, simplex_grid
@@ -85,12 +86,8 @@ def test_blend_of_the_prompt_alone_is_the_prompt_exactly_and_others_normalised()
 def learned_chain(tmp_path_factory, demo_models, small_dicts):
     """features -> train-head -> build-bank on the 7 samples and their true prompts, demo models."""
     folder = tmp_path_factory.mktemp("learned")
-    config = {"blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip",
-              "clip_path": str(demo_models.clip_path), "embedding_path": str(demo_models.embedding_path),
-              "dicts": str(small_dicts), "data_path": str(SAMPLES), "label_cache": str(folder / "cache"),
-              "batch_size": 4, "max_new_tokens": 6, "device": "cpu", "num_workers": 0}
-    (folder / "base.json").write_text(json.dumps(config))
-    base = str(folder / "base.json")
+    base = str(demo_config(folder, demo_models, small_dicts, "base.json"))
+    config = json.loads((folder / "base.json").read_text())
     store = str(folder / "features.safetensors")
     assert main(["features", "--config", base, "--images", str(SAMPLES), "--out", store, "--no-progress"]) == 0
     pairs = str(SAMPLE / "prompts.csv")

@@ -102,3 +102,21 @@ def test_blip_batched_greedy_captions_equal_one_image_at_a_time(which, demo_mode
     captioner = load_captioner(captioning(str(folder), max_new_tokens=5, min_new_tokens=3), "cpu", torch.float32)
     pixels = torch.stack([captioner.transform(Image.open(p).convert("RGB")) for p in sorted(SAMPLES.glob("*.png"))])
     assert captioner.caption(pixels) == [captioner.caption(pixels[i:i + 1])[0] for i in range(len(pixels))]
+
+
+def test_a_checkpoint_that_leaves_weights_unset_is_refused_in_one_line(demo_models, tmp_path, caplog):
+    """Weight names that match none of the model's parameters would caption with random weights."""
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "renamed"
+    shutil.copytree(demo_models.blip_path, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({f"old.{k}": v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"config key 'blip_path': the checkpoint in .* leaves \d+ weights of "
+                                             r"the model unset \(first: "):
+        load_captioner(captioning(str(folder)), "cpu", torch.float32)
+    extra = tmp_path / "extra"
+    shutil.copytree(demo_models.blip_path, extra)
+    save_file({**weights, "unused.weight": torch.zeros(2)}, str(extra / "model.safetensors"), metadata={"format": "pt"})
+    load_captioner(captioning(str(extra)), "cpu", torch.float32)
+    assert "has 1 weights the model does not use (first: unused.weight)" in caplog.text

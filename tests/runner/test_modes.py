@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SAMPLES
+from conftest import REPO
 from interrogator.core.config import load_config, replace
-from helpers import list_images
+from helpers import demo_config, list_images
 from interrogator.core.images import ImageDataset, collate
 from interrogator.runner.labels import LabelCache, load_tables
 from interrogator.runner.pipeline import run
@@ -29,15 +29,9 @@ def mode_dicts(tmp_path_factory, small_dicts):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, demo_models, mode_dicts):
-    import json
     folder = tmp_path_factory.mktemp("modes")
-    values = {"blip_path": str(demo_models.blip_path), "clip_model": "demo-tiny-clip",
-              "clip_path": str(demo_models.clip_path), "embedding_path": str(demo_models.embedding_path),
-              "dicts": str(mode_dicts), "data_path": str(SAMPLES), "label_cache": str(folder / "cache"),
-              "batch_size": BATCH, "max_new_tokens": 6, "device": "cpu", "num_workers": 0, "max_flavors": 6,
-              "min_flavors": 2, "intermediate_count": 48}
-    (folder / "c.json").write_text(json.dumps(values))
-    return load_config(folder / "c.json")
+    return load_config(demo_config(folder, demo_models, mode_dicts, "c.json", batch_size=BATCH, max_flavors=6,
+                                   min_flavors=2, intermediate_count=48))
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,21 @@ def test_negative_prompt_beside_the_prompt_equals_the_negative_mode(write_config
     rows = [json.loads(x) for x in (tmp_path / "out" / "submission.jsonl").read_text().splitlines()]
     assert [r["negative_prompt"] for r in rows] == alone.prompts
     assert [r["prompt"] for r in rows] == run(base, progress=False, write=False).prompts
+
+
+def test_the_competition_layout_writes_caption_files_beside_the_images(write_config, tmp_path):
+    """data_path holding only images/: the caption files go beside the images, and ``file`` names images/."""
+    import json
+    import shutil
+    from interrogator.core.config import load_config
+    from interrogator.runner.pipeline import run
+    competition = tmp_path / "competition"
+    shutil.copytree(SAMPLES, competition / "images", ignore=shutil.ignore_patterns("*.csv"))
+    result = run(load_config(write_config(data_path=str(competition), formats=["txt", "jsonl", "kaggle"],
+                                          output=str(tmp_path / "out" / "s.csv"))), progress=False)
+    stems = sorted(p.stem for p in SAMPLES.glob("*.png"))
+    assert result.files == [f"images/{s}.png" for s in stems] and result.kaggle_ids == stems
+    assert sorted(p.name for p in competition.iterdir()) == ["images"]  # nothing beside the images/ folder
+    assert sorted(p.name for p in (competition / "images").glob("*.txt")) == [f"{s}.txt" for s in stems]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "s.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["file"] for r in rows] == [f"images/{s}.png" for s in stems]

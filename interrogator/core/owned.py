@@ -1,0 +1,75 @@
+"""The one rule for every write: the tool writes only files it owns.
+
+Before any model loads, every path a command or a run will write is checked against what the user gave it:
+
+- an input (an image of the run, the config file, a label list, a file of a model folder or a checkpoint, a
+  file named by an input option such as ``--prompts``) is never written: one line names both;
+- a path with an image extension is never written, except by a command that makes images (``draw``);
+- the caption files' extension (``txt_extension``) is no image extension (checked with the config).
+
+``Inputs`` holds the real paths (``os.path.realpath``: a link or ``..`` names the file it reaches) of what a
+use reads, each with what it is. The planner checks a run's outputs with it (so does the app's Folder tab,
+which runs the planner), and the command line checks every output option of every subcommand.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from .config import IMAGE_EXTENSIONS, Config
+from .errors import ConfigError
+
+MODEL_KEYS = ("blip_path", "clip_path", "embedding_path", "tagger_path", "head_path", "bank_path", "vqgan_path")
+MODEL_FILES = 10_000  # files listed in one model folder at most (a model folder holds a few dozen)
+
+
+@dataclass
+class Inputs:
+    """What a use of the tool reads: real path -> what it is, for the messages."""
+
+    files: Dict[str, str] = field(default_factory=dict)
+
+    def add(self, path, what: str) -> "Inputs":
+        """A file read, or every file of a folder read (a model folder, the label lists)."""
+        path = Path(path)
+        if path.is_dir():
+            for n, child in enumerate(p for p in path.rglob("*") if p.is_file()):
+                if n >= MODEL_FILES:
+                    break
+                self.files.setdefault(os.path.realpath(child), f"{what} ({child.name})")
+        elif path.exists():
+            self.files.setdefault(os.path.realpath(path), what)
+        return self
+
+    def of(self, path) -> Optional[str]:
+        """What ``path`` is among the inputs, or None."""
+        return self.files.get(os.path.realpath(path))
+
+
+def config_inputs(config: Config, images: Iterable[Path] = ()) -> Inputs:
+    """The config file, its model files and label lists, and the images of its run."""
+    inputs = Inputs()
+    if config.config_path:
+        inputs.add(config.config_path, "the config")
+    for key in MODEL_KEYS:
+        if getattr(config, key) is not None:
+            inputs.add(getattr(config, key), f"the model of config key '{key}'")
+    if config.dicts and Path(config.dicts).is_dir():
+        for path in Path(config.dicts).glob("*.txt"):
+            inputs.add(path, "a label list")
+    for path in images:
+        inputs.add(path, "an input image")
+    return inputs
+
+
+def check_write(path, what: str, inputs: Inputs, images: bool = False) -> None:
+    """``path`` may be written: not an input, and no image extension unless ``images`` (draw's pictures)."""
+    found = inputs.of(path)
+    if found is not None:
+        raise ConfigError(f"{what} {path} is {found}: this tool never writes over what it reads; "
+                          f"choose another path")
+    if not images and Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        raise ConfigError(f"{what} {path} has an image extension ({Path(path).suffix}): this tool writes no "
+                          f"images there; choose another name")

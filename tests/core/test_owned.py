@@ -1,0 +1,96 @@
+"""The tool writes only what it owns: no command writes over an input image, the config, a label list or a
+checkpoint, and none writes a file with an image extension (core/owned.py). Each case is one line, exit 2,
+before any model loads, and every input keeps its bytes."""
+import hashlib
+import shutil
+
+import pytest
+
+from conftest import SAMPLES
+from interrogator.commands.cli import main
+from interrogator.core.errors import ConfigError
+
+
+@pytest.fixture
+def inputs(write_config, tmp_path, demo_models, small_dicts):
+    """A folder of images, a config naming it, prompts and pairs CSVs; the targets a write must never touch."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES, data)
+    config = write_config(data_path=str(data))
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("imgId,prompt\n20057f34d,a cat\n", encoding="utf-8")
+    image = data / "20057f34d.png"
+    targets = {"an input image": image, "the config": config, "a label list": small_dicts / "mediums.txt",
+               "a checkpoint": demo_models.clip_path}
+    return config, prompts, data, targets
+
+
+def digests(paths):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+COMMANDS = {  # a command that writes, with its output option last
+    "submit": lambda c, p, d: ["submit", "--config", str(c), "--output"],
+    "embed": lambda c, p, d: ["embed", "--prompts", str(p), "--config", str(c), "--output"],
+    "merge": lambda c, p, d: ["merge", str(p), "--config", str(c), "--output"],
+    "tune": lambda c, p, d: ["tune", "--config", str(c), "--prompts", str(p), "--output"],
+    "tune-blend": lambda c, p, d: ["tune-blend", "--config", str(c), "--prompts", str(p), "--output"],
+    "classify": lambda c, p, d: ["classify", "--config", str(c), "--images", str(d), "--labels", str(p), "--output"],
+    "rerank": lambda c, p, d: ["rerank", "--config", str(c), "--images", str(d), "--prompt", "a cat", "--output"],
+    "similarity": lambda c, p, d: ["similarity", "--config", str(c), "--images", str(d / "227ef0887.png"),
+                                   "--texts", "a", "--output"],
+    "index": lambda c, p, d: ["index", "--config", str(c), "--images", str(d), "--out"],
+    "train-head": lambda c, p, d: ["train-head", "--config", str(c), "--pairs", str(p), "--out", str(d.parent / "h"),
+                                   "--features"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_writes_over_an_input(command, inputs, capsys, monkeypatch):
+    monkeypatch.setattr("interrogator.runner.loading.load_models", lambda *a, **k: pytest.fail("a model loaded"))
+    monkeypatch.setattr("interrogator.models.clip.load_clip", lambda *a, **k: pytest.fail("a model loaded"))
+    config, prompts, data, targets = inputs
+    every = [*data.iterdir(), config, prompts, *targets.values()]
+    before = digests(every)
+    for what, target in targets.items():
+        assert main([*COMMANDS[command](config, prompts, data), str(target)]) == 2, (command, what)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --") and str(target) in err[0], (command, what, err)
+        refused = "this tool never writes over what it reads"  # an image: also for its extension
+        assert refused in err[0] or (what == "an input image" and "has an image extension" in err[0]), (command, err)
+    assert digests(every) == before
+
+
+def test_a_config_output_or_caption_extension_that_would_replace_an_input_is_refused(inputs, write_config, capsys):
+    config, prompts, data, targets = inputs
+    before = digests(data.iterdir())
+    cases = {"output": (dict(output=str(data / "a4e1c55a9.png")), "the kaggle output"),
+             "txt_extension": (dict(formats=["txt"], txt_extension=".png", existing_txt="overwrite"),
+                               "config key 'txt_extension': '.png' is an image extension"),
+             "txt beside the config": (dict(formats=["txt"], txt_extension=".json", txt_dir=str(config.parent),
+                                            existing_txt="overwrite"), "is the config")}
+    for name, (changes, expected) in cases.items():
+        path = write_config(data_path=str(data), **changes)
+        written = path.read_bytes()
+        if name == "txt beside the config":  # an image whose caption file would be the config itself
+            shutil.copy(data / "20057f34d.png", data / "config.png")
+            before[data / "config.png"] = digests([data / "config.png"])[data / "config.png"]
+        assert main(["submit", "--config", str(path), "--no-progress"]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (name, err)
+        assert path.read_bytes() == written
+    assert digests(before) == before
+
+
+def test_the_apps_folder_tab_goes_through_the_same_check(inputs, tmp_path):
+    from interrogator.app.paths import Roots
+    from interrogator.app.service import Service
+    from interrogator.core.config import load_config
+    config, prompts, data, targets = inputs
+    before = digests(data.iterdir())
+    service = Service(load_config(config), Roots.of(tmp_path))
+    with pytest.raises(ConfigError, match="has an image extension"):
+        service.run_folder(str(data), str(data / "20057f34d.png"), ["kaggle"])
+    with pytest.raises(ConfigError, match="is the config"):
+        service.run_folder(str(data), str(config), ["kaggle"])
+    assert digests(data.iterdir()) == before and service.loads == 0
