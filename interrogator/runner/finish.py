@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from ..core.errors import InterrogatorError
 from ..core.plan import Plan
 from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
-from ..core.workdir import resume
+from ..core.workdir import WorkDir, resume
 from ..learn.blend import blend_vectors
 from .outputs import TxtWriter, txt_writer, write_all
 
@@ -122,6 +122,13 @@ def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
                      texts=texts if config.caption_template is not None else None, captioned=plan.captioned)
 
 
+class RecordStore(Protocol):
+    """Where an engine keeps finished batches: ``core.workdir.WorkDir``, ``engines.ray_engine.BatchFiles``."""
+
+    def load(self, batch: int) -> Optional[BatchRecord]:
+        """The batch's checked record, or None where it is absent or cannot be read back."""
+
+
 def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]]) -> Tuple[Dict[int, BatchRecord], List[int]]:
     """The records of a store (``load``) that the resume rule keeps, and the batches that have none."""
     records = resume(load, list(plan.files), plan.batches)
@@ -129,7 +136,7 @@ def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]]) -> Tuple[D
 
 
 def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, write: bool = True,
-           txt: Optional[TxtWriter] = None, remove: Sequence = ()) -> RunResult:
+           txt: Optional[TxtWriter] = None, remove: Sequence[WorkDir] = ()) -> RunResult:
     """The end of every run: the records (one per batch of the plan) assembled, ``--strict`` checked, every
     format of the plan written (``write`` and the plan has outputs; ``txt``: the writer that already wrote
     caption files batch by batch), then the stores in ``remove`` removed. Nothing is written when the strict
