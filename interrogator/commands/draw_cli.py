@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from .arguments import add_common, add_config, float_in, non_negative_int, seed_number, output_folder, positive_float, positive_int
@@ -57,6 +58,7 @@ def check_draw(args, config):
     if any(v % factor for v in args.size):
         raise InterrogatorError(f"--size {args.size[0]} {args.size[1]}: each side must be a multiple of {factor} "
                                 f"(the VQGAN's downsampling factor)")
+    check_size(args.size, source.diffusers_config()["block_out_channels"][0], config.resolved_device())
     settings = settings_of(args, config, str(vqgan))
     jobs = make_jobs(read_draw_prompts(args.prompt, args.prompts), settings)
     if args.init:
@@ -67,6 +69,23 @@ def check_draw(args, config):
     out = Path(args.out)
     check_targets(out, jobs, settings, args.video, args.overwrite)
     return source, settings, jobs, out
+
+
+FULL_SIZE_TENSORS = 6  # float32 tensors of the decoder's first width at full size, kept for the backward pass
+
+
+def check_size(size, channels: int, device: str) -> None:
+    """The decoder's activations at full size must fit in the device's memory (a rough lower bound: the
+    tensors of its last block at the image's size, in fp32)."""
+    need = size[0] * size[1] * channels * 4 * FULL_SIZE_TENSORS
+    if device.startswith("cuda"):
+        import torch  # lazy: slow to import
+        have = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise InterrogatorError(f"--size {size[0]} {size[1]}: drawing it needs at least {need / 2 ** 30:,.0f} GiB "
+                                f"for the VQGAN's activations, and {device} has {have / 2 ** 30:,.0f} GiB")
 
 
 def cmd_draw(args) -> int:

@@ -28,7 +28,8 @@ def _features_path(args) -> str:
 
 def cmd_train_head(args) -> int:
     config = load_config(args.config, device=args.device)
-    data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress)
+    data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress,
+                    shared=args.features is not None)
     shown = bar(args.epochs, "train-head", "epoch", not args.no_progress)
     trained = train_head(data.features.numpy(), data.targets, data.clip.model, data.clip.weights,
                          hidden=args.hidden, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -45,7 +46,8 @@ def cmd_train_head(args) -> int:
 
 def cmd_build_bank(args) -> int:
     config = load_config(args.config, device=args.device)
-    data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress)
+    data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress,
+                    shared=args.features is not None)
     bank = Bank(data.ids, data.features.contiguous(), torch.from_numpy(data.targets).contiguous(),
                 data.clip.model, data.clip.weights)
     bank.save(args.out)

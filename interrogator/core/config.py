@@ -33,7 +33,7 @@ DTYPES = ("auto", "fp16", "bf16", "fp32")
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
 FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
 PROMPT_PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
 
 

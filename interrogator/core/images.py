@@ -127,7 +127,11 @@ def scan_tree(folder: str | Path) -> FolderScan:
     if not folder.is_dir():
         raise ConfigError(f"config key 'data_path': not a folder: {folder}")
     found, skipped = [], []
-    for root, dirs, names in os.walk(folder):
+
+    def unlisted(error: OSError) -> None:  # a folder that cannot be listed (too long a path, no permission)
+        where = Path(error.filename).relative_to(folder).as_posix() if error.filename else str(folder)
+        skipped.append((where + "/", f"cannot list: {error.strerror or error}"))
+    for root, dirs, names in os.walk(folder, onerror=unlisted):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name

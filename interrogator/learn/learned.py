@@ -29,12 +29,15 @@ class Labelled:
     skipped: int              # pairs whose image could not be decoded (left out)
 
 
-def labelled(config, pairs_csv: str, images: Optional[str], features_path: str, progress: bool = True) -> Labelled:
+def labelled(config, pairs_csv: str, images: Optional[str], features_path: str, progress: bool = True,
+             shared: bool = False) -> Labelled:
+    """The pairs' features (from the store at ``features_path``, which grows; ``shared``: the user named it, so
+    it is never shrunk or rebuilt) and their prompts' embeddings."""
     pairs = read_pairs(pairs_csv, images, least=2)
     root = Path(images).resolve() if images else pairs.root()
-    report = build_index(config, str(root), features_path, progress=progress)
+    ids = pairs.relative_ids(root)  # before indexing: an image outside root is one line now
+    report = build_index(config, str(root), features_path, progress=progress, shared=shared)
     store = report.store
-    ids = pairs.relative_ids(root)
     present = set(store.ids)
     keep = [i for i, image_id in enumerate(ids) if image_id in present]
     kept = Pairs([pairs.images[i] for i in keep], [pairs.prompts[i] for i in keep])

@@ -30,7 +30,12 @@ class Pairs:
         return Path(os.path.commonpath([str(p.parent) for p in self.images]))
 
     def relative_ids(self, root: Path) -> List[str]:
-        """Each image's path relative to root (its id in a feature store of root)."""
+        """Each image's path relative to root (its id in a feature store of root); ConfigError naming the first
+        image outside it."""
+        outside = next((p for p in self.images if not p.is_relative_to(root)), None)
+        if outside is not None:
+            raise ConfigError(f"--pairs: the image {outside} is not under --images {root}; give the folder that "
+                              f"holds every image of the pairs")
         return [p.relative_to(root).as_posix() for p in self.images]
 
 

@@ -220,6 +220,25 @@ def work_folder(out: Path, key: ClipKey) -> Path:
                                                       "device": key.device})
 
 
+def check_shared(out: Path, key: ClipKey, root: str) -> None:
+    """A store a command reads to learn from (``--features``) is never shrunk or rebuilt: one of another folder,
+    another CLIP or one that does not read back is an error naming it."""
+    if not out.exists():
+        return
+    try:
+        store = FeatureStore.load(out)
+    except StoreError as exc:
+        raise InterrogatorError(f"--features {out}: {exc}; name another --features file") from None
+    if store.root != root:
+        raise InterrogatorError(f"--features {out}: it holds the features of {store.root}, and these images are "
+                                f"under {root}; a command that reads a store never shrinks it: name another "
+                                f"--features file")
+    if not store.clip.computes_like(key):
+        raise InterrogatorError(f"--features {out}: it was computed by another CLIP, dtype or device "
+                                f"({store.clip.model}, {store.clip.dtype}, {store.clip.device}); name another "
+                                f"--features file")
+
+
 def _known(out: Path, key: ClipKey) -> Tuple[Dict[str, Tuple[str, Optional[torch.Tensor], str]], int]:
     """{id: (digest, feature row or None, failure reason)} from the store at ``out`` and the parts of a
     killed build, when computed like ``key``; and the next part number."""
@@ -251,8 +270,9 @@ def _known(out: Path, key: ClipKey) -> Tuple[Dict[str, Tuple[str, Optional[torch
     return known, next_part
 
 
-def build_index(config, images: str, out: str, progress: bool = True, clip=None) -> IndexReport:
-    """Index every image below ``images`` into the store at ``out`` with the config's CLIP (see module docs)."""
+def build_index(config, images: str, out: str, progress: bool = True, clip=None, shared: bool = False) -> IndexReport:
+    """Index every image below ``images`` into the store at ``out`` with the config's CLIP (see module docs).
+    ``shared``: the store is one the user named for a command that reads it (check_shared): it only grows."""
     out_path = Path(out)
     if out_path.is_dir():
         raise InterrogatorError(f"--out: {out_path} is a folder; name a file such as {out_path / 'index.safetensors'}")
@@ -260,11 +280,15 @@ def build_index(config, images: str, out: str, progress: bool = True, clip=None)
     if clip is None:
         clip = load_config_clip(config)
     key = clip_key(config, clip)
+    if shared:
+        check_shared(out_path, key, str(Path(images).resolve()))
     known, next_part = _known(out_path, key)
     same = unchanged({i: entry[0] for i, entry in known.items()}, scan.files)
-    rows: Dict[str, Tuple[str, Optional[torch.Tensor], str]] = {i: known[i] for i in same}
+    listed = {f.image_id for f in scan.files}
+    kept = {i: known[i] for i in known if shared and i not in listed}  # a shared store keeps what left the folder
+    rows: Dict[str, Tuple[str, Optional[torch.Tensor], str]] = {**kept, **{i: known[i] for i in same}}
     todo = [f for f in scan.files if f.image_id not in rows]
-    removed = len([i for i in known if i not in {f.image_id for f in scan.files}])
+    removed = len([i for i in known if i not in listed and i not in kept])
     work = work_folder(out_path, key)
     shown = bar(len(todo), "index", "img", progress)
     for batch in encode_files(clip, todo, config.stage_batch_size("clip"), config.loader_workers(), shown):

@@ -64,7 +64,7 @@ def test_sentence_model_that_is_not_384d(capsys, write_config, sentence_model_12
 def test_empty_image_folder(capsys, write_config, tmp_path):
     (tmp_path / "empty").mkdir()
     code, err = submit(capsys, write_config(data_path=str(tmp_path / "empty")))
-    assert err[-1] == (f"error: config key 'data_path': no images (.png, .jpg, .jpeg, .webp, .bmp, .gif, .tif, .tiff) "
+    assert err[-1] == (f"error: config key 'data_path': no images (.png, .jpg, .jpeg, .jfif, .webp, .bmp, .gif, .tif, .tiff) "
                        f"in {tmp_path / 'empty'}")
 
 

@@ -131,3 +131,24 @@ def test_loader_workers_give_the_same_batches_as_one_process(tmp_path):
     assert parallel[0].ok == [0, 1, 2, 3, 4, 6, 7, 8, 9] and "cannot decode" in parallel[0].errors[5]
     assert torch.equal(parallel[0].decoded(parallel[0].clip_pixels), parallel[0].clip_pixels[parallel[0].ok])
     assert parallel[1].decoded(parallel[1].clip_pixels) is parallel[1].clip_pixels  # all decoded: no copy
+
+
+def test_jfif_files_are_images_and_an_unlistable_folder_is_named(tmp_path):
+    """A .jfif decodes like a .jpg; a folder whose path the system refuses (over 4,096 bytes) is named among
+    the skipped entries, not left out without a word."""
+    import os
+    from interrogator.core.images import scan_tree
+    save(Image.new("RGB", (16, 16), (200, 0, 0)), tmp_path / "photo.jfif", format="JPEG")
+    assert load_image(tmp_path / "photo.jfif").size == (16, 16)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(20):  # 20 x 251 bytes: past PATH_MAX, made through directory descriptors
+        os.mkdir("d" * 250, dir_fd=fd)
+        deeper = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    with open(os.open("deep.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as handle:
+        handle.write((tmp_path / "photo.jfif").read_bytes())
+    os.close(fd)
+    scan = scan_tree(tmp_path)
+    assert [f.image_id for f in scan.files] == ["photo.jfif"]
+    assert len(scan.skipped) == 1 and scan.skipped[0][1] == "cannot list: File name too long"

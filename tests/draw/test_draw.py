@@ -106,6 +106,8 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path, capsys, write_co
          f"taming.models.cond_transformer.Net2NetTransformer, not a VQGAN (taming.models.vqgan.VQModel)"),
         (["--vqgan", str(demo_vqgan), "--prompt", "a", "--size", "100", "96"],
          "error: --size 100 96: each side must be a multiple of 16 (the VQGAN's downsampling factor)"),
+        (["--vqgan", str(demo_vqgan), "--prompt", "a", "--size", "160000", "160000"],
+         "error: --size 160000 160000: drawing it needs at least "),
         (["--vqgan", str(demo_vqgan), "--prompt", "a|:2"], "error: --prompt 'a|:2': a part has no text"),
         (["--vqgan", str(demo_vqgan), "--prompt", "a:0"], "error: --prompt 'a:0': the part 'a' has weight 0"),
         (["--vqgan", str(demo_vqgan), "--prompt", "a", "--video", "gif"],

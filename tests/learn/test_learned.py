@@ -183,3 +183,47 @@ def test_features_is_the_index_store(learned_chain, tmp_path):
                  "--no-progress"]) == 0
     a, b = FeatureStore.load(folder / "features.safetensors"), FeatureStore.load(tmp_path / "i.safetensors")
     assert a.ids == b.ids and torch.equal(a.features, b.features) and a.clip == b.clip
+
+
+def test_a_store_named_with_features_is_never_shrunk_or_rebuilt(tmp_path, demo_models, small_dicts, capsys):
+    """train-head --features over a sub-folder of the store's folder (0.3.0 rebuilt the store of 7 as one of 2)."""
+    import hashlib
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLES, data / "sub", ignore=shutil.ignore_patterns("*.csv"))
+    for path in sorted((data / "sub").glob("*.png"))[2:]:
+        path.rename(data / path.name)
+    base = str(demo_config(tmp_path, demo_models, small_dicts))
+    store = tmp_path / "train.safetensors"
+    assert main(["index", "--config", base, "--images", str(data), "--out", str(store), "--no-progress"]) == 0
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,prompt\n" + "".join(f"{p.name},a picture\n" for p in (data / "sub").glob("*.png")))
+    assert main(["train-head", "--config", base, "--pairs", str(pairs), "--images", str(data / "sub"), "--out",
+                 str(tmp_path / "head"), "--features", str(store), "--epochs", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --features {store}: it holds the features of {data.resolve()}, and these images are under "
+        f"{(data / 'sub').resolve()}; a command that reads a store never shrinks it: name another --features file")
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+    (data / "sub" / sorted(p.name for p in (data / "sub").glob("*.png"))[0]).unlink()  # an image leaves the folder
+    pairs.write_text("image,prompt\n" + "".join(f"{p.relative_to(data)},a picture\n" for p in data.rglob("*.png")))
+    assert main(["build-bank", "--config", base, "--pairs", str(pairs), "--images", str(data), "--out",
+                 str(tmp_path / "bank"), "--features", str(store), "--no-progress"]) == 0
+    from interrogator.tools.features import FeatureStore
+    assert len(FeatureStore.load(store)) == 7  # read, never shrunk
+
+
+def test_pairs_outside_the_image_folder_are_one_line_before_indexing(tmp_path, demo_models, small_dicts, capsys):
+    base = str(demo_config(tmp_path, demo_models, small_dicts))
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    images = sorted(SAMPLES.glob("*.png"))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"image,prompt\n{images[0]},a\n{images[1]},b\n")
+    for command in ("train-head", "build-bank"):
+        assert main([command, "--config", base, "--pairs", str(pairs), "--images", str(inside), "--out",
+                     str(tmp_path / command), "--no-progress"]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: --pairs: the image {images[0]} is not under --images "
+                                                   f"{inside.resolve()}; give the folder that holds every image of "
+                                                   f"the pairs")
+        assert not (tmp_path / command / "features.safetensors").exists()
