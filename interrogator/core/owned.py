@@ -30,6 +30,7 @@ class Inputs:
     """What a use of the tool reads: real path -> what it is, for the messages."""
 
     files: Dict[str, str] = field(default_factory=dict)
+    folders: Dict[Path, str] = field(default_factory=dict, repr=False)  # folder -> its real path (of's memo)
 
     def add(self, path, what: str) -> "Inputs":
         """A file read, or every file of a folder read (a model folder, the label lists)."""
@@ -44,8 +45,14 @@ class Inputs:
         return self
 
     def of(self, path) -> Optional[str]:
-        """What ``path`` is among the inputs, or None."""
-        return self.files.get(os.path.realpath(path))
+        """What ``path`` is among the inputs, or None. Each folder is resolved once (a run checks one caption
+        file per image, mostly in a few folders), and the file itself only where it is a link."""
+        path = Path(path)
+        folder = self.folders.get(path.parent)
+        if folder is None:
+            folder = self.folders[path.parent] = os.path.realpath(path.parent)
+        real = os.path.join(folder, path.name)
+        return self.files.get(os.path.realpath(real) if os.path.islink(real) else real)
 
 
 def config_inputs(config: Config, images: Iterable[Path] = ()) -> Inputs:

@@ -94,3 +94,17 @@ def test_the_apps_folder_tab_goes_through_the_same_check(inputs, tmp_path):
     with pytest.raises(ConfigError, match="is the config"):
         service.run_folder(str(data), str(config), ["kaggle"])
     assert digests(data.iterdir()) == before and service.loads == 0
+
+
+def test_a_link_or_dotdot_to_an_input_is_the_input(tmp_path):
+    from interrogator.core.owned import Inputs, check_write
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "out.csv").symlink_to(config)
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)
+    inputs = Inputs().add(config, "the config")
+    for path in (tmp_path / "out.csv", tmp_path / "sub" / ".." / "config.json", tmp_path / "sub" / "up" / "config.json"):
+        with pytest.raises(ConfigError, match="is the config: this tool never writes over what it reads"):
+            check_write(path, "--output", inputs)
+    check_write(tmp_path / "sub" / "new.csv", "--output", inputs)  # not an input: fine
