@@ -50,6 +50,20 @@ class FolderScan:
         return ", ".join(f"{name} ({why})" for name, why in self.skipped)
 
 
+def unlisted(relative: str) -> Optional[str]:
+    """Why the listing (scan_folder, scan_tree) never lists the file at ``relative`` (a path relative to the
+    folder listed), or None when it lists it: the one rule that every command which names images itself
+    (``--pairs``) checks too, so an image is never counted as undecodable for being left out."""
+    parts = Path(relative).parts
+    hidden = next((p for p in parts if p.startswith(".") and p not in (".", "..")), None)
+    if hidden is not None:
+        return f"{'its folder ' + hidden if hidden != parts[-1] else 'its name'} starts with '.', and hidden " \
+               f"files and folders are never listed"
+    if Path(relative).suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"its extension is not one of {', '.join(IMAGE_EXTENSIONS)}"
+    return None
+
+
 def _not_an_image_file(path: Path) -> Optional[str]:
     """Why an entry named like an image is not a readable file, or None when it is one."""
     try:
@@ -94,7 +108,7 @@ def scan_folder(folder: str | Path) -> FolderScan:
         raise ConfigError(f"config key 'data_path': not a folder: {folder}")
     by_id, skipped = {}, []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if unlisted(path.name) is not None:
             continue
         why = _not_an_image_file(path)
         if why is not None:
@@ -135,7 +149,7 @@ def scan_tree(folder: str | Path) -> FolderScan:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if unlisted(name) is not None:
                 continue
             relative = path.relative_to(folder).as_posix()
             why = _not_an_image_file(path)

@@ -14,7 +14,7 @@ from typing import List, Optional
 import pandas as pd
 
 from ..core.errors import ConfigError
-from ..core.images import scan_folder
+from ..core.images import scan_folder, unlisted
 
 
 @dataclass
@@ -36,7 +36,11 @@ class Pairs:
         if outside is not None:
             raise ConfigError(f"--pairs: the image {outside} is not under --images {root}; give the folder that "
                               f"holds every image of the pairs")
-        return [p.relative_to(root).as_posix() for p in self.images]
+        ids = [p.relative_to(root).as_posix() for p in self.images]
+        why = next(((i, unlisted(i)) for i in ids if unlisted(i) is not None), None)
+        if why is not None:
+            raise ConfigError(f"--pairs: the image {root / why[0]} is never read: {why[1]}; move or rename it")
+        return ids
 
 
 def read_pairs(path: str, images: Optional[str] = None, least: int = 1) -> Pairs:

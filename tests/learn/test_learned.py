@@ -1,6 +1,7 @@
 """Past the interrogator: the learned head, the retrieval bank and the blend, on planted data and demo models."""
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -227,3 +228,22 @@ def test_pairs_outside_the_image_folder_are_one_line_before_indexing(tmp_path, d
                                                    f"{inside.resolve()}; give the folder that holds every image of "
                                                    f"the pairs")
         assert not (tmp_path / command / "features.safetensors").exists()
+
+
+def test_pairs_in_a_hidden_folder_are_one_line_not_undecodable(tmp_path, demo_models, small_dicts, capsys):
+    """The listing skips hidden folders; a pair there is named before indexing, never counted undecodable."""
+    base = str(demo_config(tmp_path, demo_models, small_dicts))
+    data = tmp_path / "data"
+    (data / ".thumbs").mkdir(parents=True)
+    images = sorted(SAMPLES.glob("*.png"))[:3]
+    for n, image in enumerate(images):
+        shutil.copy(image, data / (".thumbs" if n == 0 else "") / image.name)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("image,prompt\n" + "".join(
+        f"{'.thumbs/' if n == 0 else ''}{p.name},a picture\n" for n, p in enumerate(images)))
+    assert main(["build-bank", "--config", base, "--pairs", str(pairs), "--images", str(data), "--out",
+                 str(tmp_path / "bank"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --pairs: the image {data.resolve() / '.thumbs' / images[0].name} is never read: its folder "
+        f".thumbs starts with '.', and hidden files and folders are never listed; move or rename it")
+    assert not (tmp_path / "bank").exists()
