@@ -89,12 +89,41 @@ def upload_box(elem_id: str, label: str = "image (drop or click to upload)"):
     return gr.File(label=label, type="filepath", elem_id=elem_id)
 
 
+def first_line(exc: Exception) -> str:
+    """One line for a refusal: the first line of the message (Gradio's and pydantic's run to several)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic's ValidationError: "1 validation error for X", then the error itself
+        try:
+            return f"{getattr(exc, 'title', type(exc).__name__)}: {errors()[0]['msg']}".splitlines()[0]
+        except (TypeError, LookupError, ValueError):
+            pass
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def page_class():
+    """Gradio Blocks whose every refused call carries one line to the client: Gradio's own refusals (a path
+    that was not uploaded, a value outside a dropdown's choices, too few inputs) are raised before a handler
+    runs, and Gradio sends their text only as a ``gr.Error``; the rest of a traceback stays in the server."""
+    import gradio as gr  # lazy: the [app] extra
+
+    class Page(gr.Blocks):
+        async def process_api(self, *args, **kwargs):
+            try:
+                return await super().process_api(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:
+                raise gr.Error(first_line(exc)) from None
+    return Page
+
+
 def build(service: Service):
     """The Gradio Blocks of the app."""
     import gradio as gr  # lazy: the [app] extra
     h = Handlers(service)
     config = service.config
-    with gr.Blocks(title="interrogator") as page:
+    with page_class()(title="interrogator") as page:
         gr.Markdown("# interrogator\nImage to prompt, label analysis, folders and search, on local models.")
         with gr.Tab("Prompt", id="prompt"):
             with gr.Row():

@@ -142,10 +142,10 @@ def scan_tree(folder: str | Path) -> FolderScan:
         raise ConfigError(f"config key 'data_path': not a folder: {folder}")
     found, skipped = [], []
 
-    def unlisted(error: OSError) -> None:  # a folder that cannot be listed (too long a path, no permission)
+    def cannot_list(error: OSError) -> None:  # a folder that cannot be listed (too long a path, no permission)
         where = Path(error.filename).relative_to(folder).as_posix() if error.filename else str(folder)
         skipped.append((where + "/", f"cannot list: {error.strerror or error}"))
-    for root, dirs, names in os.walk(folder, onerror=unlisted):
+    for root, dirs, names in os.walk(folder, onerror=cannot_list):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name

@@ -337,3 +337,20 @@ def test_a_link_out_of_the_allowed_folder_is_never_read(write_config, tmp_path):
         service.run_folder(str(allowed / "images"), str(allowed / "out.csv"), ["kaggle", "txt"])
     assert service.loads == 0 and not (allowed / "out.csv").exists()
     assert not list((allowed / "images").glob("*.txt"))
+
+
+def test_a_call_gradio_itself_refuses_carries_its_one_line(site, client):
+    """Gradio refuses these before a handler runs; with show_error off it used to send {"error": null}."""
+    message = refused(client, handle_file(str(IMAGES[0])), "no-such-mode", False, api_name="/prompt")
+    assert message.startswith("Value: no-such-mode is not in the list of choices: ") and "\n" not in message
+    import httpx
+    answers = []
+    for data in ([{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}, "seed", False],
+                 ["x", "seed", False], [None, 3]):
+        event = httpx.post(site["url"] + "gradio_api/call/prompt", json={"data": data}, timeout=60).json()
+        stream = httpx.get(site["url"] + f"gradio_api/call/prompt/{event['event_id']}", timeout=120).text
+        answers.append(json.loads(stream.split("data: ", 1)[1].splitlines()[0])["error"])
+    assert answers == ["Cannot move /etc/hostname to the gradio cache dir because it was not uploaded by a user.",
+                       "FileData: Value error, The 'meta' field must be explicitly provided in the input data and "
+                       "be equal to {'_type': 'gradio.FileData'}.",
+                       "An event handler (prompt) didn't receive enough input values (needed: 3, got: 2)."]
