@@ -66,6 +66,7 @@ class Service:
         self.loads = 0
         self._base = None
         self._tables: Dict[str, object] = {}
+        self.uploads: Optional[Roots] = None  # where uploads may be read (ui.launch: Gradio's upload folder)
         self.store = None
         if index is not None:
             self.store = FeatureStore.load(index)
@@ -106,10 +107,11 @@ class Service:
 
     # ---- one image ----------------------------------------------------------------------------
     def check_upload(self, path: Optional[str]) -> Path:
-        """An uploaded image that exists, is not too large and decodes; InputRefused with the reason otherwise."""
+        """An uploaded image that exists, is not too large and decodes; InputRefused with the reason otherwise.
+        Where ``uploads`` is set, its real path must lie in one of those folders (PathRefused otherwise)."""
         if not path:
             raise InputRefused("give an image")
-        upload = Path(path)
+        upload = Path(path) if self.uploads is None else self.uploads.check(path, "upload")
         size = upload.stat().st_size
         if size > self.max_upload_bytes:
             raise InputRefused(f"the upload is {size / 2 ** 20:.1f} MiB; the limit is {self.max_upload_bytes / 2 ** 20:g} MiB")

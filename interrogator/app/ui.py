@@ -12,6 +12,7 @@ from typing import List, Optional
 from ..core.errors import InterrogatorError
 from ..runner.modes import MODES
 from ..runner.outputs import FORMATS, format_paths
+from .paths import Roots
 from .service import ANALYZE_TABLES, Service
 from ..tools.pictures import contact_sheet, save_png
 import os
@@ -182,8 +183,10 @@ def launch(service: Service, host: str = "127.0.0.1", port: int = 7860, share: b
     """Serve the app: on 127.0.0.1 unless told otherwise, no share link unless asked, files served only from
     the allowed folders and the index's, uploads at most the service's limit."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+    import gradio.utils  # lazy: the [app] extra
     page, handlers = build(service)
     allowed = [str(r) for r in service.roots.folders] + [str(handlers.downloads)]
+    service.uploads = Roots.of(gradio.utils.get_upload_folder(), *service.roots.folders)
     page.queue(default_concurrency_limit=1)
     page.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed,
                 max_file_size=service.max_upload_bytes, prevent_thread_lock=not block, quiet=True, show_error=False)

@@ -138,8 +138,11 @@ def test_an_undecodable_and_an_oversized_upload_get_a_message(site, client, tmp_
         answer = httpx.post(site["url"] + "gradio_api/upload", files={"files": ("big.png", f, "image/png")})
     assert answer.status_code == 413, answer.text
     from interrogator.app.service import InputRefused
+    inside = site["allowed"] / "big.png"
+    shutil.copy(big, inside)
     with pytest.raises(InputRefused, match=r"^the upload is 2\.4 MiB; the limit is 2 MiB$"):
-        site["service"].check_upload(str(big))  # a file that reached the handler some other way
+        site["service"].check_upload(str(inside))  # a file that reached the handler some other way
+    inside.unlink()
 
 
 def test_a_folder_run_writes_submits_csv_and_a_stopped_run_resumes(site, client, tmp_path):
@@ -354,3 +357,19 @@ def test_a_call_gradio_itself_refuses_carries_its_one_line(site, client):
                        "FileData: Value error, The 'meta' field must be explicitly provided in the input data and "
                        "be equal to {'_type': 'gradio.FileData'}.",
                        "An event handler (prompt) didn't receive enough input values (needed: 3, got: 2)."]
+
+
+def test_an_upload_is_read_only_from_the_upload_folder_or_the_allowed_ones(site, tmp_path):
+    """Gradio names an upload by its path; the service reads it only where uploads land or the roots allow."""
+    from interrogator.app.paths import PathRefused
+    outside = tmp_path / "outside.png"
+    shutil.copy(IMAGES[0], outside)
+    link = site["allowed"] / "outside-link.png"
+    link.symlink_to(outside)
+    service = site["service"]
+    for path in (str(outside), str(link)):
+        with pytest.raises(PathRefused) as info:
+            service.check_upload(path)
+        assert str(info.value).startswith(f"upload: {path} is outside the allowed folders (")
+    inside = site["allowed"] / "images" / IMAGES[1].name
+    assert service.check_upload(str(inside)) == inside.resolve()
