@@ -32,6 +32,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..core.errors import InterrogatorError, ModelLoadError
+from ..models.weights import check_loaded, load_weights
 import os
 import shutil
 import tempfile
@@ -281,17 +282,16 @@ def build_vqgan(source: VqganSource, trust: bool = False):
     from diffusers import VQModel  # lazy: the [draw] extra
     if source.converted is not None:
         try:
-            return VQModel.from_pretrained(str(source.converted), local_files_only=True).eval()
+            model, info = VQModel.from_pretrained(str(source.converted), local_files_only=True,
+                                                  output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"vqgan_path: cannot load {source.converted}: {str(exc).splitlines()[0][:300]}") from None
+        check_loaded(info.get("missing_keys"), info.get("unexpected_keys"), source.converted, "vqgan_path")
+        return model.eval()
     layout = read_layout(source.yaml)
     model = VQModel(**layout.diffusers_config())
     state = convert_state_dict(read_checkpoint(source.checkpoint, trust), layout)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"vqgan_path: {source.checkpoint} does not match {source.yaml}: "
-                             f"{' '.join(str(exc).split())[:300]}") from None
+    load_weights(model, state, source.checkpoint, f"vqgan_path (with {source.yaml})")
     return model.eval()
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..core.atomic import write_bytes
 from ..core.errors import ConfigError
 from ..core.score import mean_cosine
+from ..models.weights import load_weights
 from safetensors.torch import save
 from safetensors.torch import load_file
 
@@ -187,10 +188,11 @@ def load_head(folder: str, clip_weights, key: str = "head_path") -> Head:
     check_clip(spec, clip_weights, f"config key '{key}': the head in {folder}")
     head = Head(spec.input_dim, spec.output_dim, spec.hidden)
     try:
-        head.load_state_dict(load_file(str(Path(folder) / WEIGHTS_NAME)))
+        state = load_file(str(Path(folder) / WEIGHTS_NAME))
     except Exception as exc:
         raise ConfigError(f"config key '{key}': cannot read {Path(folder) / WEIGHTS_NAME}: "
                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    load_weights(head, state, Path(folder) / WEIGHTS_NAME, f"config key '{key}'")
     return head.eval()
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..core.config import CaptionerSettings
 from ..core.errors import ModelLoadError
+from .weights import check_loaded
 
 log = logging.getLogger(__name__)
 from ..core.errors import ConfigError
@@ -303,17 +304,5 @@ def _from_pretrained(model_cls, path: str, kind: str, kwargs: dict):
     except Exception as exc:
         raise ModelLoadError(f"config key 'blip_path': cannot load the {kind} model in {path}: "
                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    check_loaded(info, path, "config key 'blip_path'")
+    check_loaded(info.get("missing_keys"), info.get("unexpected_keys"), path, "config key 'blip_path'")
     return model
-
-
-def check_loaded(info: dict, path: str, what: str) -> None:
-    """transformers' loading info: missing weights are an error naming the count and the first names,
-    unexpected ones a warning."""
-    missing, unexpected = sorted(info.get("missing_keys") or ()), sorted(info.get("unexpected_keys") or ())
-    if missing:
-        raise ModelLoadError(f"{what}: the checkpoint in {path} leaves {len(missing)} weights of the model unset "
-                             f"(first: {', '.join(missing[:3])}); it is not a checkpoint of this model")
-    if unexpected:
-        log.warning("%s: the checkpoint in %s has %d weights the model does not use (first: %s)", what, path,
-                    len(unexpected), ", ".join(unexpected[:3]))

@@ -14,6 +14,7 @@ from .tokenizer import fast_tokenizer
 from ..core.workers import map_chunks
 
 from .clip_checkpoint import read_torchscript_state_dict, resolve_clip
+from .weights import check_loaded, load_weights
 import inspect
 
 UNCAPPED_CONTEXT = 1024  # tokenizer context used to count tokens past CLIP's 77
@@ -272,9 +273,11 @@ def load_clip(name: str, checkpoint: str, device: str, dtype: torch.dtype) -> Cl
             spec.arch, pretrained=None, device=device, precision=precision, force_quick_gelu=spec.quick_gelu,
             **spec.preprocess)
         if spec.form == "torchscript":
-            model.load_state_dict(read_torchscript_state_dict(checkpoint), strict=True)
+            load_weights(model, read_torchscript_state_dict(checkpoint), checkpoint, "config key 'clip_path'")
         else:
-            open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=True)
+            keys = open_clip.load_checkpoint(model, str(checkpoint), strict=False, weights_only=True)
+            check_loaded(getattr(keys, "missing_keys", ()), getattr(keys, "unexpected_keys", ()), checkpoint,
+                         "config key 'clip_path'")
     except ModelLoadError:
         raise
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:

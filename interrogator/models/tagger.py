@@ -244,7 +244,7 @@ def load_tagger(path: str, device: str, rules: TagRules, threads: Optional[int] 
         session = ort.InferenceSession(str(Path(path) / MODEL_FILE), options, providers=providers(device))
     except Exception as exc:
         raise ModelLoadError(f"config key 'tagger_path': cannot load {Path(path) / MODEL_FILE}: "
-                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     if device.startswith("cuda") and CUDA_PROVIDER in ort.get_available_providers() \
             and CUDA_PROVIDER not in session.get_providers():
         log.warning("tagger: onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?), "

@@ -66,6 +66,20 @@ def test_the_conversion_decodes_as_taming_does(tmp_path, capsys):
     assert find_vqgan(tmp_path / "converted").factor() == find_vqgan(tmp_path / "taming").factor() == 2
 
 
+def test_a_taming_checkpoint_with_a_missing_tensor_is_one_line(tmp_path, capsys):
+    """Left unset, the decoder's tensor would keep diffusers' random initial values (models/weights.py)."""
+    taming_checkpoint(tmp_path / "taming")
+    ckpt = tmp_path / "taming" / "checkpoints" / "last.ckpt"
+    saved = torch.load(str(ckpt), weights_only=True)
+    del saved["state_dict"]["decoder.conv_out.bias"]
+    torch.save(saved, str(ckpt))
+    assert main(["convert-vqgan", "--vqgan", str(tmp_path / "taming"), "--out", str(tmp_path / "converted")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: vqgan_path (with {tmp_path / 'taming' / 'configs' / 'model.yaml'}): the checkpoint in {ckpt} "
+        f"leaves 1 weights of the model unset (first: decoder.conv_out.bias); it is not a checkpoint of this model")
+    assert not (tmp_path / "converted").exists()
+
+
 def test_a_checkpoint_with_pickled_objects_is_read_only_when_trusted(tmp_path, capsys):
     fake = types.ModuleType("fake_lightning_callbacks")
 
