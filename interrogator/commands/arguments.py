@@ -204,7 +204,14 @@ def check_outputs(args) -> None:
     for dest, values in sorted(vars(args).items()):
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, OutputPath):
-                check_write(value, f"--{dest.replace('_', '-')}", inputs, images=isinstance(value, PictureOutputPath))
+                check_write(value, f"--{dest.replace('_', '-')}", inputs, images=isinstance(value, PictureOutputPath),
+                            replace=getattr(args, "replace_outputs", False))
+
+
+def output_paths(args) -> list:
+    """Every file an option of the command names for it to write (OutputPath)."""
+    return [v for values in vars(args).values() for v in (values if isinstance(values, list) else [values])
+            if isinstance(v, OutputPath)]
 
 
 # ---- shared options ---------------------------------------------------------------------------
@@ -218,4 +225,6 @@ def add_common(p, progress: bool = False, device: str = DEVICE_HELP) -> None:
         p.add_argument("--device", type=device_name, help=device)
     if progress:
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--replace-outputs", action="store_true",
+                   help="replace an output file this tool did not write (one it wrote, unchanged, is replaced anyway)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

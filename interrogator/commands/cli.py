@@ -15,7 +15,8 @@ from ..core.version import __version__  # noqa: E402
 from ..core.console import quiet_libraries  # noqa: E402
 from ..core.errors import InterrogatorError  # noqa: E402
 from . import app_cli, draw_cli, learned_cli, metric_cli, run_cli, toolkit_cli  # noqa: E402
-from .arguments import DEBUG_HELP, ArgParser, check_outputs  # noqa: E402
+from .arguments import DEBUG_HELP, ArgParser, check_outputs, output_paths  # noqa: E402
+from ..core.owned import record_written  # noqa: E402
 
 GROUPS = (run_cli, metric_cli, app_cli, toolkit_cli, learned_cli, draw_cli)
 NOISY = ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss", "faiss.loader",
@@ -43,7 +44,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     quiet_libraries(debug=args.debug)
     try:
         check_outputs(args)
-        return args.func(args)
+        code = args.func(args)
+        if code == 0:
+            record_written(output_paths(args))
+        return code
     except InterrogatorError as exc:
         return _failed(args, f"error: {exc}", 2)
     except OSError as exc:  # a file this command reads or writes: a full or read-only disk, a vanished file

@@ -23,7 +23,8 @@ MODES_IN_GRID = ("seed", "classic", "fast", "best", "negative", "caption")
 
 def cmd_submit(args) -> int:
     config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device,
-                         data_path=args.data_path, formats=args.format, overwrite=args.overwrite or None)
+                         data_path=args.data_path, formats=args.format, overwrite=args.overwrite or None,
+                         replace_outputs=args.replace_outputs or None)
     spread = Distribution(args.devices, args.shard, args.images, args.records_only, args.parquet_dir,
                           args.ray_address, args.actors)
     write = args.output is not None if args.engine == "ray" else True  # Ray writes the CSV only with --output

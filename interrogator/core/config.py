@@ -83,6 +83,7 @@ class Config:
     formats: list = field(default_factory=lambda: ["kaggle"])
     txt_dir: Optional[str] = None
     overwrite: bool = False
+    replace_outputs: bool = False
     recursive: bool = False
     negative_prompt: bool = False
     min_flavors: int = 8
@@ -259,7 +260,8 @@ ClipSettings = _settings("ClipSettings", "The CLIP, its label tables and the mod
 EmbedSettings = _settings("EmbedSettings", "The sentence model that embeds the prompts.",
                           "embedding_path embedding_model embedding_dir")
 OutputSettings = _settings("OutputSettings", "What a run writes, where, and what an existing caption file gets.",
-                           "output formats txt_dir txt_extension existing_txt overwrite caption_template trigger",
+                           "output formats txt_dir txt_extension existing_txt overwrite replace_outputs caption_template "
+                           "trigger",
                            txt_policy=_txt_policy)
 BlendSettings = _settings("BlendSettings", "The learned head and bank and the weights that blend them with the "
                           "prompt's embedding.", "head_path bank_path blend bank_k bank_temperature bank_backend")

@@ -61,6 +61,7 @@ NEUTRAL_KEYS = {
     "formats": "which files are written from the same results",
     "txt_dir": "where the .txt files go",
     "overwrite": "whether existing .txt files are replaced",
+    "replace_outputs": "whether output files this tool did not write may be replaced",
     "head_path": "replaced by the head's identity (its files)",
     "bank_path": "replaced by the bank's identity (its files)",
     "device": "replaced by the resolved device type and, on CUDA, the GPU's name (cuda and cuda:0 are one device)",

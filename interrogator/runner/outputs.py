@@ -35,6 +35,7 @@ import numpy as np
 
 from ..core.atomic import atomic_write, write_bytes
 from ..core.config import FORMATS, OutputSettings  # noqa: F401  (the names; each one's writer below)
+from ..core.owned import record_written
 from ..core.record import SUBMISSION_DIM, ImageTags
 from .submission import write_submission
 import pandas as pd
@@ -232,4 +233,5 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[P
         import pyarrow.parquet as pq  # lazy: the [parquet] extra
         table = arrow_table(rows, vectors)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
+    record_written([submission] * (submission is not None) + [written[f] for f in outputs.files])
     return submission, written

@@ -96,8 +96,10 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
     txt = txt_paths(config, relative) if "txt" in config.formats else ()
     named = [(p, f"the {f} output") for f, p in ([("kaggle", submission)] if submission else []) + list(files.items())]
     inputs = config_inputs(config)  # an input image has an image extension, which check_write refuses anyway
-    for path, what in named + [(p, f"the caption file of {r}") for p, r in zip(txt, relative)]:
-        check_write(path, what, inputs)
+    for path, what in named:
+        check_write(path, what, inputs, replace=config.replace_outputs)
+    for path, relative_name in zip(txt, relative):  # an existing caption file: existing_txt decides
+        check_write(path, f"the caption file of {relative_name}", inputs, replace=None)
     taken: Dict[Path, str] = {}
     for path, what in named + [(p, f"the .txt of {r}") for p, r in zip(txt, relative)]:
         other = taken.setdefault(Path(os.path.abspath(path)), what)

@@ -108,3 +108,46 @@ def test_a_link_or_dotdot_to_an_input_is_the_input(tmp_path):
         with pytest.raises(ConfigError, match="is the config: this tool never writes over what it reads"):
             check_write(path, "--output", inputs)
     check_write(tmp_path / "sub" / "new.csv", "--output", inputs)  # not an input: fine
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_replaces_a_file_it_did_not_write(command, inputs, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("interrogator.runner.loading.load_models", lambda *a, **k: pytest.fail("a model loaded"))
+    monkeypatch.setattr("interrogator.models.clip.load_clip", lambda *a, **k: pytest.fail("a model loaded"))
+    config, prompts, data, _ = inputs
+    theirs = tmp_path / "theirs" / "notes.csv"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"the user's own file\n")
+    assert main([*COMMANDS[command](config, prompts, data), str(theirs)]) == 2, command
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --{'features' if command == 'train-head' else 'out' if command == 'index' else 'output'} {theirs} "
+        f"exists and was not written by this tool: choose another path, or pass --replace-outputs (config key "
+        f"'replace_outputs') to replace it"]
+    assert theirs.read_bytes() == b"the user's own file\n" and sorted(theirs.parent.iterdir()) == [theirs]
+
+
+def test_a_run_replaces_its_own_outputs_and_no_one_elses(inputs, write_config, capsys):
+    """The ledger (.interrogator-outputs.json): a rerun replaces what the tool wrote; a file the user made or
+    changed since is refused before any model loads, unless --replace-outputs."""
+    from interrogator.core.owned import LEDGER
+    config, prompts, data, _ = inputs
+    out = config.parent / "out"
+    out.mkdir()
+    (out / "s.csv").write_bytes(b"mine\n")
+    args = ["submit", "--config", str(config), "--output", str(out / "s.csv"), "--no-progress"]
+    assert main(args) == 2
+    assert "s.csv exists and was not written by this tool" in capsys.readouterr().err
+    assert (out / "s.csv").read_bytes() == b"mine\n" and not (out / LEDGER).exists()
+    assert main(args + ["--replace-outputs"]) == 0
+    first = (out / "s.csv").read_bytes()
+    assert first.startswith(b"imgId_eId,val\n") and (out / LEDGER).is_file()
+    capsys.readouterr()
+    assert main(args) == 0 and (out / "s.csv").read_bytes() == first  # its own file, unchanged: replaced
+    capsys.readouterr()
+    with open(out / "s.csv", "ab") as f:
+        f.write(b"an edit\n")
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output {out / 's.csv'} exists and was changed since this tool wrote it: choose another path, or "
+        f"pass --replace-outputs (config key 'replace_outputs') to replace it")
+    assert (out / "s.csv").read_bytes() == first + b"an edit\n"

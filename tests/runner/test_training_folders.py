@@ -13,6 +13,7 @@ from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, needs_new_transformer
 from interrogator.commands.cli import main
 from interrogator.core.config import load_config
 from interrogator.runner.pipeline import run
+from interrogator.core.owned import LEDGER
 
 pytestmark = needs_new_transformers
 TEMPLATE = "{trigger}, {tags}, {caption}"
@@ -121,8 +122,10 @@ def test_a_killed_run_reruns_without_rewriting_finished_files(training, images, 
 
 
 def outputs(folder):
+    """Every file the run wrote, by relative name; the ledger (core/owned.py) by the names it records."""
     import pyarrow.parquet as pq
     return {p.relative_to(folder).as_posix(): pq.read_table(p).to_pylist() if p.suffix == ".parquet"
+            else sorted(json.loads(p.read_text())) if p.name == LEDGER
             else p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
