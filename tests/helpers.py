@@ -51,3 +51,15 @@ def demo_config(folder, demo_models, dicts, name: str = "config.json", **keys):
     path = Path(folder) / name
     path.write_text(json.dumps(values))
     return path
+
+
+def read_outputs(folder):
+    """Every file under folder by relative name: its bytes, Parquet as a table (its footer names the writer's
+    version), and the ledger of outputs (core/owned.py) as the names it records (it holds their times)."""
+    import json
+    import pyarrow.parquet as pq
+    from interrogator.core.owned import LEDGER
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): pq.read_table(p).to_pylist() if p.suffix == ".parquet"
+            else sorted(json.loads(p.read_text())) if p.name == LEDGER
+            else p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

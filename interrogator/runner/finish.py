@@ -54,6 +54,7 @@ class RunResult:
     tagged: Optional[List] = None  # record.ImageTags per image (None where undecodable), with a tagger
     texts: Optional[List[str]] = None  # the caption template's text per image, with a template
     captioned: int = 0  # images left out because their caption file exists (existing_txt skip)
+    files_written: List[Path] = field(default_factory=list)  # every file the outputs put on disk (outputs.Written)
 
     def summary(self) -> str:
         n = len(self.image_ids)
@@ -146,7 +147,8 @@ def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, wr
         names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
         raise InterrogatorError(f"--strict: {len(result.failed)} images could not be decoded: {names}")
     if write and plan.outputs is not None:
-        result.output, result.written = write_all(plan, result, txt)
+        written = write_all(plan, result, txt)
+        result.output, result.written, result.files_written = written.submission, written.formats, written.files
         for store in remove:
             store.remove()
     return result

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.atomic import atomic_write, write_bytes
 from ..core.config import FORMATS, OutputSettings  # noqa: F401  (the names; each one's writer below)
-from ..core.owned import record_written
+from ..core.owned import LEDGER, record_written
 from ..core.record import SUBMISSION_DIM, ImageTags
 from .submission import write_submission
 import pandas as pd
@@ -137,6 +137,7 @@ class TxtWriter:
         self.counts = {"written": 0, "unchanged": 0, "kept": 0}
         self.read_only: List[Path] = []  # existing caption files this run may not write: kept, and named
         self.done: set = set()  # paths handled in this run (batch by batch, then the rest at the end)
+        self.paths: List[Path] = []  # the caption files this run wrote
 
     def content(self, target: Path, text: str) -> Optional[bytes]:
         """What ``target`` should hold, or None where it is kept as it is. Old text is never decoded: append
@@ -171,6 +172,7 @@ class TxtWriter:
                 continue
             write_bytes(target, data)
             self.counts["written"] += 1
+            self.paths.append(target)
 
     def finish(self) -> Dict[str, int]:
         if self.counts["kept"]:
@@ -207,9 +209,19 @@ def merge_earlier(new: List[Row], embeddings: np.ndarray, kaggle: List[str],
             ids, np.asarray(vectors, np.float32).reshape(-1, SUBMISSION_DIM))
 
 
-def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[Path], Dict[str, object]]:
-    """Every output of the plan (plan.Outputs) from a run's result: the submission's path and {format: path
-    or txt counts} of the others. ``txt``: the writer that already wrote the caption files batch by batch."""
+@dataclass
+class Written:
+    """What a run wrote: the submission, {format: path, or the caption files' counts}, and every file written
+    (the outputs, each caption file written, the ledger), for whoever must know what changed on disk."""
+
+    submission: Optional[Path]
+    formats: Dict[str, object]
+    files: List[Path]
+
+
+def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Written:
+    """Every output of the plan (plan.Outputs) from a run's result. ``txt``: the writer that already wrote the
+    caption files batch by batch."""
     outputs, new = plan.outputs, rows_of(result)
     rows, vectors, ids, id_vectors = new, result.embeddings, result.kaggle_ids, result.embeddings
     if plan.earlier is not None:  # existing_txt skip: the skipped images' rows from the earlier outputs
@@ -233,5 +245,7 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Tuple[Optional[P
         import pyarrow.parquet as pq  # lazy: the [parquet] extra
         table = arrow_table(rows, vectors)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
-    record_written([submission] * (submission is not None) + [written[f] for f in outputs.files])
-    return submission, written
+    tables = [submission] * (submission is not None) + [written[f] for f in outputs.files]
+    record_written(tables)
+    ledgers = sorted({Path(os.path.realpath(p)).parent / LEDGER for p in tables})
+    return Written(submission, written, tables + ledgers + (txt.paths if txt is not None else []))

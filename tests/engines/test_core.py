@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLES, run_cli
+from helpers import read_outputs
 from interrogator.commands.cli import build_parser, main
 from interrogator.core.config import load_config, replace
 
@@ -18,13 +19,6 @@ ALL = ["kaggle", "txt", "csv", "jsonl", "parquet"]
 
 def files_under(folder):
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def read_outputs(folder):
-    """Every file under folder: bytes, except Parquet as a table (its footer names the writer's version)."""
-    import pyarrow.parquet as pq
-    return {name: (pq.read_table(p).to_pylist() if name.endswith(".parquet") else p.read_bytes())
-            for name, p in files_under(folder).items()}
 
 
 # ---- the engine matrix ------------------------------------------------------------------------
@@ -82,7 +76,8 @@ def test_every_engine_writes_the_same_files(matrix_config, ray_cluster, tmp_path
     result = run(config, progress=False)
     assert set(result.failed) == {"a/broken.png"} and result.negatives is not None
     want = read_outputs(plain)
-    assert sorted(want) == sorted(["out.csv", "out.prompts.csv", "out.jsonl", "out.parquet"]
+    assert sorted(want) == sorted([".interrogator-outputs.json", "out.csv", "out.prompts.csv", "out.jsonl",
+                                   "out.parquet"]
                                   + [f"txt/{r}" for r in ("a/broken.txt", *(f.replace(".png", ".txt")
                                                                            for f in result.files if "broken" not in f))])
     ids = {line.split(",")[0].rsplit("_", 1)[0] for line in want["out.csv"].decode().splitlines()[1:]}

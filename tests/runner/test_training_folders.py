@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from conftest import KILL_ON_THIRD_CAPTION, REPO, SAMPLES, needs_new_transformers
+from helpers import read_outputs
 from interrogator.commands.cli import main
 from interrogator.core.config import load_config
 from interrogator.runner.pipeline import run
-from interrogator.core.owned import LEDGER
 
 pytestmark = needs_new_transformers
 TEMPLATE = "{trigger}, {tags}, {caption}"
@@ -121,14 +121,6 @@ def test_a_killed_run_reruns_without_rewriting_finished_files(training, images, 
     assert result.written["txt"] == {"written": 3, "unchanged": 4, "kept": 0}
 
 
-def outputs(folder):
-    """Every file the run wrote, by relative name; the ledger (core/owned.py) by the names it records."""
-    import pyarrow.parquet as pq
-    return {p.relative_to(folder).as_posix(): pq.read_table(p).to_pylist() if p.suffix == ".parquet"
-            else sorted(json.loads(p.read_text())) if p.name == LEDGER
-            else p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
     """The local run, low_memory, --devices cpu,cpu, --shard + merge --config and Ray."""
     pytest.importorskip("pyarrow")
@@ -150,10 +142,10 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
                  str(tmp_path / "shards" / "o.csv"), "--config", sharded]) == 0
     run_ray(load_config(config_for("ray")), str(tmp_path / "pq"), csv=str(tmp_path / "ray" / "o.csv"), actors=2,
             address=ray_cluster, progress=False)
-    local = outputs(tmp_path / "local")
+    local = read_outputs(tmp_path / "local")
     assert len([n for n in local if n.startswith("txt/")]) == 7
     for name in ("low", "devices", "shards", "ray"):
-        assert outputs(tmp_path / name) == local, name
+        assert read_outputs(tmp_path / name) == local, name
 
 
 def test_a_template_part_without_its_model_is_one_line(capsys, training):
