@@ -15,6 +15,7 @@ from ..runner.loading import label_tables
 from ..runner.needs import check, clip_only
 from ..runner.submission import merge_submissions
 from ..runner.tune import tune, write_fragment
+from .flags import add_config_flags, flag_overrides, print_config
 from .arguments import (add_common, add_config, choice_list, holdout_share, image_range, int_list, non_negative_int,
                         output_file, output_folder, positive_int, shard_spec)
 
@@ -22,9 +23,12 @@ MODES_IN_GRID = ("seed", "classic", "fast", "best", "negative", "caption")
 
 
 def cmd_submit(args) -> int:
-    config = load_config(args.config, output=args.output, batch_size=args.batch_size, device=args.device,
-                         data_path=args.data_path, formats=args.format, overwrite=args.overwrite or None,
-                         replace_outputs=args.replace_outputs or None)
+    config = load_config(args.config, **{**flag_overrides(args), **dict(
+        output=args.output, batch_size=args.batch_size, device=args.device, data_path=args.data_path,
+        formats=args.format, overwrite=args.overwrite or None, replace_outputs=args.replace_outputs or None)})
+    if args.print_config:
+        print_config(config)
+        return 0
     spread = Distribution(args.devices, args.shard, args.images, args.records_only, args.parquet_dir,
                           args.ray_address, args.actors)
     write = args.output is not None if args.engine == "ray" else True  # Ray writes the CSV only with --output
@@ -115,6 +119,7 @@ def add_submit(sub) -> None:
     p.add_argument("--actors", type=positive_int, help="with --engine ray: model actors (default: one per GPU, else 1)")
     p.add_argument("--strict", action="store_true", help="exit with an error if any image cannot be decoded")
     add_common(p, progress=True)
+    add_config_flags(p, skip=("formats",))
     p.set_defaults(func=cmd_submit)
 
 

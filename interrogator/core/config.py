@@ -15,7 +15,7 @@ import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigError
 from .memory import auto_batch_size, caption_bytes_per_image, captioner_weight_bytes
@@ -243,6 +243,72 @@ def _settings(name: str, doc: str, keys: str, **methods) -> type:
                                       namespace={"__doc__": doc, "__module__": __name__, **methods})
 
 
+KEY_HELP = {  # each config key's help line (its flag's too: commands/flags.py)
+    'blip_path': 'captioner folder: BLIP-2, BLIP or any image-text-to-text model transformers implements (see "Captioners and taggers"), chosen by its config.json model_type',
+    'clip_path': 'CLIP checkpoint file: safetensors, a torch.save state dict (read with weights_only=True) or an OpenAI TorchScript archive (see "Which CLIP file and which name")',
+    'embedding_path': 'sentence-transformers model folder',
+    'data_path': 'image folder (see "Which files are images")',
+    'blip_model': 'a name for the captioner, for your records',
+    'clip_model': 'ARCH or ARCH/TAG (ViT-L-14/openai): an open_clip architecture (also the JSONs in interrogator/model_configs/), optionally with a pretrained tag whose config applies',
+    'embedding_model': 'a name for the sentence model, for your records',
+    'embedding_dir': 'folder put on sys.path before importing sentence_transformers',
+    'dicts': 'folder with mediums.txt, movements.txt, flavors.txt',
+    'chunk_size': 'labels scored at once when ranking a table (exact for any value)',
+    'output': 'submission path (written to a temp file, validated, renamed into place)',
+    'batch_size': 'images per batch, or "auto" (from GPU memory)',
+    'caption_batch_size': 'images per caption batch (default: batch_size)',
+    'clip_batch_size': 'images per CLIP batch (default: batch_size)',
+    'embed_batch_size': 'prompts per sentence-model batch (default: batch_size)',
+    'max_flavors': "flavors per prompt, at most 1000 (trailing ones dropped to fit CLIP's 77 tokens; about 35 one-word flavors fit at most)",
+    'num_beams': 'beam search width for captions',
+    'max_new_tokens': 'most tokens a caption has',
+    'min_new_tokens': 'fewest tokens a caption has',
+    'device': 'auto (CUDA if available), cpu, cuda, cuda:N',
+    'dtype': 'auto (fp16 on CUDA, fp32 on CPU), fp16 (CUDA only: an error on a CPU), bf16, fp32',
+    'load_in_8bit': "load the captioner in 8-bit with bitsandbytes (pip install -e '.[quant]')",
+    'label_cache': 'folder for label-embedding safetensors files (see "The label cache"); a cache that cannot be written is a warning',
+    'num_workers': 'image-decoding worker processes; auto: every usable core but one, at most 16',
+    'low_memory': 'load one model at a time (captioner, then CLIP, then the sentence model), freeing each before the next',
+    'demo': 'build the demo models where the paths point if they are missing',
+    'fallback_prompt': 'prompt used for an image that cannot be decoded',
+    'mode': 'the interrogation mode (see "Interrogation modes")',
+    'prompt_parts': "the seed mode's parts, in order (any subset); trailing parts are dropped to fit 77 tokens",
+    'formats': 'what to write (see "Outputs")',
+    'txt_dir': 'where txt files go, keeping sub-folders',
+    'overwrite': 'replace existing caption files (the same as existing_txt: "overwrite")',
+    'replace_outputs': 'replace output files this tool did not write (one it wrote, unchanged, is replaced anyway); --replace-outputs',
+    'recursive': "search data_path's sub-folders (ids become relative paths)",
+    'negative_prompt': 'also run the negative chain and write negative_prompt in the csv, jsonl and parquet outputs',
+    'min_flavors': "the chain's least steps (best, negative)",
+    'intermediate_count': "the chain's candidate flavors (best, negative)",
+    'head_path': 'a learned head folder made by train-head (see "Going past the interrogator")',
+    'bank_path': 'a retrieval bank folder made by build-bank',
+    'blend': "[w_prompt, w_head, w_bank]: the submission vector is the normalised weighted sum; required when head_path or bank_path is set; [1, 0, 0] is today's submission byte for byte",
+    'bank_k': 'neighbours in the bank that vote',
+    'bank_temperature': "the softmax temperature of the neighbours' similarities",
+    'bank_backend': "torch (exact chunked top-k on the device) or faiss (exact IndexFlatIP, pip install -e '.[faiss]')",
+    'load_in_4bit': 'load the captioner in 4-bit NF4 with bitsandbytes (one of load_in_8bit, load_in_4bit)',
+    'caption_prompt': 'the VLM\'s instruction: a Florence-2 task token (<CAPTION>, <DETAILED_CAPTION>, <MORE_DETAILED_CAPTION>), else a user message sent through the processor\'s chat template (default "Describe this image in one sentence."); an error for BLIP, BLIP-2 and GIT, which take none',
+    'repetition_penalty': 'passed to generate',
+    'cut_partial': "cut a VLM answer's unfinished last sentence (at the last ., ! or ?)",
+    'tagger_path': "a WD-style tagger folder (model.onnx + selected_tags.csv; pip install -e '.[tagger]')",
+    'tag_threshold': "the tagger's general tag threshold",
+    'character_threshold': "the tagger's character tag threshold",
+    'tag_mcut': 'general tags by Maximum Cut thresholding instead of tag_threshold',
+    'max_tags': 'at most this many general tags (the highest first)',
+    'tag_escape': 'escape ( ) \\ for prompt syntax',
+    'undesired_tags': 'tags dropped (as in the CSV or as written)',
+    'tag_replacements': '"old=new" tag replacements ("old=" drops the tag)',
+    'tags_first': 'tags moved to the front, in this order',
+    'tag_separator': 'joins the tags in {tags}, and old and new text under existing_txt append / prepend',
+    'caption_template': 'how parts make the text: {trigger}, {tags}, {rating}, {caption}, {prompt} and fixed words, e.g. "{trigger}, {tags}, {caption}"',
+    'trigger': 'the {trigger} part',
+    'txt_extension': "the caption files' extension (.caption, ...)",
+    'existing_txt': 'what an existing caption file gets: keep, skip (the image is not processed), append, prepend, overwrite',
+    'vqgan_path': 'draw\'s VQGAN: a taming last.ckpt with its model.yaml, or a folder convert-vqgan wrote (--vqgan overrides it; see "Draw")',
+}
+
+
 def _txt_policy(writing) -> str:
     """What an existing caption file gets (EXISTING_TXT); ``overwrite: true`` is ``overwrite``."""
     return "overwrite" if writing.overwrite else writing.existing_txt
@@ -333,6 +399,17 @@ def _check_type(key: str, value: Any, where: str) -> None:
         ok, expected = isinstance(value, str) and value != "", "a non-empty string"
     if not ok:
         raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}{where}")
+
+
+def user_keys() -> Dict[str, Any]:
+    """Every key a user may set, with its type: the schema the flags are made from (commands/flags.py)."""
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in _user_fields()}
+
+
+def check_value(key: str, value: Any) -> None:
+    """One value of ``key`` checked as the config file's would be (ConfigError naming the key otherwise)."""
+    _validate({key: value}, "")
 
 
 def _validate(values: Mapping[str, Any], where: str) -> None:
