@@ -30,6 +30,10 @@ PATH_KEYS = ("blip_path", "clip_path", "dicts", "embedding_dir", "embedding_path
              "data_path", "output", "label_cache", "head_path", "bank_path", "txt_dir", "tagger_path",
              "vqgan_path")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
+# max_flavors where the config does not set it: clip-interrogator 0.6.0's defaults (interrogate_classic 3,
+# interrogate_fast, interrogate and interrogate_negative 32); seed and caption keep this tool's 3
+MODE_MAX_FLAVORS = {"seed": 3, "caption": 3, "classic": 3, "fast": 32, "best": 32, "negative": 32}
+CHAIN_MODES = ("best", "negative")  # the modes that chain between min_flavors and max_flavors
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
 FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
@@ -490,10 +494,28 @@ def load_config(path: Optional[str | os.PathLike] = None, path_bases: Optional[M
     given = {k: v for k, v in overrides.items() if v is not None}
     _validate(given, " (in overrides)")
     values.update(_resolve(given, Path.cwd()))
-    return Config(**values, config_path=str(path) if path is not None else None, given=tuple(sorted(values)))
+    keys = tuple(sorted(values))
+    values.setdefault("max_flavors", MODE_MAX_FLAVORS[values.get("mode", "seed")])
+    _check_chain(values, where)
+    return Config(**values, config_path=str(path) if path is not None else None, given=keys)
+
+
+def _check_chain(values: Mapping[str, Any], where: str) -> None:
+    """best and negative chain between min_flavors and max_flavors flavors: the least cannot exceed the most."""
+    mode, least, most = values.get("mode", "seed"), values.get("min_flavors", 8), values.get("max_flavors")
+    if mode in CHAIN_MODES and most is not None and least > most:
+        raise ConfigError(f"config keys 'min_flavors' ({least}) and 'max_flavors' ({most}): the {mode} mode chains "
+                          f"at least min_flavors flavors and at most max_flavors; make min_flavors <= max_flavors"
+                          f"{where}")
 
 
 def replace(config: Config, **changes: Any) -> Config:
-    """A validated copy of config with some values changed."""
+    """A validated copy of config with some values changed. A new ``mode`` brings its own ``max_flavors``
+    default (MODE_MAX_FLAVORS) unless the config or ``changes`` sets max_flavors."""
     _validate(changes, " (in overrides)")
-    return dataclasses.replace(config, **changes)
+    if "mode" in changes and "max_flavors" not in changes and "max_flavors" not in config.given:
+        changes = {**changes, "max_flavors": MODE_MAX_FLAVORS[changes["mode"]]}
+    changed = dataclasses.replace(config, **changes)
+    _check_chain({"mode": changed.mode, "min_flavors": changed.min_flavors, "max_flavors": changed.max_flavors},
+                 " (in overrides)")
+    return changed

@@ -127,3 +127,35 @@ def test_every_key_is_in_exactly_one_section_and_a_section_holds_its_values(tmp_
         assert isinstance(section, cls) and all(
             getattr(section, f.name) == (tuple(v) if isinstance(v := getattr(config, f.name), list) else v)
             for f in fields(cls)), name
+
+
+# clip-interrogator 0.6.0's signatures: interrogate_classic(max_flavors=3), interrogate_fast(max_flavors=32),
+# interrogate(min_flavors=8, max_flavors=32) (best), interrogate_negative(max_flavors=32) with chain's
+# min_count=8, and Config.flavor_intermediate_count=2048
+CLIP_INTERROGATOR_060 = {"classic": (3, 8, 2048), "fast": (32, 8, 2048), "best": (32, 8, 2048),
+                         "negative": (32, 8, 2048)}
+
+
+def test_each_mode_has_clip_interrogators_defaults_where_the_config_is_silent():
+    from interrogator.core.config import replace
+    for mode, expected in CLIP_INTERROGATOR_060.items():
+        config = load_config(None, mode=mode)
+        assert (config.max_flavors, config.min_flavors, config.intermediate_count) == expected, mode
+        assert replace(load_config(None), mode=mode).max_flavors == expected[0], mode  # the app's per-request mode
+    assert load_config(None).max_flavors == 3  # seed: this tool's own
+    assert load_config(None, mode="fast", max_flavors=5).max_flavors == 5  # a value given is kept
+    assert replace(load_config(None, max_flavors=9), mode="best").max_flavors == 9
+
+
+def test_min_flavors_above_max_flavors_is_one_line_in_the_chain_modes(tmp_path):
+    from interrogator.core.config import replace
+    path = tmp_path / "c.json"
+    path.write_text('{"mode": "best", "max_flavors": 3}')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"config keys 'min_flavors' (8) and 'max_flavors' (3): the best mode chains at least "
+                               f"min_flavors flavors and at most max_flavors; make min_flavors <= max_flavors "
+                               f"(in {path})")
+    with pytest.raises(ConfigError, match=r"^config keys 'min_flavors' \(8\) and 'max_flavors' \(4\): the negative"):
+        replace(load_config(None, max_flavors=4), mode="negative")
+    assert load_config(None, mode="classic", max_flavors=3).min_flavors == 8  # classic does not chain: fine
