@@ -41,6 +41,9 @@ def check_port(host: str, port: int) -> None:
         raise InterrogatorError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
 
 
+TITLE = "The web app"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, search (the [app] extra)")
     add_config(p, what="JSON config (its models)")

@@ -1,11 +1,14 @@
 """``python -m interrogator <subcommand>``: each command group adds its own subcommands (prompt_cli, run_cli, metric_cli,
-app_cli, toolkit_cli, learned_cli, draw_cli); ``main`` turns every error into one line."""
+app_cli, toolkit_cli, learned_cli, draw_cli) under its TITLE; ``main`` turns every error into one line."""
 from __future__ import annotations
 
+import argparse
+import difflib
 import logging
+import re
 import sys
 import traceback
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..core.offline import enforce_offline
 
@@ -23,19 +26,66 @@ NOISY = ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transf
          "matplotlib", "bitsandbytes", "diffusers")
 
 
+USAGE = """Offline image-to-prompt, captioning and CLIP tools.
+
+  python -m interrogator prompt photo.jpg --mode best       one image's prompt
+  python -m interrogator submit --config C.json             a folder to a submission CSV and caption files
+  python -m interrogator <command> --help                   a command's options and an example
+"""
+
+
+class Commands:
+    """The subparsers as each group adds to them, recording every command's parser and one-line help under the
+    group's title (the top-level help lists them by group); each command's help is its description too."""
+
+    def __init__(self, sub):
+        self.sub, self.title = sub, ""
+        self.groups: Dict[str, List[Tuple[str, str]]] = {}
+        self.parsers: Dict[str, ArgParser] = {}
+
+    def add_parser(self, name: str, **options):
+        line = options.pop("help", "")  # listed by group in the description, not again by argparse
+        self.groups.setdefault(self.title, []).append((name, line))
+        options.setdefault("description", line[:1].upper() + line[1:] + ".")
+        self.parsers[name] = self.sub.add_parser(name, **options)
+        return self.parsers[name]
+
+    def listing(self) -> str:
+        width = max(len(n) for names in self.groups.values() for n, _ in names) + 2
+        return "\n".join(f"{title}:\n" + "\n".join(f"  {n:<{width}}{h}" for n, h in names) + "\n"
+                         for title, names in self.groups.items())
+
+
 def build_parser() -> ArgParser:
-    parser = ArgParser(prog="python -m interrogator", description=__doc__)
+    """The parser of every command (its ``commands``: the Commands that list them)."""
+    parser = ArgParser(prog="python -m interrogator", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     parser.add_argument("--version", action="version", version=f"interrogator {__version__}",
                         help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
+    commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="<command>",
+                                              help="one of the commands above"))
     for group in GROUPS:
-        group.add_commands(sub)
+        commands.title = group.TITLE
+        group.add_commands(commands)
+    parser.description = USAGE + "\n" + commands.listing()
+    parser.commands = commands
     return parser
 
 
+def parse(argv: Optional[List[str]]):
+    """The arguments; an unknown one is ``error: <command>: unrecognized argument --x`` with the closest flag."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.commands.parsers[args.command]
+        flags = sorted(set(re.findall(r"--[a-z0-9][a-z0-9-]*", command.format_help())))
+        close = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1)
+        command.error(f"unrecognized argument {extra[0]}" + (f"; did you mean {close[0]}?" if close else ""))
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.ERROR)

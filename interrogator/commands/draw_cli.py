@@ -133,6 +133,9 @@ def cmd_convert_vqgan(args) -> int:
     return 0
 
 
+TITLE = "Draw"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("draw", help="text to image: VQGAN+CLIP on the config's CLIP (the [draw] extra)")
     add_config(p, what="JSON config (its CLIP; its vqgan_path unless --vqgan)")

@@ -81,6 +81,9 @@ def cmd_tune_blend(args) -> int:
     return 0
 
 
+TITLE = "Learn from labelled images"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     for name, func, helptext in (("train-head", cmd_train_head, "train a CLIP-features -> prompt-embedding head"),
                                  ("build-bank", cmd_build_bank, "a retrieval bank of labelled images' features and "

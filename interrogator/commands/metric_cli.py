@@ -51,6 +51,9 @@ def add_sentence_model(p) -> None:
     add_common(p, device="cpu or cuda (default: the config's, else cpu)")
 
 
+TITLE = "Embeddings and scores"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("embed", help="prompts CSV (imgId,prompt) -> submission CSV")
     p.add_argument("--prompts", required=True, help="CSV with columns imgId,prompt")

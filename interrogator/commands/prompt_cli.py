@@ -129,6 +129,9 @@ def print_one(args, file: ImageFile, record, i: int, several: bool) -> None:
         print(f"{file.image_id}\tnegative: {negative}" if several else f"negative: {negative}")
 
 
+TITLE = "One image to a prompt"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("prompt", help="print each image's prompt (one image or a folder, any mode)",
                        description="Print each image's prompt, as `submit` makes it: one line per image.",

@@ -142,6 +142,9 @@ def add_tune(sub) -> None:
     p.set_defaults(func=cmd_tune)
 
 
+TITLE = "Runs and submissions"  # its heading in the top-level help
+
+
 def add_commands(sub) -> None:
     add_submit(sub)
     p = sub.add_parser("precompute-labels", help="fill the label-embedding cache ahead of time")

@@ -136,9 +136,12 @@ def cmd_rerank(args) -> int:
 def cmd_finetune_clip(args) -> int:
     config = _config(args)
     result = finetune_clip(config, args.pairs, args.out, epochs=args.epochs, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed)
+                           lr=args.lr, seed=args.seed, images=args.images)
     print(result.summary())
     return 0
+
+
+TITLE = "Search and sort images with CLIP"  # its heading in the top-level help
 
 
 def add_commands(sub) -> None:
@@ -227,7 +230,8 @@ def add_rerank(sub) -> None:
 def add_finetune(sub) -> None:
     p = sub.add_parser("finetune-clip", help="contrastive fine-tuning on image-text pairs (open_clip_train)")
     add_config(p, what="JSON config (its clip_model and clip_path: the start)")
-    p.add_argument("--pairs", required=True, help="CSV with columns image, prompt")
+    p.add_argument("--pairs", required=True, help="CSV with columns image (or imgId), prompt")
+    p.add_argument("--images", help="the folder of the pairs' images (default: the CSV's folder; needed for imgId)")
     p.add_argument("--out", required=True, type=output_folder,
                    help="output folder (clip.safetensors and open_clip_train's logs)")
     p.add_argument("--epochs", type=positive_int, default=1, help="epochs (default 1)")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -47,9 +47,10 @@ class FinetuneResult:
                 f"checkpoint: {self.checkpoint} (load it with the same clip_model)\nlog: {self.log}")
 
 
-def _training_frame(pairs_csv: str) -> pd.DataFrame:
-    """The pairs as open_clip_train's CSV dataset reads them: absolute image paths and captions."""
-    pairs = read_pairs(pairs_csv, least=2)  # contrastive training needs at least 2
+def _training_frame(pairs_csv: str, images: Optional[str] = None) -> pd.DataFrame:
+    """The pairs as open_clip_train's CSV dataset reads them: absolute image paths and captions. ``images``: the
+    folder the pairs' images are in (needed for a CSV of imgId, prompt), as train-head takes it."""
+    pairs = read_pairs(pairs_csv, images, least=2)  # contrastive training needs at least 2
     return pd.DataFrame({"filepath": [str(p) for p in pairs.images], "title": pairs.prompts})
 
 
@@ -95,7 +96,7 @@ def contrastive_loss(clip, pairs: pd.DataFrame) -> float:
 
 
 def finetune_clip(config, pairs_csv: str, out: str, epochs: int = 1, batch_size: int = 32, lr: float = 1e-5,
-                  seed: int = 0) -> FinetuneResult:
+                  seed: int = 0, images: Optional[str] = None) -> FinetuneResult:
     """Fine-tune the config's CLIP on the pairs; the weights go to ``<out>/clip.safetensors``."""
 
     for module in ("open_clip_train", "webdataset", "braceexpand"):
@@ -106,7 +107,7 @@ def finetune_clip(config, pairs_csv: str, out: str, epochs: int = 1, batch_size:
                                     f"pip install -e '.[train]'") from exc
     config.require_paths("clip_path")
     config.check_dtype()
-    pairs = _training_frame(pairs_csv)
+    pairs = _training_frame(pairs_csv, images)
     if batch_size > len(pairs):
         batch_size = len(pairs)  # open_clip_train drops the last partial batch: keep at least one step
     out_path = Path(out)

@@ -1,5 +1,8 @@
 """The command-line entry points, run as a user runs them (subprocesses)."""
+import re
+
 import numpy as np
+import pytest
 import pandas as pd
 
 from conftest import SAMPLE, needs_shared, run_cli
@@ -110,3 +113,16 @@ def test_fp16_on_the_cpu_is_refused(write_config):
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: config key 'dtype': fp16 on the CPU runs about 100x slower than fp32; write \"auto\", \"fp32\" or "
         "\"bf16\" for a CPU run (in ")
+
+
+def test_the_top_level_help_lists_every_command_by_group_with_one_line(capsys):
+    from interrogator.commands.cli import GROUPS, build_parser, main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "python -m interrogator prompt photo.jpg --mode best" in text and "cli.py" not in text
+    names = sorted(build_parser().commands.parsers)
+    listed = [n for n in re.findall(r"^  ([a-z][a-z-]*) +\S", text, flags=re.M) if n != "python"]
+    assert sorted(listed) == names and len(names) == 21
+    titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert [g.TITLE for g in GROUPS] == [t for t in titles if t in {g.TITLE for g in GROUPS}]

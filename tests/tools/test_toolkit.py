@@ -265,3 +265,20 @@ def test_finetune_clip_lowers_the_loss_and_loads_in_the_pipeline(clip_config, tm
     assert result.checkpoint == tmp_path / "ft" / "clip.safetensors"
     out = run(load_config(write_config(clip_path=str(result.checkpoint))), progress=False, write=False)
     assert len(out.image_ids) == 7 and np.isfinite(out.embeddings).all()
+
+
+def test_finetune_clip_takes_images_for_a_csv_of_ids(clip_config, tmp_path, capsys):
+    """Its message says "give --images", and --images is an option of it, as of train-head."""
+    pytest.importorskip("open_clip_train")
+    pytest.importorskip("webdataset")
+    pytest.importorskip("braceexpand")
+    from interrogator.commands.cli import main
+    pairs = tmp_path / "prompts.csv"
+    pairs.write_text("imgId,prompt\n20057f34d,a cat\nnot-there,a dog\n", encoding="utf-8")
+    args = ["finetune-clip", "--config", str(clip_config), "--pairs", str(pairs), "--out", str(tmp_path / "ft")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --pairs: {pairs} names images by imgId; give --images, the "
+                                               f"folder that holds them")
+    assert main(args + ["--images", str(SAMPLES)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --pairs: {pairs} names imgId 'not-there', which has no image "
+                                               f"in {SAMPLES}")
