@@ -343,7 +343,8 @@ def test_a_link_out_of_the_allowed_folder_is_never_read(write_config, tmp_path):
 
 
 def test_a_call_gradio_itself_refuses_carries_its_one_line(site, client):
-    """Gradio refuses these before a handler runs; with show_error off it used to send {"error": null}."""
+    """Gradio refuses these before a handler runs; with show_error off it sent {"error": null} to the client (the
+    HTTP API below is gradio_client's own protocol; gradio_client itself uploads every path it is given)."""
     message = refused(client, handle_file(str(IMAGES[0])), "no-such-mode", False, api_name="/prompt")
     assert message.startswith("Value: no-such-mode is not in the list of choices: ") and "\n" not in message
     import httpx

@@ -40,7 +40,7 @@ def snapshot(root: Path) -> dict:
             else (p.read_bytes(), stat.S_IMODE(p.lstat().st_mode)) for p in root.rglob("*") if p.is_file()}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(formats=st.sets(st.sampled_from(["kaggle", "csv", "jsonl", "txt"]), min_size=1),
        existing=st.sampled_from(EXISTING_TXT), extension=st.sampled_from([".txt", ".caption", ".png", ".json"]),
        txt_dir=st.sampled_from([None, "data", "out", "captions"]), output=st.sampled_from(OUTPUTS),
