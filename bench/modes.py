@@ -140,9 +140,11 @@ def measure_reference(ci, base, mode: str, captions) -> dict:
 def measure(base, mode: str, work: Path, cache: bool) -> dict:
     modes.PREFIX_CACHE = cache
     Counted.totals.update(texts=0, positions=0)
-    out = run(replace(base, mode=mode, output=str(work / f"{mode}-{cache}.csv")), progress=False)
+    # the base's max_flavors in every mode, as clip-interrogator is called with it (a mode's own default aside)
+    out = run(replace(base, mode=mode, max_flavors=base.max_flavors, output=str(work / f"{mode}-{cache}.csv")),
+              progress=False)
     n = len(out.image_ids)
-    return {"ms": 1000 * out.stage_seconds.get("tags", 0.0) / n, "texts": Counted.totals["texts"] / n,
+    return {"ms": 1000 * out.stage_seconds.get("chain", 0.0) / n, "texts": Counted.totals["texts"] / n,
             "positions": Counted.totals["positions"] / n, "prompts": out.prompts,
             "captions": out.captions}
 

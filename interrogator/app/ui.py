@@ -150,7 +150,8 @@ def build(service: Service):
                     k = gr.Slider(1, 20, value=5, step=1, label="top k", elem_id="analyze-k")
                     a_run = gr.Button("Analyze", variant="primary", elem_id="analyze-run")
             with gr.Row():
-                labels = [gr.Label(label=name, num_top_classes=20, elem_id=f"analyze-{name}") for name in ANALYZE_TABLES]
+                labels = [gr.Label(label=f"{name}: cosine similarity to the image", num_top_classes=20,
+                                   elem_id=f"analyze-{name}") for name in ANALYZE_TABLES]
             a_run.click(one_line(h.analyze), [a_image, k], labels, api_name="analyze")
         with gr.Tab("Folder", id="folder"):
             folder = gr.Textbox(label="image folder on this server (inside the allowed folders)", elem_id="folder-path")

@@ -119,6 +119,8 @@ def submit_on_devices(config: Config, devices: Sequence[str], progress: bool = F
     pairs = [(d, r) for d, r in zip(devices, ranges) if r[1] > r[0]]  # more devices than batches: fewer processes
     shares = split_cores(os.sched_getaffinity(0), len(pairs)) if hasattr(os, "sched_getaffinity") else None
     settings = settings_file(plan)
+    work = WorkDir(config.output, plan.key)
+    earlier = sum(work.file(b).is_file() for b in range(len(plan.batches)))  # what the children resume, not make
     procs = []
     for i, (device, (lo, hi)) in enumerate(pairs):
         env, child_device = child_environment(device)
@@ -130,4 +132,6 @@ def submit_on_devices(config: Config, devices: Sequence[str], progress: bool = F
     if failed:
         raise InterrogatorError(f"device process(es) {', '.join(f'{i} (exit {c})' for i, c in failed)} failed; "
                                 f"nothing was written. Rerun the same command to resume them.")
-    return run(config, progress=progress, strict=strict)
+    result = run(config, progress=progress, strict=strict)
+    result.resumed_batches = min(earlier, result.resumed_batches)  # the children's batches are this run's work
+    return result

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..core.config import ClipSettings, Config
+from ..core.config import CHAIN_MODES, ClipSettings, Config
 from ..core.images import ImageBatch, ImageFile, image_batches
 from ..core.oom import StageBatcher, concat_lists
 from ..core.record import SUBMISSION_DIM, BatchRecord, Tags
@@ -66,7 +66,7 @@ def tag_stage(models: Models, batch: ImageBatch, record: BatchRecord, batcher: S
     """Best medium, movement and max_flavors flavors of each decoded image, then its prompt."""
     tags, chosen, negatives = [], None, []
     if record.ok and config.needs_clip():  # a batch may hold only undecodable images
-        with timer("tags"):
+        with timer("chain" if config.mode in CHAIN_MODES else "tags"):  # best and negative: the chain's time
             features = batcher.run("clip", batch.decoded(batch.clip_pixels), models.clip.encode_images, torch.cat)
             tables = models.tables
             if config.mode == "seed":

@@ -38,7 +38,10 @@ def folder(tmp_path_factory):
 
 def submitted(config, folder, out) -> dict:
     """{file name: prompt} as ``submit`` writes them (the csv format)."""
-    run(replace(config, data_path=str(folder), output=str(out / "s.csv"), formats=["csv"]), progress=False)
+    result = run(replace(config, data_path=str(folder), output=str(out / "s.csv"), formats=["csv"]), progress=False)
+    chain = config.mode in ("best", "negative")  # the stage is named for what ran: the chain, or the ranking
+    assert ("chain" in result.stage_seconds, "tags" in result.stage_seconds) == (chain, config.mode != "caption"
+                                                                                 and not chain)
     frame = pd.read_csv(out / "s.prompts.csv", keep_default_na=False)
     return dict(zip(frame.file, frame.prompt))
 

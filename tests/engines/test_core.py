@@ -90,7 +90,8 @@ def test_every_engine_writes_the_same_files(matrix_config, ray_cluster, tmp_path
     assert read_outputs(tmp_path / "low") == want
 
     devices, folder = matrix_config("devices")
-    run_cli("submit", "--config", str(devices), "--devices", "cpu,cpu", "--no-progress")
+    proc = run_cli("submit", "--config", str(devices), "--devices", "cpu,cpu", "--no-progress")
+    assert "resumed" not in proc.stdout  # a fresh run: the device processes made every batch, none was reused
     assert read_outputs(folder) == want
 
     run_ray(replace(config, txt_dir=str(tmp_path / "ray" / "txt")), str(tmp_path / "ray-parquet"),
