@@ -30,7 +30,7 @@ USAGE = """Offline image-to-prompt, captioning and CLIP tools.
 
   python -m interrogator prompt photo.jpg --mode best       one image's prompt
   python -m interrogator submit --config C.json             a folder to a submission CSV and caption files
-  python -m interrogator <command> --help                   a command's options and an example
+  python -m interrogator <command> --help                   a command's options
 """
 
 
