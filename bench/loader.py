@@ -16,7 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from interrogator.core.images import Transforms, image_batches, scan_folder  # noqa: E402
+from interrogator.core.images import scan_folder
+
+from interrogator.core.batches import Transforms, image_batches  # noqa: E402
 from throughput import image_folder  # noqa: E402
 
 

@@ -32,7 +32,8 @@ from interrogator.models.clip_checkpoint import MODEL_CONFIG_DIR, register_model
 from interrogator.models.clip import Clip, tokenize_many, wrap_clip  # noqa: E402
 from interrogator.core.config import DEFAULT_DICTS, load_config, replace  # noqa: E402
 from interrogator.models.embed import embed_prompts, load_sentence_model  # noqa: E402
-from interrogator.core.images import Transforms, image_batches, load_image, scan_folder  # noqa: E402
+from interrogator.core.images import load_image, scan_folder
+from interrogator.core.batches import Transforms, image_batches  # noqa: E402
 from interrogator.runner.labels import LabelTable, TABLE_NAMES, read_labels  # noqa: E402
 from interrogator.core.memory import auto_batch_size, caption_bytes_per_image  # noqa: E402
 from interrogator.runner.pipeline import run  # noqa: E402

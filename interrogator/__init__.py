@@ -4,7 +4,7 @@
     from interrogator import execute
     vectors = execute(extend_path="/kaggle/input/interrogator/configs/kaggle_config.json")
 """
-from .core.version import __version__  # noqa: E402
+from .core.version import __version__  # noqa: E402,F401  (the package version)
 from . import _aliases  # noqa: E402
 
 _aliases.install()  # interrogator.pipeline, .ray_engine, ...: the modules of the role subpackages (README, Layout)
@@ -13,11 +13,22 @@ from .core.offline import enforce_offline  # noqa: E402
 
 enforce_offline()
 
-from .commands.api import execute  # noqa: E402
-from .core.config import Config, load_config  # noqa: E402
-from .core.errors import ConfigError, InterrogatorError, ModelLoadError, SubmissionError  # noqa: E402
-from .runner.finish import RunResult  # noqa: E402
-from .runner.pipeline import run  # noqa: E402
+# The public names, imported on first use (PEP 562): ``python -m interrogator --help`` and every command's parser
+# load no torch, and ``from interrogator import execute`` works as before.
+_PUBLIC = {"execute": ".commands.api", "run": ".runner.pipeline", "Config": ".core.config",
+           "load_config": ".core.config", "RunResult": ".runner.finish", "InterrogatorError": ".core.errors",
+           "ConfigError": ".core.errors", "ModelLoadError": ".core.errors", "SubmissionError": ".core.errors"}
+__all__ = list(_PUBLIC)
 
-__all__ = ["execute", "run", "Config", "load_config", "RunResult", "InterrogatorError", "ConfigError",
-           "ModelLoadError", "SubmissionError"]
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -85,7 +85,7 @@ main(["submit", "--config", {config!r}, "--no-progress"])
 
 def run_cli(*args, cwd=REPO, check=True):
     """Run ``python -m interrogator ...`` (or a script) in a subprocess; returns CompletedProcess."""
-    cmd = [sys.executable, *args] if args[0].endswith(".py") else [sys.executable, "-m", "interrogator", *args]
+    cmd = [sys.executable, *args] if args[0].endswith(".py") or args[0] == "-c" else [sys.executable, "-m", "interrogator", *args]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -74,7 +74,8 @@ class Service:
     def needs(self) -> Needs:
         """What the app loads: the captioner, tagger and sentence model, and the CLIP where the config has one
         (or its mode needs one: then a missing clip_path is the error); no image folder."""
-        return needs_of(self.config, data=False, clip=self.config.needs_clip() or self.config.clip_path is not None)
+        return needs_of(self.config, data=False, sentence=True,  # the Folder tab may write any format
+                        clip=self.config.needs_clip() or self.config.clip_path is not None)
 
     def check(self) -> None:
         """The config's models, before the page starts: one line for a missing or wrong one."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -19,6 +20,18 @@ import os
 import pandas as pd
 
 
+def debugging() -> bool:
+    """--debug: the interrogator logger at DEBUG (commands/cli.py)."""
+    return logging.getLogger("interrogator").isEnabledFor(logging.DEBUG)
+
+
+def refusal(line: str):
+    """The gr.Error that carries one line to the page; Gradio prints its traceback on the server's console only
+    with --debug (a refused request is the user's input, not the server's fault)."""
+    import gradio as gr  # lazy: the [app] extra
+    return gr.Error(line, print_exception=debugging())
+
+
 def one_line(fn):
     """A handler whose every failure is one line in the page: the tool's own message, or the exception's."""
     @functools.wraps(fn)
@@ -27,13 +40,13 @@ def one_line(fn):
         try:
             return fn(*args, **kwargs)
         except InterrogatorError as exc:
-            raise gr.Error(str(exc).splitlines()[0]) from None
+            raise refusal(first_line(exc)) from None
         except OSError as exc:
-            raise gr.Error(f"cannot use {exc.filename or ''}: {exc.strerror or exc}") from None
+            raise refusal(f"cannot use {exc.filename or ''}: {exc.strerror or exc}") from None
         except gr.Error:
             raise
         except Exception as exc:
-            raise gr.Error(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise refusal(f"unexpected {type(exc).__name__}: {first_line(exc) if str(exc) else ''}") from None
     return handler
 
 
@@ -112,10 +125,11 @@ def page_class():
         async def process_api(self, *args, **kwargs):
             try:
                 return await super().process_api(*args, **kwargs)
-            except gr.Error:
+            except gr.Error as exc:  # Gradio's own (a value outside a dropdown's choices): its traceback too
+                exc.print_exception = debugging()
                 raise
             except Exception as exc:
-                raise gr.Error(first_line(exc)) from None
+                raise refusal(first_line(exc)) from None
     return Page
 
 

@@ -46,7 +46,8 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
     A parameter left out (None) falls back to the config file, then to the defaults. ``output`` writes
     the submission CSV there; without it the CSV is written only when the config file names an
     ``output``. Any other config key may be passed as a keyword. With return_prompts=True, returns
-    ``(embeddings, frame)`` where frame has columns imgId, caption, prompt.
+    ``(embeddings, frame)`` where frame has columns imgId, caption, prompt. Where ``formats`` holds no format
+    with vectors (only ``txt``, ``csv``, ``jsonl``), nothing is embedded and embeddings is None.
 
     engine="ray" runs the same stages on Ray Data (engines/submit.py chooses, as for the ``submit`` command): the cluster at ``ray_address`` (or
     RAY_ADDRESS), else a local one; per-batch Parquet files go to ``parquet_dir`` (default: beside the
@@ -69,7 +70,7 @@ def execute(model_path: Optional[str] = None, data_path: Optional[str] = None, m
     write = output is not None or "output" in config.given
     result = submit(config, engine, Distribution(parquet_dir=parquet_dir, ray_address=ray_address), write=write,
                     progress=progress)
-    embeddings = np.ascontiguousarray(result.embeddings, dtype=np.float32)
+    embeddings = None if result.embeddings is None else np.ascontiguousarray(result.embeddings, dtype=np.float32)
     if not return_prompts:
         return embeddings
     frame = pd.DataFrame({"imgId": result.image_ids, "caption": result.captions, "prompt": result.prompts})

@@ -41,6 +41,9 @@ def check_port(host: str, port: int) -> None:
         raise InterrogatorError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
 
 
+EXAMPLES = {  # each command"s example, under its help (cli.Commands)
+    "app": "app --config configs/demo_config.json --allow ~/datasets   # then open http://127.0.0.1:7860",
+}
 TITLE = "The web app"  # its heading in the top-level help
 
 

@@ -23,7 +23,7 @@ from ..core.owned import record_written  # noqa: E402
 
 GROUPS = (prompt_cli, run_cli, metric_cli, app_cli, toolkit_cli, learned_cli, draw_cli)
 NOISY = ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss", "faiss.loader",
-         "matplotlib", "bitsandbytes", "diffusers")
+         "matplotlib", "bitsandbytes", "diffusers", "kernels")  # their log lines: errors only, unless --debug
 
 
 USAGE = """Offline image-to-prompt, captioning and CLIP tools.
@@ -36,7 +36,8 @@ USAGE = """Offline image-to-prompt, captioning and CLIP tools.
 
 class Commands:
     """The subparsers as each group adds to them, recording every command's parser and one-line help under the
-    group's title (the top-level help lists them by group); each command's help is its description too."""
+    group's title (the top-level help lists them by group); each command's help is its description too, and its
+    example (the group's EXAMPLES) closes its help."""
 
     def __init__(self, sub):
         self.sub, self.title = sub, ""
@@ -47,8 +48,13 @@ class Commands:
         line = options.pop("help", "")  # listed by group in the description, not again by argparse
         self.groups.setdefault(self.title, []).append((name, line))
         options.setdefault("description", line[:1].upper() + line[1:] + ".")
+        options.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # the example's lines kept
         self.parsers[name] = self.sub.add_parser(name, **options)
         return self.parsers[name]
+
+    def add_examples(self, examples: Dict[str, str]) -> None:
+        for name, example in examples.items():
+            self.parsers[name].epilog = f"example:\n  python -m interrogator {example}"
 
     def listing(self) -> str:
         width = max(len(n) for names in self.groups.values() for n, _ in names) + 2
@@ -67,6 +73,7 @@ def build_parser() -> ArgParser:
     for group in GROUPS:
         commands.title = group.TITLE
         group.add_commands(commands)
+        commands.add_examples(group.EXAMPLES)
     parser.description = USAGE + "\n" + commands.listing()
     parser.commands = commands
     return parser
@@ -88,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in NOISY:
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.NOTSET if args.debug else logging.ERROR)
     if args.debug:
         logging.getLogger("interrogator").setLevel(logging.DEBUG)
     quiet_libraries(debug=args.debug)

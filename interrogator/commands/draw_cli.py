@@ -8,18 +8,10 @@ from pathlib import Path
 from .arguments import add_common, add_config, float_in, non_negative_int, seed_number, output_folder, positive_float, positive_int
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
-from ..core.images import ImageFile
-from ..core.oom import StageBatcher, concat_lists
-from ..core.timer import StageTimer
-from ..runner.loading import load_models
-from ..runner.needs import Needs, check, needs_of
-from ..runner.stages import interrogate_files
 from ..core.images import load_image
-from ..draw.optimize import Drawer, include_similarity
 from ..draw.prompts import Settings, make_jobs, read_draw_prompts
-from ..draw.vqgan import build_vqgan, convert_vqgan, find_vqgan, require_diffusers
-from ..draw.writer import check_targets, final_path, require_video, write_drawn
-from ..models.clip import load_config_clip
+
+# What draws (torch, the VQGAN, CLIP, the writer) is imported when a command runs: --help imports none of it.
 
 TRUST_HELP = ("read a checkpoint that holds pickled objects besides tensors (a Lightning checkpoint's "
               "callbacks): this runs the code the pickle names, so only for files you trust")
@@ -40,6 +32,9 @@ def settings_of(args, config, vqgan: str):
 def check_draw(args, config):
     """Everything that can be known before a model loads: the VQGAN's files and layout, the size, the
     prompts, the init image, the output files. Returns (VQGAN source, settings, jobs, out folder)."""
+    from ..draw.vqgan import find_vqgan, require_diffusers
+    from ..draw.writer import check_targets, require_video
+    from ..runner.needs import check
     if args.noise[0] > args.noise[1] or args.crop_scale[0] > args.crop_scale[1] or args.crop_scale[0] == 0:
         raise InterrogatorError("--noise and --crop-scale take LOW HIGH with LOW <= HIGH (and a crop scale > 0)")
     if args.video and not args.save_every:
@@ -89,6 +84,11 @@ def check_size(size, channels: int, device: str) -> None:
 
 
 def cmd_draw(args) -> int:
+    from ..core.oom import StageBatcher, concat_lists
+    from ..draw.optimize import Drawer
+    from ..draw.vqgan import build_vqgan
+    from ..draw.writer import write_drawn
+    from ..models.clip import load_config_clip
     config = load_config(args.config, device=args.device)
     source, settings, jobs, out = check_draw(args, config)
     clip = load_config_clip(config)
@@ -109,13 +109,22 @@ def cmd_draw(args) -> int:
     return 0
 
 
-def round_trip_needs(config) -> Needs:
-    """What ``--interrogate`` reads: the drawing's CLIP, the captioner and tagger; no folder, no sentence model."""
+def round_trip_needs(config):
+    """What ``--interrogate`` reads (a needs.Needs): the drawing's CLIP, the captioner and tagger; no folder, no
+    sentence model."""
+    from ..runner.needs import needs_of
     return needs_of(config, data=False, sentence=False, clip=True)
 
 
 def round_trip(config, clip, drawn, out: Path) -> None:
     """The interrogator on each final image, and the CLIP similarity of its prompt at the start and the end."""
+    from ..core.images import ImageFile
+    from ..core.oom import StageBatcher
+    from ..core.timer import StageTimer
+    from ..draw.optimize import include_similarity
+    from ..draw.writer import final_path
+    from ..runner.loading import load_models
+    from ..runner.stages import interrogate_files
     models = load_models(config, round_trip_needs(config), clip=clip)
     batcher = StageBatcher.of(config)
     files = [ImageFile(d.job.name, final_path(out, d.job)) for d in drawn]
@@ -127,12 +136,17 @@ def round_trip(config, clip, drawn, out: Path) -> None:
 
 
 def cmd_convert_vqgan(args) -> int:
+    from ..draw.vqgan import convert_vqgan, require_diffusers
     require_diffusers()
     out = convert_vqgan(args.vqgan, args.out, args.trust_checkpoint)
     print(f"wrote {out} (diffusers VQModel: config.json and safetensors; use it as vqgan_path)")
     return 0
 
 
+EXAMPLES = {  # each command's example, under its help (cli.Commands)
+    'draw': 'draw --config demo_models/vqgan/config.json --prompt "a lighthouse at dusk" --steps 20 --out drawings',
+    'convert-vqgan': 'convert-vqgan --vqgan vqgan_imagenet_f16_16384 --out vqgan-f16-16384 --trust-checkpoint',
+}
 TITLE = "Draw"  # its heading in the top-level help
 
 

@@ -2,24 +2,14 @@
 from __future__ import annotations
 
 import json
-
-import torch
 from pathlib import Path
 
 from .arguments import (add_common, add_config, grid_step, non_negative_int, output_file, output_folder, positive_float,
                         positive_int, probability)
 from ..core.config import load_config, replace
 from ..core.errors import ConfigError
-from ..core.atomic import write_bytes
-from ..core.console import bar
-from ..core.score import matched_prompts
-from ..learn.bank import Bank
-from ..learn.blend import COMPONENTS, tune_blend
-from ..learn.head import save_head, train_head
-from ..learn.learned import labelled
-from ..models.embed import embed_prompts, load_sentence
-from ..runner.pipeline import run
 
+# Each command imports what runs it (torch, the learners, the pipeline) when it runs: --help imports none of it.
 
 
 def _features_path(args) -> str:
@@ -27,6 +17,9 @@ def _features_path(args) -> str:
 
 
 def cmd_train_head(args) -> int:
+    from ..core.console import bar
+    from ..learn.head import save_head, train_head
+    from ..learn.learned import labelled
     config = load_config(args.config, device=args.device)
     data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress,
                     shared=args.features is not None)
@@ -45,6 +38,9 @@ def cmd_train_head(args) -> int:
 
 
 def cmd_build_bank(args) -> int:
+    import torch
+    from ..learn.bank import Bank
+    from ..learn.learned import labelled
     config = load_config(args.config, device=args.device)
     data = labelled(config, args.pairs, args.images, _features_path(args), progress=not args.no_progress,
                     shared=args.features is not None)
@@ -56,11 +52,18 @@ def cmd_build_bank(args) -> int:
 
 
 def cmd_tune_blend(args) -> int:
+    import torch
+    from ..core.atomic import write_bytes
+    from ..core.score import matched_prompts
+    from ..learn.blend import COMPONENTS, tune_blend
+    from ..models.embed import embed_prompts, load_sentence
+    from ..runner.pipeline import run
     config = load_config(args.config, device=args.device, data_path=args.data_path)
     if config.head_path is None and config.bank_path is None:
         raise ConfigError("tune-blend: set head_path and/or bank_path in the config: there is nothing to blend")
     every = [1.0, 1.0 if config.head_path else 0.0, 1.0 if config.bank_path else 0.0]
-    result = run(replace(config, blend=every), progress=not args.no_progress, write=False)
+    # the prompts' embeddings are what is blended, whatever the config writes (write=False: nothing is written)
+    result = run(replace(config, blend=every, formats=["kaggle"]), progress=not args.no_progress, write=False)
     truth = matched_prompts(args.prompts, result.kaggle_ids, config.data_path, "tune-blend")
     sentence = load_sentence(config.embedding, config.resolved_device(), config.torch_dtype() == torch.float16)
     vectors = embed_prompts(sentence, truth.prompt.tolist(), config.stage_batch_size("embed"))
@@ -81,6 +84,11 @@ def cmd_tune_blend(args) -> int:
     return 0
 
 
+EXAMPLES = {  # each command"s example, under its help (cli.Commands)
+    "train-head": "train-head --config configs/demo_config.json --pairs samples/prompts.csv --images samples --out head",
+    "build-bank": "build-bank --config configs/demo_config.json --pairs samples/prompts.csv --images samples --out bank",
+    "tune-blend": "tune-blend --config with-head.json --prompts samples/prompts.csv --output blend.json",
+}
 TITLE = "Learn from labelled images"  # its heading in the top-level help
 
 

@@ -5,14 +5,12 @@ from pathlib import Path
 
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
-from ..core.score import cosine_per_image, mean_cosine, read_prompts
-from ..models.embed import embed_prompts, load_sentence_model
-from ..runner.submission import read_submission, write_submission
 from .arguments import add_common, output_file, positive_int
 
 
 def sentence_model(args):
     """The sentence model of --embedding-path, else of the config's embedding_path."""
+    from ..models.embed import load_sentence_model  # lazy, as every model import here: --help needs none
     if args.embedding_path:
         return load_sentence_model(str(Path(args.embedding_path).resolve()), args.device or "cpu")
     if not args.config:
@@ -23,6 +21,9 @@ def sentence_model(args):
 
 
 def cmd_embed(args) -> int:
+    from ..core.score import read_prompts
+    from ..models.embed import embed_prompts
+    from ..runner.submission import write_submission
     prompts = read_prompts(args.prompts)
     model = sentence_model(args)
     vectors = embed_prompts(model, prompts.prompt.tolist(), args.batch_size)
@@ -32,6 +33,9 @@ def cmd_embed(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from ..core.score import cosine_per_image, mean_cosine, read_prompts
+    from ..models.embed import embed_prompts
+    from ..runner.submission import read_submission
     ids, vectors = read_submission(args.submission)
     prompts = read_prompts(args.prompts)
     truth = embed_prompts(sentence_model(args), prompts.prompt.tolist(), args.batch_size)
@@ -51,6 +55,10 @@ def add_sentence_model(p) -> None:
     add_common(p, device="cpu or cuda (default: the config's, else cpu)")
 
 
+EXAMPLES = {  # each command"s example, under its help (cli.Commands)
+    "embed": "embed --config configs/demo_config.json --prompts samples/prompts.csv --output truth.csv",
+    "score": "score --config configs/demo_config.json --prompts samples/prompts.csv --submission output/demo_submission.csv",
+}
 TITLE = "Embeddings and scores"  # its heading in the top-level help
 
 

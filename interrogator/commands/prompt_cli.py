@@ -26,12 +26,6 @@ from typing import List, Optional, Tuple
 from ..core.config import DEFAULT_DICTS, IMAGE_EXTENSIONS, MODES, Config, load_config
 from ..core.errors import ConfigError
 from ..core.images import ImageFile, scan_folder, scan_tree
-from ..core.oom import StageBatcher
-from ..core.timer import StageTimer
-from ..models.demo import DEMO_CLIP, make_demo_models
-from ..runner.loading import load_models
-from ..runner.needs import check, needs_of
-from ..runner.stages import interrogate_files
 from .arguments import add_common
 from .flags import add_config_flags, flag_overrides, print_config
 
@@ -55,6 +49,7 @@ def config_file(given: Optional[str]) -> Tuple[Optional[str], str]:
 
 def demo_keys() -> dict:
     """The keys of the demo models' config, the models built where missing."""
+    from ..models.demo import DEMO_CLIP, make_demo_models  # lazy, as every model import here: --help needs none
     folder = Path(os.environ.get(DEMO_ENV) or DEMO_DIR).expanduser()
     paths = make_demo_models(folder)
     return {"blip_path": str(paths.blip_path), "clip_model": DEMO_CLIP, "clip_path": str(paths.clip_path),
@@ -94,6 +89,11 @@ def image_files(paths: List[str], recursive: bool) -> List[ImageFile]:
 
 
 def cmd_prompt(args) -> int:
+    from ..core.oom import StageBatcher
+    from ..core.timer import StageTimer
+    from ..runner.loading import load_models
+    from ..runner.needs import check, needs_of
+    from ..runner.stages import interrogate_files
     config, source = prompt_config(args)
     if args.print_config:
         print_config(config)
@@ -129,13 +129,15 @@ def print_one(args, file: ImageFile, record, i: int, several: bool) -> None:
         print(f"{file.image_id}\tnegative: {negative}" if several else f"negative: {negative}")
 
 
+EXAMPLES = {  # each command"s example, under its help (cli.Commands)
+    "prompt": "prompt samples/20057f34d.png --mode best",
+}
 TITLE = "One image to a prompt"  # its heading in the top-level help
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("prompt", help="print each image's prompt (one image or a folder, any mode)",
-                       description="Print each image's prompt, as `submit` makes it: one line per image.",
-                       epilog="example: python -m interrogator prompt photo.jpg --mode best")
+                       description="Print each image's prompt, as `submit` makes it: one line per image.")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--config", help="JSON config (default: $INTERROGATOR_CONFIG, ~/.config/interrogator/config.json,"
                                     " else the demo models)")

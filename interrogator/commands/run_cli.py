@@ -6,23 +6,18 @@ from pathlib import Path
 
 from ..core.config import FORMATS, load_config
 from ..core.errors import InterrogatorError
-from ..core.plan import kaggle_ids, relative_path, scan_images
-from ..engines.parallel import merge_shards
-from ..engines.submit import Distribution, submit
-from ..models.clip import load_config_clip
-from ..models.demo import make_demo_models
-from ..runner.loading import label_tables
-from ..runner.needs import check, clip_only
-from ..runner.submission import merge_submissions
-from ..runner.tune import tune, write_fragment
+from .demos import FAMILIES, families_of, make_demos
 from .flags import add_config_flags, flag_overrides, print_config
 from .arguments import (add_common, add_config, choice_list, holdout_share, image_range, int_list, non_negative_int,
                         output_file, output_folder, positive_int, shard_spec)
 
+# Each command imports what runs it (torch, the models, the engines) when it runs: ``--help`` and a parse error
+# import none of it (tests/commands/test_cli.py).
 MODES_IN_GRID = ("seed", "classic", "fast", "best", "negative", "caption")
 
 
 def cmd_submit(args) -> int:
+    from ..engines.submit import Distribution, submit
     config = load_config(args.config, **{**flag_overrides(args), **dict(
         output=args.output, batch_size=args.batch_size, device=args.device, data_path=args.data_path,
         formats=args.format, overwrite=args.overwrite or None, replace_outputs=args.replace_outputs or None)})
@@ -39,6 +34,9 @@ def cmd_submit(args) -> int:
 
 
 def cmd_precompute_labels(args) -> int:
+    from ..models.clip import load_config_clip
+    from ..runner.loading import label_tables
+    from ..runner.needs import check, clip_only
     config = load_config(args.config, label_cache=args.label_cache, device=args.device)
     if config.label_cache is None:
         raise InterrogatorError("config key 'label_cache' is not set: name the folder to fill "
@@ -54,6 +52,9 @@ def cmd_precompute_labels(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    from ..core.plan import kaggle_ids, relative_path, scan_images
+    from ..engines.parallel import merge_shards
+    from ..runner.submission import merge_submissions
     expected = None
     if args.config:
         config = load_config(args.config)
@@ -70,6 +71,7 @@ def cmd_merge(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from ..runner.tune import tune, write_fragment
     config = load_config(args.config, device=args.device, data_path=args.data_path)
     work = args.work or str(Path(config.output).parent / ".tune")
     rows = tune(config, args.prompts, work, holdout=args.holdout, seed=args.seed,
@@ -88,8 +90,12 @@ def cmd_tune(args) -> int:
 
 
 def cmd_make_demo_models(args) -> int:
-    paths = make_demo_models(args.folder, force=args.force)
-    print(f"captioner: {paths.blip_path}\nclip: {paths.clip_path}\nsentence model: {paths.embedding_path}")
+    demos = make_demos(args.folder, families_of(args.family or ["blip2"]), force=args.force)
+    print(f"demo models in {args.folder}, with random weights: what they write shows what the tool does, not "
+          f"what it says")
+    print(f"clip: {demos.clip}\nsentence model: {demos.sentence}")
+    for demo in demos.families:
+        print(f"{demo.family}: {demo.model}\n  config: {demo.config}\n  try it: {demo.command}")
     return 0
 
 
@@ -142,6 +148,13 @@ def add_tune(sub) -> None:
     p.set_defaults(func=cmd_tune)
 
 
+EXAMPLES = {  # each command"s example, under its help (cli.Commands)
+    "submit": "submit --config configs/demo_config.json --mode fast --format kaggle --format jsonl",
+    "precompute-labels": "precompute-labels --config configs/demo_config.json --label-cache label_cache",
+    "merge": "merge s0.csv s1.csv --output submission.csv --config configs/demo_config.json",
+    "tune": "tune --config configs/demo_config.json --prompts samples/prompts.csv --holdout 0.3 --output best.json",
+    "make-demo-models": "make-demo-models --family all --folder demo_models",
+}
 TITLE = "Runs and submissions"  # its heading in the top-level help
 
 
@@ -161,9 +174,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_merge)
 
     add_tune(sub)
-    p = sub.add_parser("make-demo-models", help="build the miniature random demo models")
+    p = sub.add_parser("make-demo-models", help="build miniature random models of each family, with ready configs")
     p.add_argument("--folder", type=output_folder, default="demo_models",
                    help="where to build them (default: demo_models in the current folder)")
+    p.add_argument("--family", action="append", choices=(*FAMILIES, "all"),
+                   help="which miniature to build, with a ready config (repeatable; default blip2): "
+                        + ", ".join(FAMILIES) + ", or all")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     add_common(p, device="")
     p.set_defaults(func=cmd_make_demo_models)

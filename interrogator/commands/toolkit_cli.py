@@ -3,20 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from .arguments import (add_common, add_config, output_file, output_folder, picture_file, positive_float, positive_int, probability,
                         template)
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
-from ..core.atomic import write_bytes
-from ..learn.finetune import finetune_clip
-from ..runner.submission import write_csv_atomic
-from ..tools.features import FeatureStore, build_index
-from ..tools.pictures import contact_sheet, save_png, similarity_heatmap
-from ..tools.toolkit import (check_store_clip, classify, copy_best, files_of, folder_files, image_features,
-                             load_toolkit_clip, read_lines, rerank, search, similarity, text_features)
-import torch
+
+# Each command imports what runs it (torch, pandas, the toolkit) when it runs: --help imports none of it.
 
 
 CLIP_CONFIG = "JSON config (its clip_model and clip_path)"
@@ -26,7 +18,8 @@ def _config(args):
     return load_config(args.config, device=getattr(args, "device", None))
 
 
-def _write_csv(frame: pd.DataFrame, path: str) -> Path:
+def _write_csv(frame, path: str) -> Path:
+    from ..runner.submission import write_csv_atomic
     return write_csv_atomic(frame, path, workers=1)
 
 
@@ -36,12 +29,19 @@ def _warn_failed(failed) -> None:
 
 
 def cmd_index(args) -> int:
+    from ..tools.features import build_index
     report = build_index(_config(args), args.images, args.out, progress=not args.no_progress)
     print(report.summary())
     return 0
 
 
 def cmd_search(args) -> int:
+    import pandas as pd
+    import torch
+    from ..tools.features import FeatureStore
+    from ..tools.pictures import contact_sheet, save_png
+    from ..tools.toolkit import (check_store_clip, files_of, image_features, load_toolkit_clip, read_lines, search,
+                                 text_features)
     store = FeatureStore.load(args.index)
     texts = list(args.text or []) + (read_lines(args.queries, "--queries") if args.queries else [])
     if not texts and not args.image:
@@ -80,6 +80,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_classify(args) -> int:
+    import pandas as pd
+    from ..core.atomic import write_bytes
+    from ..tools.toolkit import classify, folder_files, load_toolkit_clip, read_lines
     config = _config(args)
     labels = read_lines(args.labels, "--labels")
     files = folder_files(args.images)
@@ -99,6 +102,9 @@ def cmd_classify(args) -> int:
 
 
 def cmd_similarity(args) -> int:
+    import pandas as pd
+    from ..tools.pictures import similarity_heatmap
+    from ..tools.toolkit import files_of, load_toolkit_clip, read_lines, similarity
     config = _config(args)
     texts = list(args.texts)
     if args.texts_file:
@@ -117,6 +123,8 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_rerank(args) -> int:
+    import pandas as pd
+    from ..tools.toolkit import copy_best, folder_files, load_toolkit_clip, rerank
     if args.best and not args.copy_to:
         raise InterrogatorError("--best needs --copy-to DIR")
     if args.copy_to and not args.best:
@@ -134,6 +142,7 @@ def cmd_rerank(args) -> int:
 
 
 def cmd_finetune_clip(args) -> int:
+    from ..learn.finetune import finetune_clip
     config = _config(args)
     result = finetune_clip(config, args.pairs, args.out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, seed=args.seed, images=args.images)
@@ -141,6 +150,15 @@ def cmd_finetune_clip(args) -> int:
     return 0
 
 
+EXAMPLES = {  # each command's example, under its help (cli.Commands)
+    'index': 'index --config configs/demo_config.json --images samples --out index.safetensors',
+    'features': 'features --config configs/demo_config.json --images samples --out features.safetensors',
+    'search': 'search --index index.safetensors --text "a watercolor of a harbor" -k 5 --sheet hits.png',
+    'classify': 'classify --config configs/demo_config.json --images samples --labels labels.txt --template "a photo of a {}"',
+    'similarity': 'similarity --config configs/demo_config.json --images samples --texts "a cat" "a dog" --output sim.csv',
+    'rerank': 'rerank --config configs/demo_config.json --images samples --prompt "a red fox in snow" --best 2 --copy-to best',
+    'finetune-clip': 'finetune-clip --config configs/demo_config.json --pairs samples/prompts.csv --images samples --out ft --epochs 1',
+}
 TITLE = "Search and sort images with CLIP"  # its heading in the top-level help
 
 

@@ -37,6 +37,7 @@ CHAIN_MODES = ("best", "negative")  # the modes that chain between min_flavors a
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
 FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
+EMBEDDING_FORMATS = ("kaggle", "parquet")  # the formats that hold the prompts' sentence vectors
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
 PROMPT_PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
 
@@ -189,9 +190,14 @@ class Config:
         return bool({"caption", "prompt"} & self.template_fields())
 
     def needs_clip(self) -> bool:
-        """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features."""
+        """Every mode but ``caption`` ranks labels with CLIP; a head or bank in the blend needs its features
+        (where an output holds the blended vectors)."""
         return ((self.mode != "caption" and self.needs_mode()) or self.negative_prompt
-                or self.blend_weight("head") > 0 or self.blend_weight("bank") > 0)
+                or (self.embeds() and (self.blend_weight("head") > 0 or self.blend_weight("bank") > 0)))
+
+    def embeds(self) -> bool:
+        """An output holds the prompts' vectors (EMBEDDING_FORMATS), so the sentence model runs."""
+        return bool(set(EMBEDDING_FORMATS) & set(self.formats))
 
     def txt_policy(self) -> str:
         """What an existing caption file gets (EXISTING_TXT); ``overwrite: true`` is ``overwrite``."""

@@ -11,6 +11,10 @@ A run's identity (``run_identity``) holds:
 - the resolved device type (``cpu``, or ``cuda`` with the GPU's name; not the index) and dtype;
 - the versions of torch, transformers, open_clip and sentence-transformers as imported.
 
+A run that embeds nothing (no output holds vectors, ``Config.embeds``) leaves the sentence model's checkpoint
+and version out: it never loads them. Its batch records hold no embeddings, so a later run that embeds,
+having another identity, never takes them for complete.
+
 Images are identified per file, by a hash of their bytes taken while they are decoded
 (``content_digest``); each saved batch keeps the digests of its images and is reused only while every
 one of them still matches. Renaming a checkpoint's folder or moving the images elsewhere keeps the
@@ -194,9 +198,10 @@ def _save_digest_memo(memo: Dict[str, str]) -> None:
         pass
 
 
-def library_versions() -> Dict[str, str]:
+def library_versions(sentence: bool = True) -> Dict[str, str]:
+    """The versions of LIBRARIES as imported; sentence-transformers' only with ``sentence`` (a run that embeds)."""
     versions = {}
-    for label, module in LIBRARIES:
+    for label, module in LIBRARIES if sentence else [lib for lib in LIBRARIES if lib[0] != "sentence_transformers"]:
         try:
             versions[label] = str(getattr(importlib.import_module(module), "__version__", "unknown"))
         except ImportError:
@@ -226,7 +231,8 @@ def run_identity(config, label_files: Iterable[Path], versions: Dict[str, str], 
     values["device"] = device_identity(config.resolved_device())
     values["dtype"] = str(config.torch_dtype()).replace("torch.", "")
     values["checkpoints"] = {k: checkpoint_identity(getattr(config, k), legacy) for k in CHECKPOINT_KEYS
-                             if getattr(config, k) is not None}  # a run without a captioner has no blip_path
+                             if getattr(config, k) is not None  # a run without a captioner has no blip_path
+                             and (k != "embedding_path" or config.embeds())}  # nor one that embeds nothing
     if config.tagger_path is not None:
         values["checkpoints"]["tagger_path"] = checkpoint_identity(config.tagger_path, legacy)
     for key in LEARNED_KEYS:  # only where the blend uses them

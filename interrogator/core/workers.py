@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, Optional, TypeVar
 
-import torch
-
 T = TypeVar("T")
 MAX_WORKERS = 8
 
@@ -24,7 +22,9 @@ def default_workers() -> int:
     return min(usable_cores(), MAX_WORKERS)
 
 
-class _Chunks(torch.utils.data.Dataset):
+class _Chunks:
+    """A map-style dataset (DataLoader needs only __len__ and __getitem__; torch is imported where it runs)."""
+
     def __init__(self, fn: Callable[[int], T], count: int):
         self.fn, self.count = fn, count
 
@@ -44,4 +44,5 @@ def map_chunks(fn: Callable[[int], T], count: int, workers: Optional[int] = None
     workers = min(default_workers() if workers is None else workers, count)
     if workers < 2:
         return map(fn, range(count))
+    import torch  # lazy: slow to import, and the command line's parsers need none
     return iter(torch.utils.data.DataLoader(_Chunks(fn, count), batch_size=None, num_workers=workers))

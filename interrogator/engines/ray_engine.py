@@ -18,18 +18,21 @@ The driver starts from the plan (plan.make_plan) a single run makes. Each finish
 batch record (record.BatchRecord) as one row per image with ``batch``, ``digest`` and the fields of the
 ``parquet`` output format (outputs.py: ``imgId``, ``file`` (the path relative to data_path), ``caption``,
 ``medium``, ``movement``, ``artist``, ``trending``, ``flavors``, ``prompt``, ``failed`` (the reason, or empty),
-``negative_prompt`` when asked for, and ``embedding``, 384 float32 as a plain fixed-size list; with a blend also
-``prompt_embedding``, ``head`` and ``bank``). ``key`` is the single-machine resume key, and a file is read back
+``negative_prompt`` when asked for, and ``embedding``, 384 float32 as a plain fixed-size list, where the run
+embeds (Config.embeds); with a blend also ``prompt_embedding``, ``head`` and ``bank``). ``key`` is the single-machine resume key, and a file is read back
 through the record's checked load and reused by the single run's rule (identity.unchanged), so a killed job
 loses at most the batches in flight. With an output path, every format of the config is written from the
 records by the single run's writers (outputs.write_all), byte-identical to it on the same device type.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -39,7 +42,8 @@ from ..core.atomic import atomic_write, sweep_temps
 from ..core.config import Config, OutputSettings, replace
 from ..core.console import bars_enabled, quiet_libraries
 from ..core.errors import InterrogatorError
-from ..core.images import ImageFile, Transforms, image_batches
+from ..core.images import ImageFile
+from ..core.batches import Transforms, image_batches
 from ..core.oom import StageBatcher
 from ..core.plan import check_folder
 from ..core.record import SUBMISSION_DIM, BatchRecord, RecordError, Tags
@@ -48,6 +52,7 @@ from ..learn.blend import blend_vectors
 from ..runner.finish import CaptionFiles, RunResult, collect, finish
 from ..runner.loading import load_models, loader_transforms
 from ..runner.needs import needs_of
+from ..runner.pipeline import stages_of
 from ..runner.outputs import arrow_table, rows_of, vector_column
 from ..runner.planner import make_plan
 from ..runner.stages import new_record, run_stages
@@ -60,8 +65,8 @@ LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
                  "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 DECODE_CPUS = 0.5  # per decode task; the actors' CPUs are kept below the cluster's minus this (else decoding starves)
 COLUMNS = ("batch", "digest", "imgId", "file", "caption", "medium", "movement", "artist", "trending", "flavors",
-           "prompt", "failed", "embedding")
-OPTIONAL = ("negative_prompt", "prompt_embedding", "head", "bank",  # with negative_prompt; with a blend
+           "prompt", "failed")
+OPTIONAL = ("embedding", "negative_prompt", "prompt_embedding", "head", "bank",  # embeds; negative_prompt; a blend
             "tags", "tag_scores", "rating", "rating_score", "text")  # with a tagger; with a caption template
 VECTOR_COLUMNS = ("embedding", "prompt_embedding", "head", "bank")
 
@@ -94,12 +99,30 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None,
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+    debug = logging.getLogger("interrogator").isEnabledFor(logging.DEBUG)
+    with driver_log_level(debug):
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=debug)
+            return
+        short = tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # socket paths <= 107
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory,
+                 _temp_dir=short, logging_level=logging.WARNING, log_to_driver=debug)
+
+
+@contextmanager
+def driver_log_level(debug: bool):
+    """Ray's own lines on this console, only with --debug. Without it, the workers' output stays in their log
+    files (``log_to_driver``: their errors still reach the driver as exceptions, and undecodable images are in the
+    summary), and this process's core worker, started by ``ray.init``, prints only fatal lines: Ray Data makes it
+    print an error-level line for every actor pool (ray-project/ray#57733)."""
+    if debug or "RAY_BACKEND_LOG_LEVEL" in os.environ:
+        yield
         return
-    short = tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)  # socket paths <= 107 bytes
-    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory,
-             _temp_dir=short, logging_level=logging.WARNING)
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    try:
+        yield
+    finally:
+        del os.environ["RAY_BACKEND_LOG_LEVEL"]
 
 
 # ---- one batch's file: a writer of the batch record -------------------------------------------
@@ -111,12 +134,12 @@ def record_table(batch: int, record, relative: Sequence[str], blend):
     """One batch's record as rows (outputs.arrow_table) with its batch number and digests first; with a blend,
     the prompt embeddings and the head's and bank's predictions too, so that the record reads back whole."""
     import pyarrow as pa  # lazy: the [ray] extra
-    vectors = blend_vectors(blend, record.embeddings, record.head, record.bank)
+    vectors = None if record.embeddings is None else blend_vectors(blend, record.embeddings, record.head, record.bank)
     rows = rows_of(RunResult(record.ids, record.captions, record.prompts, vectors, record.tags, record.negatives,
                              failed=record.failed, files=list(relative), tagged=record.tagged, texts=record.texts))
     table = arrow_table(rows, vectors, {"batch": pa.array([batch] * len(rows), pa.int32()),
                                         "digest": list(record.digests)})
-    if blend is not None:
+    if blend is not None and vectors is not None:
         for name in ("prompt_embedding", "head", "bank"):
             value = record.embeddings if name == "prompt_embedding" else getattr(record, name)
             if value is not None:
@@ -140,8 +163,9 @@ def read_batch(path: Path):
     failed = {i: why for i, why in zip(col["imgId"], col["failed"]) if why}
     tags = [None if i in failed else Tags(m, v, list(f), a, t) for i, m, v, f, a, t in
             zip(col["imgId"], col["medium"], col["movement"], col["flavors"], col["artist"], col["trending"])]
-    arrays = {"embeddings": _array(table, "prompt_embedding" if "prompt_embedding" in names else "embedding")}
-    arrays.update({n: _array(table, n) for n in ("head", "bank") if n in names})
+    arrays = {n: _array(table, n) for n in ("head", "bank") if n in names}
+    if "embedding" in names:
+        arrays["embeddings"] = _array(table, "prompt_embedding" if "prompt_embedding" in names else "embedding")
     header = {"ids": col["imgId"], "digests": col["digest"], "failed": failed, "captions": col["caption"],
               "tags": [None if t is None else t.__dict__ for t in tags], "prompts": col["prompt"],
               "negatives": col.get("negative_prompt")}
@@ -179,7 +203,7 @@ class BatchFiles:
 
 # ---- the two stages ---------------------------------------------------------------------------
 def decode_rows(rows: Dict[str, np.ndarray], transforms: Transforms) -> dict:
-    """CPU stage: each row's images read, hashed, decoded and preprocessed (core.images.image_batches) into
+    """CPU stage: each row's images read, hashed, decoded and preprocessed (core.batches.image_batches) into
     one pickled ImageBatch."""
     payloads = []
     for ids, paths, relative in zip(rows["ids"], rows["paths"], rows["relative"]):
@@ -205,22 +229,25 @@ class InterrogateActor:
         self.config, self.out = config, Path(out)
         self.models = load_models(config, needs_of(config, data=False), tables)
         self.batcher = StageBatcher.of(config)
-        self.timer = StageTimer(config.resolved_device())
 
-    def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> int:
+    def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> Dict[str, float]:
+        """One batch through the stages, its file written; the seconds of each stage."""
         import pyarrow.parquet as pq  # lazy: the [ray] extra
+        timer = StageTimer(self.config.resolved_device())
         record = new_record(files, range(len(files)), batch)
-        run_stages(self.models, ("caption", "tag", "embed"), batch, record, self.batcher, self.config, self.timer)
+        run_stages(self.models, [s.name for s in stages_of(self.config)], batch, record, self.batcher, self.config,
+                   timer)
         table = record_table(number, record, relative, self.config.blend)
-        atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
-        return len(files)
+        with timer("save"):
+            atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
+        return timer.seconds
 
     def __call__(self, rows: Dict[str, np.ndarray]) -> dict:
-        done = []
+        seconds = []
         for number, payload in zip(rows["batch"], rows["payload"]):
             files, relative, batch = pickle.loads(payload)
-            done.append(self.run_batch(int(number), files, relative, batch))
-        return {"batch": np.asarray(rows["batch"]), "images": np.asarray(done)}
+            seconds.append(json.dumps(self.run_batch(int(number), files, relative, batch)))
+        return {"batch": np.asarray(rows["batch"]), "seconds": np.asarray(seconds)}
 
 
 # ---- the driver -------------------------------------------------------------------------------
@@ -254,7 +281,9 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     if actors is not None and actors < 1:
         raise InterrogatorError(f"--actors: expected a whole number >= 1, got {actors}")
     check_parquet_dir(parquet_dir)
-    plan = make_plan(config, write=csv is not None)
+    timer = StageTimer("cpu")  # the driver's wall seconds (the actors' own are summed apart, ActorSeconds)
+    with timer("plan"):
+        plan = make_plan(config, write=csv is not None)
     folder = Path(parquet_dir) / plan.key
     folder.mkdir(parents=True, exist_ok=True)
     sweep_temps(folder)
@@ -267,33 +296,61 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
             captions(b, store.load(b))
         if on_batch is not None:
             on_batch(b)
-    count = _run_dataset(plan, folder, todo, address, actors, progress, actor_cls, finished) if todo else 0
+    spent = ActorSeconds()
+    count = 0
+    if todo:
+        count = _run_dataset(plan, folder, todo, Pool(address, actors, actor_cls), progress, timer, spent, finished)
     records, missing = collect(plan, store.load)
     if missing:
         raise InterrogatorError(f"ray: {len(missing)} batches have no complete output in {folder} "
                                 f"(first: batch {missing[0]}); rerun to finish them")
-    result = finish(plan, records, strict, txt=captions.writer)
+    with timer("write"):
+        result = finish(plan, records, strict, txt=captions.writer)
+    result.stage_seconds, result.worker_seconds = timer.seconds, spent.seconds
     result.resumed_batches = len(done)
     result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
     return result
 
 
-def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress, actor_cls, on_batch) -> int:
+@dataclass(frozen=True)
+class Pool:
+    """Where the actors run and how many: the cluster's address (None: RAY_ADDRESS, else a local one), the
+    count (None: one per GPU, else 1), and their class."""
+
+    address: Optional[str]
+    actors: Optional[int]
+    actor_cls: type
+
+
+@dataclass
+class ActorSeconds:
+    """The actors' seconds per stage, summed over every batch they ran (each batch reports its own)."""
+
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+    def add(self, reported: str) -> None:
+        for stage, value in json.loads(reported).items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+
+
+def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool, timer: StageTimer,
+                 spent: ActorSeconds, on_batch) -> int:
     """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
     config = plan.config
-    connect(address)
+    connect(pool.address)
     ray = _ray()
     ray.data.DataContext.get_current().enable_progress_bars = bars_enabled(progress)
     shared, clip = ray.put({}), None
     if config.needs_clip():
-        ranked = load_models(config, needs_of(config).only(("clip",)), progress=progress)
+        with timer("labels"):
+            ranked = load_models(config, needs_of(config).only(("clip",)), progress=progress)
         shared = ray.put({name: (t.labels, t.embeddings.float().cpu().numpy(), t.from_cache)
                           for name, t in ranked.tables.items()})
         clip = ranked.clip
     transforms = loader_transforms(config, ("caption", "tag"), clip=clip)
     del clip
     gpus = ray.cluster_resources().get("GPU", 0)
-    count = actors or default_actors()
+    count = pool.actors or default_actors()
     cpus = ray.cluster_resources().get("CPU", 1)
     actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
     items = [{"batch": b, "ids": [plan.files[i].image_id for i in plan.batches[b]],
@@ -302,13 +359,15 @@ def _run_dataset(plan, folder: Path, todo: List[int], address, actors, progress,
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
                         fn_kwargs={"transforms": transforms})
-    ds = ds.map_batches(actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
+    ds = ds.map_batches(pool.actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
                         num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
                         fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
                                                "threads": torch.get_num_threads()})
-    for row in ds.iter_rows():
-        if on_batch is not None:
-            on_batch(int(row["batch"]))
+    with timer("ray"):
+        for row in ds.iter_rows():
+            spent.add(row["seconds"])
+            if on_batch is not None:
+                on_batch(int(row["batch"]))
     return count
 
 

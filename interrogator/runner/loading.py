@@ -14,7 +14,7 @@ import torch
 
 from ..core.config import Config
 from ..core.console import bar
-from ..core.images import Transforms
+from ..core.batches import Transforms
 from ..core.oom import release_cuda_memory
 from ..learn.bank import load_bank
 from ..learn.head import load_head

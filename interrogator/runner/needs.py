@@ -67,9 +67,12 @@ def mode_label_files(ranking: ClipSettings) -> List[Path]:
     return table_files(ranking.dicts, table_names(ranking))
 
 
-def needs_of(config: Config, data: bool = True, sentence: bool = True, clip: Optional[bool] = None) -> Needs:
-    """What ``config`` needs. ``data``: a run over data_path; ``sentence``: prompts are embedded; ``clip``: the
-    CLIP is loaded (default: where the mode, the negative prompt or the blend ranks with it)."""
+def needs_of(config: Config, data: bool = True, sentence: Optional[bool] = None,
+             clip: Optional[bool] = None) -> Needs:
+    """What ``config`` needs. ``data``: a run over data_path; ``sentence``: prompts are embedded (default: where
+    an output holds their vectors, Config.embeds); ``clip``: the CLIP is loaded (default: where the mode, the
+    negative prompt or the blend ranks with it)."""
+    sentence = config.embeds() if sentence is None else sentence
     ranks = config.needs_clip()
     clip = ranks if clip is None else clip
     tables = tuple(table_names(config.ranking)) if data or ranks else ()  # a run reads its mode's files (resume key)

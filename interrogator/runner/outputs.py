@@ -99,8 +99,9 @@ def columns_of(rows: Sequence[Row]) -> List[str]:
     return list(rows[0].as_dict()) if rows else list(FIELDS)
 
 
-def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dict] = None):
-    """The rows and their embeddings as an Arrow table (``extra``: leading columns, such as the batch)."""
+def arrow_table(rows: Sequence[Row], embeddings: Optional[np.ndarray], extra: Optional[dict] = None):
+    """The rows and their embeddings (where there are any) as an Arrow table (``extra``: leading columns, such as
+    the batch)."""
     import pyarrow as pa  # lazy: the [parquet] extra
     columns = dict(extra or {})
     types = {"flavors": pa.list_(pa.string()), "tags": pa.list_(pa.string()), "tag_scores": pa.list_(pa.float64()),
@@ -109,7 +110,8 @@ def arrow_table(rows: Sequence[Row], embeddings: np.ndarray, extra: Optional[dic
     for name in columns_of(rows):
         values = [d[name] for d in dicts]
         columns[name] = pa.array(values, types[name]) if name in types else values
-    columns["embedding"] = vector_column(embeddings)
+    if embeddings is not None:
+        columns["embedding"] = vector_column(embeddings)
     return pa.table(columns)
 
 
@@ -223,9 +225,12 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Written:
     """Every output of the plan (plan.Outputs) from a run's result. ``txt``: the writer that already wrote the
     caption files batch by batch."""
     outputs, new = plan.outputs, rows_of(result)
-    rows, vectors, ids, id_vectors = new, result.embeddings, result.kaggle_ids, result.embeddings
+    embeddings = result.embeddings
+    if embeddings is None:  # the run embedded nothing, and no output it writes holds vectors (Config.embeds)
+        embeddings = np.zeros((len(new), SUBMISSION_DIM), np.float32)
+    rows, vectors, ids, id_vectors = new, embeddings, result.kaggle_ids, embeddings
     if plan.earlier is not None:  # existing_txt skip: the skipped images' rows from the earlier outputs
-        rows, vectors, ids, id_vectors = merge_earlier(new, result.embeddings, result.kaggle_ids, plan.earlier)
+        rows, vectors, ids, id_vectors = merge_earlier(new, embeddings, result.kaggle_ids, plan.earlier)
     submission = None
     if outputs.submission is not None:
         submission = write_submission(ids, id_vectors, outputs.submission)

@@ -15,7 +15,8 @@ import torch
 from ..core.config import Config
 from ..core.console import bar, quiet_libraries
 from ..core.errors import InterrogatorError
-from ..core.images import ImageFile, image_batches
+from ..core.images import ImageFile
+from ..core.batches import image_batches
 from ..core.oom import StageBatcher
 from ..core.plan import Plan
 from ..core.record import BatchRecord
@@ -49,8 +50,18 @@ class Stage:
 CAPTION = Stage("caption", "caption", ("captioner", "tagger"), True)
 TAG = Stage("tag", "tags", ("clip", "tables"), True)
 EMBED = Stage("embed", "embed", ("sentence",), False)
-TOGETHER = ((CAPTION, TAG, EMBED),)  # every model resident; each batch through every stage
-LOW_MEMORY = ((CAPTION,), (TAG,), (EMBED,))  # one model at a time; every batch through one stage
+
+
+def stages_of(config: Config) -> Tuple[Stage, ...]:
+    """The stages a run of ``config`` goes through: the embed stage only where an output holds vectors."""
+    return (CAPTION, TAG, EMBED) if config.embeds() else (CAPTION, TAG)
+
+
+def schedule(config: Config, low_memory: bool) -> Tuple[Tuple[Stage, ...], ...]:
+    """Every model resident and each batch through every stage; or, low_memory, one model at a time and
+    every batch through one stage."""
+    stages = stages_of(config)
+    return tuple((s,) for s in stages) if low_memory else (stages,)
 
 
 @dataclass
@@ -138,7 +149,7 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     if work is not None:
         with timer("resume"):
             state.records = work.resume(state.files, batches)
-    resumed = len(batches) - len(state.todo((EMBED,)))
+    resumed = len(batches) - len(state.todo(stages_of(config)))
     cache_hits = _run_schedule(state, models)
     with timer("write"):
         result = finish(plan, state.records, strict, write=not records_only,
@@ -163,11 +174,11 @@ def _run_schedule(state: RunState, given: Optional[Models]) -> Dict[str, bool]:
     """
     config = state.config
     low_memory = config.low_memory and given is None
-    if low_memory and state.todo((EMBED,)):
+    if low_memory and state.needs.sentence and state.todo((EMBED,)):
         with state.timer("load"):
             load_models(config, state.needs.only(("sentence",)))  # its output size is checked before the long stages
     cache_hits: Dict[str, bool] = {}
-    for group in (LOW_MEMORY if low_memory else TOGETHER):
+    for group in schedule(config, low_memory):
         todo = state.todo(group)
         if not todo:
             continue

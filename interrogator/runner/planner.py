@@ -112,9 +112,10 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
 
 def run_versions(config: Config) -> Dict[str, str]:
     """The versions of the libraries a run of the config uses: sentence-transformers as it will be imported
-    (from embedding_dir where given), and onnxruntime with a tagger."""
-    import_sentence_transformers(config.embedding_dir)
-    versions = library_versions()
+    (from embedding_dir where given) where the run embeds, and onnxruntime with a tagger."""
+    if config.embeds():
+        import_sentence_transformers(config.embedding_dir)
+    versions = library_versions(sentence=config.embeds())
     if config.tagger_path is not None:
         import onnxruntime  # lazy: the [tagger] extra
         versions["onnxruntime"] = onnxruntime.__version__

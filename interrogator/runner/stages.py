@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..core.config import CHAIN_MODES, ClipSettings, Config
-from ..core.images import ImageBatch, ImageFile, image_batches
+from ..core.images import ImageFile
+from ..core.batches import ImageBatch, image_batches
 from ..core.oom import StageBatcher, concat_lists
 from ..core.record import SUBMISSION_DIM, BatchRecord, Tags
 from ..core.template import render

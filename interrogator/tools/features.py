@@ -32,7 +32,8 @@ import torch
 from ..core.atomic import is_disk_full, write_bytes
 from ..core.errors import InterrogatorError
 from ..core.identity import device_identity, digest, unchanged
-from ..core.images import ImageFile, Transforms, image_batches, scan_tree
+from ..core.images import ImageFile, scan_tree
+from ..core.batches import Transforms, image_batches
 from ..core.oom import StageBatcher
 from ..core.shards import batch_ranges
 from ..core.console import bar

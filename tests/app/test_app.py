@@ -374,3 +374,28 @@ def test_an_upload_is_read_only_from_the_upload_folder_or_the_allowed_ones(site,
         assert str(info.value).startswith(f"upload: {path} is outside the allowed folders (")
     inside = site["allowed"] / "images" / IMAGES[1].name
     assert service.check_upload(str(inside)) == inside.resolve()
+
+
+def test_a_refused_request_prints_no_traceback_on_the_server_without_debug(site, client, capfd, tmp_path):
+    """A refusal is the user's input: one line to the client, and nothing on the server's console; with --debug
+    (the interrogator logger at DEBUG) Gradio prints its traceback there."""
+    import logging
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    def console_of_refusals() -> str:
+        capfd.readouterr()
+        refused(client, handle_file(str(bad)), "seed", False, api_name="/prompt")  # the tool's refusal
+        refused(client, handle_file(str(IMAGES[0])), "no-such-mode", False, api_name="/prompt")  # Gradio's own
+        out, err = capfd.readouterr()
+        return out + err
+    quiet = console_of_refusals()
+    assert quiet == "", quiet
+    interrogator_log = logging.getLogger("interrogator")
+    level = interrogator_log.level
+    interrogator_log.setLevel(logging.DEBUG)
+    try:
+        shown = console_of_refusals()
+    finally:
+        interrogator_log.setLevel(level)
+    assert shown.count("Traceback (most recent call last)") == 2 and "the upload is not an image" in shown

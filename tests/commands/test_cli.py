@@ -77,9 +77,12 @@ def test_precompute_labels_needs_a_cache_folder(write_config):
 
 def test_make_demo_models_builds_loadable_models(tmp_path):
     proc = run_cli("make-demo-models", "--folder", str(tmp_path / "demo"))
-    assert proc.stdout.splitlines() == [f"captioner: {tmp_path / 'demo' / 'blip2-tiny'}",
-                                        f"clip: {tmp_path / 'demo' / 'demo-tiny-clip.safetensors'}",
-                                        f"sentence model: {tmp_path / 'demo' / 'all-MiniLM-L6-v2'}"]
+    demo = tmp_path / "demo"
+    assert proc.stdout.splitlines() == [
+        f"demo models in {demo}, with random weights: what they write shows what the tool does, not what it says",
+        f"clip: {demo / 'demo-tiny-clip.safetensors'}", f"sentence model: {demo / 'all-MiniLM-L6-v2'}",
+        f"blip2: {demo / 'blip2-tiny'}", f"  config: {demo / 'blip2.json'}",
+        f"  try it: python -m interrogator prompt IMAGE --config {demo / 'blip2.json'}"]
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json"):
         assert (tmp_path / "demo" / "blip2-tiny" / name).is_file()
     assert (tmp_path / "demo" / "all-MiniLM-L6-v2" / "modules.json").is_file()
@@ -126,3 +129,36 @@ def test_the_top_level_help_lists_every_command_by_group_with_one_line(capsys):
     assert sorted(listed) == names and len(names) == 21
     titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert [g.TITLE for g in GROUPS] == [t for t in titles if t in {g.TITLE for g in GROUPS}]
+
+
+HELP_IMPORTS = """
+import contextlib, io, sys
+from interrogator.commands.cli import build_parser, main
+codes = []
+for argv in [["--help"], *[[name, "--help"] for name in sorted(build_parser().commands.parsers)], ["submit", "--bogus"],
+             ["prompt"], ["draw", "--config"]]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit as exit_:
+            codes.append(exit_.code)
+print(codes)
+print(sorted(m for m in ("torch", "transformers", "open_clip", "sentence_transformers", "pandas", "ray") if m in sys.modules))
+"""
+
+
+def test_help_and_a_parse_error_import_no_torch():
+    """Every command's --help and a parse error answer without importing torch or any model library."""
+    codes, heavy = run_cli("-c", HELP_IMPORTS).stdout.splitlines()
+    assert codes == str([0] * 22 + [2, 2, 2]) and heavy == "[]"
+
+
+def test_every_command_has_a_description_and_an_example_that_parses():
+    from interrogator.commands.cli import build_parser
+    parser = build_parser()
+    for name, command in parser.commands.parsers.items():
+        assert command.description and command.description.endswith("."), name
+        head, example = command.epilog.split("\n  python -m interrogator ")
+        assert head == "example:" and example.split()[0] == name, name
+        args = parser.parse_args([w.strip('"') for w in re.findall(r'"[^"]*"|\S+', example.split("  #")[0])])
+        assert args.command == name

@@ -9,7 +9,7 @@ from interrogator.core.config import load_config
 from interrogator.core.errors import ConfigError
 from interrogator.core.identity import file_digest
 from helpers import list_images
-from interrogator.core.images import ImageDataset
+from interrogator.core.batches import ImageDataset
 
 
 def _seed_images():

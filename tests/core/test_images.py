@@ -7,7 +7,8 @@ from PIL import Image
 from interrogator.core.errors import ConfigError
 from interrogator.core.identity import file_digest
 from helpers import list_images
-from interrogator.core.images import ImageDataset, Transforms, image_batches, load_image, split_batches
+from interrogator.core.images import load_image
+from interrogator.core.batches import ImageDataset, Transforms, image_batches, split_batches
 
 
 def save(img, path, **kw):

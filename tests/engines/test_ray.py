@@ -2,6 +2,7 @@
 import os
 import shutil
 import signal
+import re
 import subprocess
 import sys
 
@@ -122,15 +123,25 @@ def test_a_killed_job_reruns_to_identical_output_without_redoing_finished_batche
     assert out.read_bytes() == reference
 
 
-def test_cli_engine_ray_writes_parquet_and_csv_only_when_asked(ray_cluster, write_config, tmp_path, capsys):
+def test_cli_engine_ray_writes_parquet_and_csv_only_when_asked(ray_cluster, write_config, tmp_path, capfd):
+    """Also: its summary has the driver's seconds per stage and the actors' summed, and no library prints a line
+    on the console (Ray's core worker wrote one for the actors' constructor arguments)."""
     from interrogator.commands.cli import main
     config_file = write_config(batch_size=4)
     pq = tmp_path / "pq"
     assert main(["submit", "--config", str(config_file), "--engine", "ray", "--parquet-dir", str(pq),
                  "--no-progress"]) == 0
-    assert "ray: 2 batches written by 1 actors, 0 reused" in capsys.readouterr().out
+    out, err = capfd.readouterr()
+    assert "ray: 2 batches written by 1 actors, 0 reused" in out
+    stages = re.search(r"^seconds per stage: plan [\d.]+, labels [\d.]+, ray ([\d.]+), write [\d.]+ "
+                       r"\(total ([\d.]+), ([\d.]+) img/s\)$", out, flags=re.M)
+    assert stages and 0 < float(stages.group(1)) <= float(stages.group(2)) and float(stages.group(3)) > 0, out
+    actors = re.search(r"^actors' seconds per stage, summed over their batches: caption [\d.]+, tags [\d.]+, "
+                       r"prompt [\d.]+, embed [\d.]+, save [\d.]+$", out, flags=re.M)
+    assert actors, out
+    assert err == "", err
     assert not (tmp_path / "out" / "submission.csv").exists()
     assert main(["submit", "--config", str(config_file), "--engine", "ray", "--parquet-dir", str(pq),
                  "--output", str(tmp_path / "sub.csv"), "--no-progress"]) == 0
-    assert "0 batches written by 0 actors, 2 reused" in capsys.readouterr().out
+    assert "0 batches written by 0 actors, 2 reused" in capfd.readouterr().out
     assert (tmp_path / "sub.csv").stat().st_size > 0

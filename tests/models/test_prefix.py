@@ -78,7 +78,7 @@ def chain_setup(demo_models, tmp_path_factory):
     from conftest import REPO, SAMPLES
     from interrogator.models.clip import load_clip
     from helpers import list_images
-    from interrogator.core.images import ImageDataset, collate
+    from interrogator.core.batches import ImageDataset, collate
     from interrogator.runner.labels import LabelCache, load_tables
     from interrogator.runner.modes import TABLES
     clip = load_clip("demo-tiny-clip", str(demo_models.clip_path), "cpu", torch.float32)

@@ -9,7 +9,7 @@ import torch
 from conftest import REPO
 from interrogator.core.config import load_config, replace
 from helpers import demo_config, list_images
-from interrogator.core.images import ImageDataset, collate
+from interrogator.core.batches import ImageDataset, collate
 from interrogator.runner.labels import LabelCache, load_tables
 from interrogator.runner.pipeline import run
 

@@ -64,6 +64,31 @@ def test_a_tagger_alone_needs_no_captioner(training, images, tmp_path):
     assert all(text.startswith("ohwx") for text in caption_files(images, ".caption").values())
 
 
+@pytest.mark.parametrize("family", ["tagger", "captioner"])
+def test_a_run_that_embeds_nothing_loads_neither_the_sentence_model_nor_clip(family, training, images, tmp_path,
+                                                                             monkeypatch):
+    """Caption files and rows hold no vectors: no embedding_path is asked for, and only the text's model loads;
+    the texts equal those of a run that embeds as well."""
+    import interrogator.runner.loading as loading
+    loaded = []
+    for name in ("load_sentence", "load_config_clip", "load_captioner", "load_tagger"):
+        real = getattr(loading, name)
+        monkeypatch.setattr(loading, name, lambda *a, _name=name, _real=real, **k: loaded.append(_name) or _real(*a, **k))
+    keys = (dict(blip_path=None, caption_template="{trigger}, {tags}") if family == "tagger"
+            else dict(tagger_path=None, caption_template="{trigger}, {caption}"))
+    assert main(["submit", "--config", str(training(embedding_path=None, **keys)), "--no-progress"]) == 0
+    assert loaded == ["load_" + family]
+    rows = (tmp_path / "out" / "rows.jsonl").read_text()
+    texts = caption_files(images)
+    embedding = training(formats=["kaggle", "txt", "jsonl"], txt_dir=str(tmp_path / "embedded"),
+                         output=str(tmp_path / "embedded" / "o.csv"), **keys)
+    loaded.clear()
+    assert main(["submit", "--config", str(embedding), "--no-progress"]) == 0
+    assert loaded == ["load_sentence", "load_" + family]
+    assert (tmp_path / "embedded" / "o.jsonl").read_text() == rows
+    assert caption_files(tmp_path / "embedded") == texts and len(texts) == 7
+
+
 _REFERENCE = {}
 
 
@@ -128,8 +153,8 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
     every = ["kaggle", "txt", "csv", "jsonl", "parquet"]
 
     def config_for(name, **more):
-        return training(formats=every, txt_dir=str(tmp_path / name / "txt"), output=str(tmp_path / name / "o.csv"),
-                        **more)
+        return training(**{"formats": every, "txt_dir": str(tmp_path / name / "txt"),
+                           "output": str(tmp_path / name / "o.csv"), **more})
     run(load_config(config_for("local")), progress=False)
     run(load_config(config_for("low", low_memory=True)), progress=False)
     # in-process commands (the --devices children are processes of their own)
@@ -146,6 +171,14 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
     assert len([n for n in local if n.startswith("txt/")]) == 7
     for name in ("low", "devices", "shards", "ray"):
         assert read_outputs(tmp_path / name) == local, name
+    # a run that embeds nothing (no sentence model given) writes the same rows and caption files, also on Ray
+    plain = dict(formats=["txt", "csv", "jsonl"], embedding_path=None)
+    run(load_config(config_for("plain-local", **plain)), progress=False)
+    run_ray(load_config(config_for("plain-ray", **plain)), str(tmp_path / "pq"), csv=str(tmp_path / "plain-ray" / "o.csv"),
+            actors=2, address=ray_cluster, progress=False)
+    plain_local = read_outputs(tmp_path / "plain-local")
+    assert {n: plain_local[n] for n in ("o.prompts.csv", "o.jsonl")} == {n: local[n] for n in ("o.prompts.csv", "o.jsonl")}
+    assert read_outputs(tmp_path / "plain-ray") == plain_local
 
 
 def test_a_template_part_without_its_model_is_one_line(capsys, training):
