@@ -30,7 +30,19 @@ def cmd_submit(args) -> int:
     result = submit(config, args.engine, spread, write=write, strict=args.strict, progress=not args.no_progress)
     if not args.records_only:
         print(result.summary())
+        if config.demo:
+            print(demo_lines(result))
     return 0
+
+
+DEMO_SHOWN = 3  # prompts a demo run prints
+
+
+def demo_lines(result) -> str:
+    """What a demo run shows after its summary: that the weights are random, and its first prompts."""
+    shown = [f"  {i}: {p}" for i, p in list(zip(result.image_ids, result.prompts))[:DEMO_SHOWN]]
+    return "\n".join(["the demo models have random weights: their prompts show what the tool does, not what the "
+                       "images show; the first prompts it wrote:", *shown])
 
 
 def cmd_precompute_labels(args) -> int:

@@ -19,6 +19,10 @@ def test_demo_config_builds_models_and_runs(tmp_path):
     assert (tmp_path / "demo_models" / "blip2-tiny" / "config.json").is_file()
     check_submission(tmp_path / "output" / "demo_submission.csv", SAMPLE_IDS)
     assert "flavors encoded" in proc.stdout
+    shown = proc.stdout.split("the demo models have random weights: their prompts show what the tool does, not "
+                              "what the images show; the first prompts it wrote:\n")[1].splitlines()
+    assert [line.split(": ")[0] for line in shown] == [f"  {i}" for i in SAMPLE_IDS[:3]]
+    assert all(len(line.split(": ", 1)[1].split(", ")) >= 2 for line in shown)  # a caption and its flavors
 
 
 def test_network_blocked_run_passes(write_config, monkeypatch):
