@@ -1,7 +1,7 @@
 """Sharded runs merge into exactly the single run's submission, and a merge checks coverage."""
 import pytest
 
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES
 from interrogator.core.errors import ConfigError, SubmissionError
 from helpers import list_images, select
 from interrogator.engines.parallel import child_environment
@@ -33,28 +33,29 @@ def test_each_gpu_process_sees_only_its_own_gpu():
         {"CUDA_VISIBLE_DEVICES": "4", "OMP_NUM_THREADS": str(torch.get_num_threads())}, "cpu")
 
 
-def test_two_shards_merged_equal_a_single_run(write_config, tmp_path):
+def test_two_shards_merged_equal_a_single_run(write_config, tmp_path, capsys):
+    """In-process (the --devices children are processes of their own)."""
+    from interrogator.commands.cli import main
     config = str(write_config(batch_size=2))
-    run_cli("submit", "--config", config, "--output", str(tmp_path / "single.csv"), "--no-progress")
+    assert main(["submit", "--config", config, "--output", str(tmp_path / "single.csv"), "--no-progress"]) == 0
     for i in range(2):
-        run_cli("submit", "--config", config, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
-                "--no-progress")
-    run_cli("merge", str(tmp_path / "s1.csv"), str(tmp_path / "s0.csv"), "--output", str(tmp_path / "merged.csv"),
-            "--config", config)
+        assert main(["submit", "--config", config, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
+                     "--no-progress"]) == 0
+    assert main(["merge", str(tmp_path / "s1.csv"), str(tmp_path / "s0.csv"), "--output", str(tmp_path / "merged.csv"),
+                 "--config", config]) == 0
     single = (tmp_path / "single.csv").read_bytes()
     assert (tmp_path / "merged.csv").read_bytes() == single
     assert len((tmp_path / "s0.csv").read_text().splitlines()) == 1 + 4 * 384
-
-    gap = run_cli("merge", str(tmp_path / "s0.csv"), "--output", str(tmp_path / "gap.csv"), "--config", config,
-                  check=False)
-    assert gap.returncode == 2 and gap.stderr.strip().splitlines()[-1] == (
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "s0.csv"), "--output", str(tmp_path / "gap.csv"), "--config", config]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: the shards leave a gap: 3 ids ('c98f79f71', 'd8edf2e40', 'f27825b2c') in no shard")
     assert not (tmp_path / "gap.csv").exists()
 
-    proc = run_cli("submit", "--config", config, "--devices", "cpu,cpu", "--output", str(tmp_path / "dev.csv"))
+    assert main(["submit", "--config", config, "--devices", "cpu,cpu", "--output", str(tmp_path / "dev.csv")]) == 0
     assert (tmp_path / "dev.csv").read_bytes() == single
     assert sorted(p.name for p in tmp_path.glob("dev*")) == ["dev.csv"]
-    assert f"submission: {tmp_path / 'dev.csv'}" in proc.stdout
+    assert f"submission: {tmp_path / 'dev.csv'}" in capsys.readouterr().out
 
 
 def test_merge_names_an_overlap(tmp_path):
