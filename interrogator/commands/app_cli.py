@@ -7,9 +7,14 @@ from pathlib import Path
 from ..core.config import load_config
 from ..core.errors import InterrogatorError
 from .arguments import add_common, add_config, port_number, positive_int
+from .flags import add_config_flags, flag_overrides, print_config
 
 
 def cmd_app(args) -> int:
+    config = load_config(args.config, **{**flag_overrides(args), "device": args.device})
+    if args.print_config:
+        print_config(config)
+        return 0
     try:
         import gradio  # noqa: F401  (lazy: the [app] extra)
     except ImportError:
@@ -17,7 +22,6 @@ def cmd_app(args) -> int:
     from ..app.paths import Roots  # lazy: the app imports gradio
     from ..app.service import Service  # lazy: with the app below
     from ..app.ui import launch  # lazy: Gradio
-    config = load_config(args.config, device=args.device)
     check_port(args.host, args.port)
     for folder in args.allow:
         if not Path(folder).is_dir():
@@ -58,4 +62,5 @@ def add_commands(sub) -> None:
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
     add_common(p)
+    add_config_flags(p)
     p.set_defaults(func=cmd_app)

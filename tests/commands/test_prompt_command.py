@@ -76,7 +76,7 @@ def test_without_a_config_the_demo_models_say_so(folder, tmp_path, demo_models, 
 
 def test_every_config_key_has_a_flag_with_its_help_line(capsys):
     """Made from the schema: a new key without a flag (or without a help line) fails here."""
-    for command in ("submit", "prompt"):
+    for command in ("submit", "prompt", "app"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
@@ -98,6 +98,9 @@ def test_flags_override_the_file_and_are_checked_as_parsed(tmp_path, demo_models
                                                        "undesired_tags": ["a", "b"], "blend": [0.5, 0.25, 0.25],
                                                        "tag_threshold": 0.5, "batch_size": 3}
     assert printed["blip_path"] == str(demo_models.blip_path)  # the file's, where no flag is given
+    assert main(["app", "--config", str(path), "--mode", "best", "--max-flavors", "12", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # the app's flags, likewise (before Gradio or a model loads)
+    assert (printed["mode"], printed["max_flavors"], printed["recursive"]) == ("best", 12, True)
     for argv, line in ((["--max-flavors", "0"], "argument --max-flavors: config key 'max_flavors': expected a whole "
                                                 "number >= 1 and <= 1000, got 0"),
                        (["--mode", "fastest"], "argument --mode: config key 'mode': expected one of seed, caption, "
