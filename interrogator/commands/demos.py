@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
@@ -58,7 +59,7 @@ def make_demos(folder, families: List[str], force: bool = False) -> Demos:
     """Each family's miniature built under ``folder`` (where missing, or all with ``force``) and its config
     written beside it as ``<family>.json``."""
     from ..models.demo import make_demo_models  # lazy, as every model import here: --help needs none
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))  # the configs name absolute paths (a relative one is the config's folder's)
     base = make_demo_models(folder, force=force, captioner=False)
     return Demos(base.clip_path, base.embedding_path, [_demo(family, folder, base, force) for family in families])
 
