@@ -1,4 +1,5 @@
-"""The command-line entry points, run as a user runs them (subprocesses)."""
+"""The command-line entry points: in-process through ``main`` where a process adds nothing, and as a user runs them
+(subprocesses) where the process is what is tested (its imports, its exit, its console)."""
 import re
 
 import numpy as np
@@ -6,41 +7,48 @@ import pytest
 import pandas as pd
 
 from conftest import SAMPLE, needs_shared, run_cli
+from interrogator.commands.cli import main
+
+
+def in_process(capsys, *argv) -> str:
+    """``python -m interrogator ARGV`` in this process: its stdout (it must exit 0)."""
+    capsys.readouterr()
+    assert main(list(argv)) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
 
 
 @needs_shared
-def test_embed_reproduces_the_official_vectors(tmp_path, minilm_path):
+def test_embed_reproduces_the_official_vectors(tmp_path, minilm_path, capsys):
     out = tmp_path / "sub.csv"
-    proc = run_cli("embed", "--prompts", str(SAMPLE / "prompts.csv"), "--output", str(out),
-                   "--embedding-path", str(minilm_path))
-    assert f"submission: {out} (7 images x 384)" in proc.stdout
+    stdout = in_process(capsys, "embed", "--prompts", str(SAMPLE / "prompts.csv"), "--output", str(out),
+                        "--embedding-path", str(minilm_path))
+    assert f"submission: {out} (7 images x 384)" in stdout
     mine, official = pd.read_csv(out), pd.read_csv(SAMPLE / "sample_submission.csv")
     assert mine.imgId_eId.tolist() == official.imgId_eId.tolist()
     assert np.abs(mine.val.to_numpy() - official.val.to_numpy()).max() < 1e-6
 
 
 @needs_shared
-def test_score_of_official_vectors_is_one(minilm_path):
-    proc = run_cli("score", "--submission", str(SAMPLE / "sample_submission.csv"),
-                   "--prompts", str(SAMPLE / "prompts.csv"), "--embedding-path", str(minilm_path))
-    lines = proc.stdout.strip().splitlines()
+def test_score_of_official_vectors_is_one(minilm_path, capsys):
+    lines = in_process(capsys, "score", "--submission", str(SAMPLE / "sample_submission.csv"),
+                       "--prompts", str(SAMPLE / "prompts.csv"), "--embedding-path", str(minilm_path)).strip().splitlines()
     assert len(lines) == 8 and lines[0].startswith("20057f34d ")
     assert all(abs(float(line.split()[1]) - 1.0) < 1e-6 for line in lines[:7])
     assert lines[-1].startswith("score ") and abs(float(lines[-1].split()[1]) - 1.0) < 1e-6
 
 
 @needs_shared
-def test_score_of_a_known_wrong_submission(tmp_path, minilm_path):
+def test_score_of_a_known_wrong_submission(tmp_path, minilm_path, capsys):
     """Every image gets the vector of the first prompt: its score is the mean cosine to that prompt."""
     official = pd.read_csv(SAMPLE / "sample_submission.csv")
     vectors = official.val.to_numpy(np.float64).reshape(7, 384)
     wrong = official.copy()
     wrong["val"] = np.tile(vectors[0], 7).astype(np.float32)
     wrong.to_csv(tmp_path / "wrong.csv", index=False)
-    proc = run_cli("score", "--submission", str(tmp_path / "wrong.csv"), "--prompts", str(SAMPLE / "prompts.csv"),
-                   "--embedding-path", str(minilm_path))
+    stdout = in_process(capsys, "score", "--submission", str(tmp_path / "wrong.csv"), "--prompts",
+                        str(SAMPLE / "prompts.csv"), "--embedding-path", str(minilm_path))
     expected = (vectors @ vectors[0] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[0])).mean()
-    assert abs(float(proc.stdout.strip().splitlines()[-1].split()[1]) - expected) < 1e-5
+    assert abs(float(stdout.strip().splitlines()[-1].split()[1]) - expected) < 1e-5
 
 
 def test_errors_are_one_line_without_traceback(tmp_path):
@@ -58,15 +66,15 @@ def test_help_lists_subcommands():
         assert sub in out
 
 
-def test_precompute_labels_then_submit_encodes_nothing(write_config, tmp_path):
+def test_precompute_labels_then_submit_encodes_nothing(write_config, tmp_path, capsys):
     cache = tmp_path / "attached-cache"
     config = write_config(label_cache=None)
-    proc = run_cli("precompute-labels", "--config", str(config), "--label-cache", str(cache))
-    assert proc.stdout.splitlines()[:3] == ["mediums: 95 labels, encoded", "movements: 200 labels, encoded",
-                                            "flavors: 2914 labels (86 merged), encoded"]
+    stdout = in_process(capsys, "precompute-labels", "--config", str(config), "--label-cache", str(cache))
+    assert stdout.splitlines()[:3] == ["mediums: 95 labels, encoded", "movements: 200 labels, encoded",
+                                       "flavors: 2914 labels (86 merged), encoded"]
     assert len(list(cache.glob("*.safetensors"))) == 3
-    again = run_cli("submit", "--config", str(write_config(label_cache=str(cache))), "--no-progress")
-    assert "label tables: mediums cache hit, movements cache hit, flavors cache hit" in again.stdout
+    again = in_process(capsys, "submit", "--config", str(write_config(label_cache=str(cache))), "--no-progress")
+    assert "label tables: mediums cache hit, movements cache hit, flavors cache hit" in again
 
 
 def test_precompute_labels_needs_a_cache_folder(write_config):
