@@ -281,6 +281,7 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     if actors is not None and actors < 1:
         raise InterrogatorError(f"--actors: expected a whole number >= 1, got {actors}")
     check_parquet_dir(parquet_dir)
+    parquet_dir = os.path.abspath(parquet_dir)  # the actors run in other folders (and on other machines)
     timer = StageTimer("cpu")  # the driver's wall seconds (the actors' own are summed apart, ActorSeconds)
     with timer("plan"):
         plan = make_plan(config, write=csv is not None)
@@ -354,7 +355,7 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
     cpus = ray.cluster_resources().get("CPU", 1)
     actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
     items = [{"batch": b, "ids": [plan.files[i].image_id for i in plan.batches[b]],
-              "paths": [str(plan.files[i].path) for i in plan.batches[b]],
+              "paths": [os.path.abspath(plan.files[i].path) for i in plan.batches[b]],  # workers run elsewhere
               "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
