@@ -26,8 +26,7 @@ from ..core.errors import InterrogatorError
 
 CAPTIONERS = ("florence2", "qwen2_vl", "idefics3", "llava", "git")
 FAMILIES = ("blip2", *CAPTIONERS, "tagger", "vqgan")
-FOLDERS = {"blip2": "blip2-tiny", **{f: f"{f}-tiny" for f in CAPTIONERS}, "tagger": "wd-tagger-tiny",
-           "vqgan": "vqgan-tiny"}
+FOLDERS = {**{f: f"{f}-tiny" for f in CAPTIONERS}, "tagger": "wd-tagger-tiny", "vqgan": "vqgan-tiny"}  # blip2: demo.py's
 
 
 @dataclass(frozen=True)
@@ -60,14 +59,17 @@ def make_demos(folder, families: List[str], force: bool = False) -> Demos:
     written beside it as ``<family>.json``."""
     from ..models.demo import make_demo_models  # lazy, as every model import here: --help needs none
     folder = Path(os.path.abspath(folder))  # the configs name absolute paths (a relative one is the config's folder's)
-    base = make_demo_models(folder, force=force, captioner=False)
+    base = make_demo_models(folder, force=force, captioner="blip2" in families)  # BLIP-2 where models/demo.py puts it
     return Demos(base.clip_path, base.embedding_path, [_demo(family, folder, base, force) for family in families])
 
 
 def _demo(family: str, folder: Path, base, force: bool) -> Demo:
-    model = folder / FOLDERS[family]
-    if force or not (model / ("selected_tags.csv" if family == "tagger" else "config.json")).is_file():
-        _build(family, model)  # its last file written last
+    if family == "blip2":  # built by make_demo_models, where a demo config looks for it
+        model = base.blip_path
+    else:
+        model = folder / FOLDERS[family]
+        if force or not (model / ("selected_tags.csv" if family == "tagger" else "config.json")).is_file():
+            _build(family, model)  # its last file written last
     runs = folder / "runs" / family
     config = {"clip_model": "demo-tiny-clip", "clip_path": str(base.clip_path),
               "embedding_path": str(base.embedding_path), "dicts": str(DEFAULT_DICTS),
@@ -99,10 +101,7 @@ def _command(family: str, config: Path) -> str:
 
 
 def _build(family: str, model: Path) -> None:
-    if family == "blip2":
-        from ..models.demo import build_blip2
-        build_blip2(model)
-    elif family == "tagger":
+    if family == "tagger":
         if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):  # exporting it, and running it
             raise InterrogatorError("--family tagger needs onnx and onnxruntime: pip install 'interrogator[tagger]' "
                                     "onnx")
