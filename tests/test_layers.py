@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "interrogator"
 # lowest first; a subpackage may import its own modules and those of lower floors only
-FLOORS = (("core",), ("models",), ("tools",), ("learn",), ("runner",), ("engines",), ("app", "draw"), ("commands",))
+FLOORS = (("core",), ("models",), ("tools", "workspace"), ("learn",), ("runner",), ("engines",), ("app", "draw"), ("commands",))
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
 TOP = len(FLOORS)  # interrogator/__init__.py, __main__.py, _aliases.py: the package's own entry
 

@@ -193,14 +193,15 @@ def read_image(path: Path) -> Tuple[bytes, str]:
     return data, content_digest(data)
 
 
-def decode_image(data: bytes, name: str = "image") -> Image.Image:
-    """Decode image bytes to an RGB image no larger than MAX_SIDE; raises ValueError with the reason."""
+def decode_image(data: bytes, name: str = "image", max_side: int = MAX_SIDE) -> Image.Image:
+    """Decode image bytes to an RGB image no larger than ``max_side`` (MAX_SIDE; the workspace's thumbnails ask
+    for less); raises ValueError with the reason."""
     buffer = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(buffer) as img:
-                img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at reduced size
+                img.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size
                 rgb = to_rgb(img)
                 rgb.load()
     except Image.DecompressionBombError as exc:
@@ -208,9 +209,10 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
     except Exception as exc:  # PIL raises many types for bad files
         message = str(exc).replace(repr(buffer), repr(name))  # the same words for the same bytes, in any run
         raise ValueError(f"cannot decode: {type(exc).__name__}: {message}") from exc
-    if max(rgb.size) > MAX_SIDE:
-        log.info("%s is %dx%d; downscaled to fit %d px", name, *rgb.size, MAX_SIDE)
-        rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
+    if max(rgb.size) > max_side:
+        if max_side == MAX_SIDE:
+            log.info("%s is %dx%d; downscaled to fit %d px", name, *rgb.size, MAX_SIDE)
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return rgb
 
 

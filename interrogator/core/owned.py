@@ -99,7 +99,8 @@ def check_write(path, what: str, inputs: Inputs, images: bool = False, replace: 
 
 
 # ---- the ledger of what the tool wrote -----------------------------------------------------------------
-def _stamp(path) -> Optional[list]:
+def stamp_of(path) -> Optional[list]:
+    """A file's size and modification time as the ledger records them; None where it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
@@ -107,7 +108,7 @@ def _stamp(path) -> Optional[list]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _ledger(folder: str) -> Dict[str, list]:
+def ledger_of(folder: str) -> Dict[str, list]:
     """The ledger of a folder: {name: [size, mtime_ns]}; empty where there is none or it cannot be read."""
     try:
         entries = json.loads(Path(folder, LEDGER).read_text(encoding="utf-8"))
@@ -118,13 +119,13 @@ def _ledger(folder: str) -> Dict[str, list]:
 
 def _recorded(path) -> Optional[list]:
     real = os.path.realpath(path)
-    return _ledger(os.path.dirname(real)).get(os.path.basename(real))
+    return ledger_of(os.path.dirname(real)).get(os.path.basename(real))
 
 
 def wrote(path) -> bool:
     """This tool wrote the file at ``path`` (a link: the file it reaches), and it is unchanged since."""
     recorded = _recorded(path)
-    return recorded is not None and recorded == _stamp(os.path.realpath(path))
+    return recorded is not None and recorded == stamp_of(os.path.realpath(path))
 
 
 def record_written(paths: Iterable) -> None:
@@ -136,6 +137,6 @@ def record_written(paths: Iterable) -> None:
         if os.path.isfile(real):
             by_folder.setdefault(os.path.dirname(real), []).append(os.path.basename(real))
     for folder, names in by_folder.items():
-        entries = {n: s for n, s in _ledger(folder).items() if os.path.lexists(os.path.join(folder, n))}
-        entries.update({n: _stamp(os.path.join(folder, n)) for n in names})
+        entries = {n: s for n, s in ledger_of(folder).items() if os.path.lexists(os.path.join(folder, n))}
+        entries.update({n: stamp_of(os.path.join(folder, n)) for n in names})
         write_bytes(Path(folder, LEDGER), json.dumps(entries, indent=0, sort_keys=True).encode("utf-8"))
