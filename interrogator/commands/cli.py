@@ -17,11 +17,11 @@ enforce_offline()
 from ..core.version import __version__  # noqa: E402
 from ..core.console import quiet_libraries  # noqa: E402
 from ..core.errors import InterrogatorError  # noqa: E402
-from . import app_cli, draw_cli, learned_cli, metric_cli, prompt_cli, run_cli, toolkit_cli  # noqa: E402
+from . import app_cli, captions_cli, draw_cli, learned_cli, metric_cli, prompt_cli, run_cli, toolkit_cli  # noqa: E402
 from .arguments import DEBUG_HELP, ArgParser, check_outputs, output_paths  # noqa: E402
 from ..core.owned import record_written  # noqa: E402
 
-GROUPS = (prompt_cli, run_cli, metric_cli, app_cli, toolkit_cli, learned_cli, draw_cli)
+GROUPS = (prompt_cli, run_cli, metric_cli, app_cli, captions_cli, toolkit_cli, learned_cli, draw_cli)
 NOISY = ("httpx", "urllib3", "huggingface_hub", "transformers", "sentence_transformers", "faiss", "faiss.loader",
          "matplotlib", "bitsandbytes", "diffusers", "kernels")  # their log lines: errors only, unless --debug
 

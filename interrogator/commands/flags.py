@@ -13,7 +13,7 @@ import argparse
 import json
 import typing
 from dataclasses import fields
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
 from ..core.config import KEY_HELP, Config, check_value, user_keys
 from ..core.errors import ConfigError
@@ -53,11 +53,12 @@ def _item(key: str):
     return float if key == "blend" else str
 
 
-def add_config_flags(parser, skip: Iterable[str] = ()) -> None:
-    """A flag for every config key but ``skip`` and those the command already has."""
+def add_config_flags(parser, skip: Iterable[str] = (), only: Optional[Iterable[str]] = None) -> None:
+    """A flag for every config key (or those of ``only``) but ``skip`` and those the command already has."""
     group = parser.add_argument_group("config keys (each overrides the config file's value)")
+    chosen = None if only is None else set(only)
     for key, hint in user_keys().items():
-        if key in skip:
+        if key in skip or (chosen is not None and key not in chosen):
             continue
         kinds = _kinds(hint)
         options: Dict[str, Any] = {"dest": PREFIX + key, "default": None, "help": KEY_HELP[key]}
