@@ -2,6 +2,8 @@
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from PIL import Image
+
 from interrogator.core.images import ImageFile, scan_folder
 from interrogator.core.shards import select_range
 
@@ -63,3 +65,28 @@ def read_outputs(folder):
     return {p.relative_to(folder).as_posix(): pq.read_table(p).to_pylist() if p.suffix == ".parquet"
             else sorted(json.loads(p.read_text())) if p.name == LEDGER
             else p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- a small captioned folder (the workspace's and the Dataset tab's tests) --------------------------
+CAPTIONS = {  # image name -> caption file text (None: no caption file)
+    "a.png": "1girl, solo, smile",
+    "b.png": "1boy, solo, hat, solo",
+    "c.png": "a photo of a cat, cat, outdoors, general",
+    "d.png": "landscape, mountains, explicit",
+    "e.png": "",
+    "f.png": None,
+    "g.jpg": "solo, hat",
+}
+
+
+def make_folder(folder: Path, captions=CAPTIONS, size=(40, 30)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, text) in enumerate(captions.items()):
+        Image.new("RGB", size, (i * 30, 200 - i * 20, 90)).save(folder / name)
+        if text is not None:
+            (folder / name).with_suffix(".txt").write_bytes(text.encode("utf-8") + b"\n")
+    return folder
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}

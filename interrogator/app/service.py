@@ -8,6 +8,8 @@ run on it at once).
 - ``run_folder``: a plan (plan.make_plan) over a server folder inside the allowed roots, run with the shared
   models and the work folder (stopped runs resume), writing the chosen formats.
 - ``search``: text or image queries against a feature store made by ``index``.
+- ``workspace``: a captioned folder inside the allowed roots to review, edit and export (interrogator/workspace),
+  one per folder for the process; ``caption_missing`` runs the core on its images without a caption file.
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ from ..runner.planner import make_plan
 from ..runner.stages import interrogate_files
 from ..tools.features import FeatureStore
 from ..tools.toolkit import check_store_clip, image_features, search, text_features
+from ..workspace.edits import Change
+from ..workspace.folder import read_data
+from ..workspace.view import Query
+from ..workspace.workspace import Workspace, default_work
 from .paths import Roots
 
 ANALYZE_TABLES = ("mediums", "movements", "flavors", "artists", "trendings")  # clip-interrogator's Analyze tab
@@ -60,8 +66,10 @@ class Service:
     """The app's models and functions (module docstring). ``loads`` counts model loads (once per process)."""
 
     def __init__(self, config: Config, roots: Roots, index: Optional[str] = None,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES):
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, work: Optional[str] = None):
         self.config, self.roots, self.max_upload_bytes = config, roots, max_upload_bytes
+        self.work = Path(work) if work else default_work()  # the workspace's journal and thumbnails
+        self.spaces: Dict[str, Workspace] = {}
         self.lock = threading.Lock()
         self.loads = 0
         self._base = None
@@ -153,7 +161,8 @@ class Service:
     # ---- a folder -----------------------------------------------------------------------------
     def run_folder(self, folder: str, output: str, formats: Sequence[str],
                    on_batch: Optional[Callable[[int, int], bool]] = None):
-        """The batch engine over a server folder inside the allowed roots; the pipeline.RunResult."""
+        """The batch engine over a server folder inside the allowed roots; the pipeline.RunResult.
+        ``on_batch(images done, of)`` after each batch: True stops the run there (it resumes)."""
         if not formats:
             raise InputRefused("choose at least one output format")
         images = self.roots.check(folder, "folder")
@@ -184,3 +193,41 @@ class Service:
         root = self.store.root
         return [FoundImage(self.roots.check(str(self.store.path(h.image_id, root)), "index image"), h.score) for h in found]
 
+
+    # ---- the training-set workspace -----------------------------------------------------------
+    def workspace(self, folder: str, reload: bool = False) -> Workspace:
+        """The workspace of a folder inside the allowed roots (opened once; ``reload`` reads it again). Its
+        caption files must lie inside the roots too (a txt_dir or a link outside them is refused)."""
+        real = str(self.roots.check(folder, "folder"))
+        space = self.spaces.get(real)
+        if space is None:
+            space = Workspace(replace(self.config, data_path=real), self.work)
+            self.spaces[real] = space
+        elif reload:
+            space.reload()
+        for entry in space.entries:  # a link inside the folder may point outside the allowed ones: never read it
+            self.roots.check(str(entry.image), "folder image")
+            self.roots.check(str(entry.caption_file), "caption file")
+        return space
+
+    def caption_missing(self, folder: str, on_batch: Optional[Callable[[int, int], bool]] = None) -> str:
+        """Caption the folder's images that have no caption file (``existing_txt: skip``, the txt format), with
+        the shared models; the new files go in the workspace's journal (undo removes them). One line of what
+        was done. A stopped run keeps its finished batches' files, and resumes."""
+        space = self.workspace(folder, reload=True)
+        missing = space.select(Query(state="missing"))
+        if not missing:
+            return "every image has a caption file"
+        config = replace(self.config, data_path=str(space.layout.folder), formats=["txt"], existing_txt="skip",
+                         output=str(space.journal.folder.parent / "caption-missing.csv"))
+        plan = make_plan(config)
+        try:
+            with self.lock:
+                run_plan(plan, progress=False, models=self.models(config), on_batch=on_batch)
+        finally:
+            made = [Change(e.name, e.caption_file, None, read_data(e.caption_file)) for e in missing]
+            made = [c for c in made if c.new is not None]
+            if made:
+                space.journal.record(f"caption {len(made)} images without a caption file", made)
+            space.refresh([c.name for c in made])
+        return f"captioned {len(made)} of {len(missing)} images without a caption file"

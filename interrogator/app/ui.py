@@ -1,6 +1,6 @@
-"""The page: Prompt, Analyze, Folder and Search tabs over a service.Service, each also an API endpoint
-(``gradio_client``: ``/prompt``, ``/analyze``, ``/folder``, ``/search``). Every error is one line in the page
-(gr.Error), never a traceback."""
+"""The page: Prompt, Analyze, Folder, Dataset and Search tabs over a service.Service, each also an API endpoint
+(``gradio_client``: ``/prompt``, ``/analyze``, ``/folder``, ``/search``, the Dataset tab's ``/dataset_*``). Every
+error is one line in the page (gr.Error), never a traceback."""
 from __future__ import annotations
 
 import functools
@@ -16,7 +16,9 @@ from ..runner.outputs import FORMATS, format_paths
 from .paths import Roots
 from .service import ANALYZE_TABLES, Service
 from ..tools.pictures import contact_sheet, save_png
+from .dataset_tab import build_tab
 import os
+import time
 import pandas as pd
 
 
@@ -64,16 +66,25 @@ class Handlers:
         return ((result.prompt, result.caption, result.negative)
                 + ((result.tags,) if config.tagger_path else ()) + ((result.text,) if config.caption_template else ()))
 
+    def preview(self, image: Optional[str]) -> Optional[str]:
+        """The uploaded image, shown as the image it is (checked as ``prompt`` checks it); nothing without one."""
+        return str(self.service.check_upload(image)) if image else None
+
     def analyze(self, image: Optional[str], k: int):
         tables = self.service.analyze(image, int(k))
         return [{label: score for label, score in tables[name]} for name in ANALYZE_TABLES]
 
     def folder(self, folder: str, output: str, formats: List[str], progress=None):
         self.stop.clear()
+        first = []  # (time, images done) at the first report: the rate counts from there, resumed images aside
 
         def on_batch(done: int, of: int) -> bool:
+            now = time.monotonic()
+            first[:] = first or [(now, done)]
             if progress is not None:
-                progress(done / max(of, 1), desc=f"{done} of {of} batches")
+                since, base = first[0]
+                rate = f", {(done - base) / (now - since):.1f} images/s" if now > since and done > base else ""
+                progress(done / max(of, 1), desc=f"{done} of {of} images{rate}")
             return self.stop.is_set()
         result = self.service.run_folder(folder, output, formats, on_batch)
         paths = format_paths(str(result.output or output))
@@ -142,7 +153,10 @@ def build(service: Service):
         gr.Markdown("# interrogator\nImage to prompt, label analysis, folders and search, on local models.")
         with gr.Tab("Prompt", id="prompt"):
             with gr.Row():
-                image = upload_box("prompt-image")
+                with gr.Column():
+                    image = upload_box("prompt-image")
+                    shown_image = gr.Image(label="the image", type="filepath", interactive=False, height=300,
+                                           elem_id="prompt-preview")
                 with gr.Column():
                     mode = gr.Dropdown(list(MODES), value=config.mode, label="mode", elem_id="prompt-mode")
                     negative = gr.Checkbox(label="negative prompt too", value=False, elem_id="prompt-negative")
@@ -157,6 +171,7 @@ def build(service: Service):
                 shown.append(gr.Textbox(label=f"text ({config.caption_template})", buttons=["copy"],
                                         elem_id="prompt-text", interactive=False))
             run.click(one_line(h.prompt), [image, mode, negative], shown, api_name="prompt")
+            image.change(one_line(h.preview), image, shown_image, api_name=False)
         with gr.Tab("Analyze", id="analyze"):
             with gr.Row():
                 a_image = upload_box("analyze-image")
@@ -181,6 +196,8 @@ def build(service: Service):
                 return one_line(h.folder)(folder_path, output_path, chosen, progress)
             f_run.click(folder_run, [folder, output, formats], [summary, files], api_name="folder")
             f_stop.click(h.request_stop, None, summary, api_name="stop", queue=False)
+        with gr.Tab("Dataset", id="dataset"):
+            h.dataset = build_tab(gr, service, one_line)
         with gr.Tab("Search", id="search", visible=service.store is not None):
             with gr.Row():
                 query = gr.Textbox(label="text", elem_id="search-text")
@@ -200,7 +217,7 @@ def launch(service: Service, host: str = "127.0.0.1", port: int = 7860, share: b
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     import gradio.utils  # lazy: the [app] extra
     page, handlers = build(service)
-    allowed = [str(r) for r in service.roots.folders] + [str(handlers.downloads)]
+    allowed = [str(r) for r in service.roots.folders] + [str(handlers.downloads), str(service.work / "thumbs")]
     service.uploads = Roots.of(gradio.utils.get_upload_folder(), *service.roots.folders)
     page.queue(default_concurrency_limit=1)
     page.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed,

@@ -26,7 +26,7 @@ def cmd_app(args) -> int:
     for folder in args.allow:
         if not Path(folder).is_dir():
             raise InterrogatorError(f"--allow {folder}: not a folder")
-    service = Service(config, Roots.of(*args.allow), args.index, args.max_upload_mb * 1024 * 1024)
+    service = Service(config, Roots.of(*args.allow), args.index, args.max_upload_mb * 1024 * 1024, args.work)
     if service.store is not None:
         service.roots = Roots.of(*args.allow, service.store.root)
     service.start()
@@ -52,14 +52,17 @@ TITLE = "The web app"  # its heading in the top-level help
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, search (the [app] extra)")
+    p = sub.add_parser("app", help="the local web app: prompt, analyze, caption a folder, review and fix a training "
+                                   "set, search (the [app] extra)")
     add_config(p, what="JSON config (its models)")
     p.add_argument("--index", help="a feature store made by `index`, for the Search tab")
-    p.add_argument("--allow", action="append", default=[], help="a server folder the Folder tab may read and write "
+    p.add_argument("--allow", action="append", default=[], help="a server folder the Folder and Dataset tabs may read and write "
                                                                 "(repeatable); nothing else is served")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=7860, help="the port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    p.add_argument("--work", help="the Dataset tab's folder for its undo journal and thumbnails "
+                                  "(default: $XDG_CACHE_HOME/interrogator/workspace)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
     add_common(p)
     add_config_flags(p)

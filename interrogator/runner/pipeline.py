@@ -78,7 +78,7 @@ class RunState:
     needs: Needs
     records: Dict[int, BatchRecord] = field(default_factory=dict)
     captions: Optional[CaptionFiles] = None  # each batch's caption files, as soon as the batch has its texts
-    on_batch: Optional[Callable[[int, int], bool]] = None  # (batches done, of) after each save; True stops there
+    on_batch: Optional[Callable[[int, int], bool]] = None  # (images done, of) after each save; True stops there
 
     def images(self, batch_numbers) -> int:
         return sum(len(self.batches[b]) for b in batch_numbers)
@@ -134,7 +134,8 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
              keep_work: bool = False, records_only: bool = False,
              on_batch: Optional[Callable[[int, int], bool]] = None) -> RunResult:
     """The stages over a plan's batches (planner.make_plan), then ``finish`` (``run``'s docstring).
-    ``on_batch(done, of)``: called after each batch is saved (a progress report); when it returns True the run
+    ``on_batch(done, of)``: called with the images done and of how many after each batch is saved (a progress
+    report, resumed batches counted); when it returns True the run
     raises Stopped there, and the same plan run again resumes."""
     config, batches = plan.config, [list(b) for b in plan.batches]
     work = None
@@ -220,7 +221,7 @@ def _run_group(state: RunState, models: Models, group: Sequence[Stage], todo: Li
         for stage in group:
             bars[stage.name].update(len(record.ids))
         state.save(b)
-        if state.on_batch is not None and state.on_batch(len(state.records), len(state.batches)):
+        if state.on_batch is not None and state.on_batch(state.images(state.records), len(state.files)):
             raise Stopped(f"stopped after {len(state.records)} of {len(state.batches)} batches; the finished ones are "
                           f"saved, and the same run again resumes from them")
     for shown in bars.values():

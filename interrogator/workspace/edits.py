@@ -110,7 +110,7 @@ class EditPlan:
     edit: Edit
     changes: Tuple[Change, ...]
     undecodable: Tuple[str, ...]
-    considered: int
+    considered: int  # caption files among the selection
 
     def sample(self, n: int = 5) -> List[Tuple[str, str, str]]:
         """(name, text before, text after) of the first n changes."""
@@ -139,4 +139,4 @@ def plan_edit(entries: Sequence[Entry], edit: Edit, separator: str) -> EditPlan:
         new = edit.apply(text, separator)
         if new != text:
             changes.append(Change(entry.name, entry.caption_file, entry.data, encoded(new, entry.data)))
-    return EditPlan(edit, tuple(changes), tuple(undecodable), len(entries))
+    return EditPlan(edit, tuple(changes), tuple(undecodable), sum(e.data is not None for e in entries))

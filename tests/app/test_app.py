@@ -47,7 +47,7 @@ def site(tmp_path_factory, demo_models, small_dicts):
     config = load_config(config_file)
     from interrogator.tools.features import build_index
     build_index(config, str(allowed / "images"), str(root / "index.safetensors"), progress=False)
-    service = Service(config, Roots.of(allowed), str(root / "index.safetensors"), UPLOAD_LIMIT)
+    service = Service(config, Roots.of(allowed), str(root / "index.safetensors"), UPLOAD_LIMIT, str(root / "work"))
     service.roots = Roots.of(allowed, service.store.root)
     service.start()
     from interrogator.app.ui import launch
@@ -399,3 +399,63 @@ def test_a_refused_request_prints_no_traceback_on_the_server_without_debug(site,
     finally:
         interrogator_log.setLevel(level)
     assert shown.count("Traceback (most recent call last)") == 2 and "the upload is not an image" in shown
+
+
+# ---- the Dataset tab ----------------------------------------------------------------------------
+from helpers import CAPTIONS, make_folder, snapshot  # noqa: E402
+
+
+def tag_counts(folder: Path) -> dict:
+    counted = {}
+    for path in folder.glob("*.txt"):
+        for tag in {t.strip() for t in path.read_text(encoding="utf-8").split(",") if t.strip()}:
+            counted[tag] = counted.get(tag, 0) + 1
+    return counted
+
+
+FILTERS = ("", "", "", "", "all", "", "name", False)  # contains, excludes, tag, without tag, state, rating, sort, desc
+
+
+def test_dataset_api_a_change_on_disk_between_show_and_save_is_not_written(site, client):
+    folder = make_folder(site["allowed"] / "api-set")
+    gallery, number, where, _, table, _ = client.predict(str(folder), *FILTERS, api_name="/dataset_open")
+    assert (len(gallery), number, where) == (7, 1, "page 1 of 1: 7 images")
+    assert {row[0]: row[1] for row in table["data"]} == tag_counts(folder)
+    version = site["service"].workspace(str(folder)).entry("a.png").version  # what the page was shown
+    (folder / "a.txt").write_bytes(b"changed in an editor\n")
+    message = refused(client, str(folder), "a.png", "mine", version, api_name="/dataset_save")
+    assert message.startswith("a.png: its caption file was changed on disk since it was shown; nothing was written")
+    assert (folder / "a.txt").read_bytes() == b"changed in an editor\n"
+    message = refused(client, str(site["root"]), *FILTERS, api_name="/dataset_open")
+    assert message.startswith(f"folder: {site['root']} is outside the allowed folders")
+
+
+def test_dataset_api_undo_holds_after_a_restart(site, client):
+    from interrogator.app.service import Service
+    folder = make_folder(site["allowed"] / "restart-set")
+    original = snapshot(folder)
+    client.predict(str(folder), *FILTERS, api_name="/dataset_open")
+    summary, _ = client.predict(str(folder), "add", "sks", "", "end", "the current filter", "", *FILTERS,
+                                   api_name="/dataset_preview")
+    assert summary == "add 'sks' at the end: 6 of 6 caption files change"  # e.png's empty caption becomes 'sks'
+    client.predict(str(folder), api_name="/dataset_apply")
+    assert (folder / "a.txt").read_bytes() == b"1girl, solo, smile, sks\n"
+    restarted = Service(site["config"], site["service"].roots, work=str(site["root"] / "work"))
+    assert restarted.workspace(str(folder)).undo() == "add 'sks' at the end (6 files)"
+    assert snapshot(folder) == original
+
+
+def test_dataset_api_caption_missing_writes_only_the_missing_files(site, client):
+    folder = make_folder(site["allowed"] / "missing-set")
+    original = snapshot(folder)
+    status = client.predict(str(folder), api_name="/dataset_caption_missing")
+    assert status == "captioned 1 of 1 images without a caption file"
+    after = snapshot(folder)
+    assert {n for n in after if after.get(n) != original.get(n)} == {"f.txt"}
+    reference = folder.parent / "missing-ref"
+    reference.mkdir()
+    shutil.copy(folder / "f.png", reference)
+    run(replace(site["config"], data_path=str(reference), output=str(reference / "s.csv"), formats=["txt"]),
+        progress=False)
+    assert after["f.txt"] == (reference / "f.txt").read_bytes()
+    assert client.predict(str(folder), api_name="/dataset_caption_missing") == "every image has a caption file"

@@ -2,7 +2,7 @@
 import json
 
 from interrogator.commands.cli import main
-from test_workspace import CAPTIONS, make_folder, snapshot
+from helpers import CAPTIONS, make_folder, snapshot
 
 
 def run(capsys, *argv):

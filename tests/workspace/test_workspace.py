@@ -14,29 +14,7 @@ from interrogator.workspace.journal import Conflict
 from interrogator.workspace.view import Query
 from interrogator.workspace.workspace import Workspace
 
-CAPTIONS = {  # image name -> caption file text (None: no caption file)
-    "a.png": "1girl, solo, smile",
-    "b.png": "1boy, solo, hat, solo",
-    "c.png": "a photo of a cat, cat, outdoors, general",
-    "d.png": "landscape, mountains, explicit",
-    "e.png": "",
-    "f.png": None,
-    "g.jpg": "solo, hat",
-}
-
-
-def make_folder(folder: Path, captions=CAPTIONS, size=(40, 30)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (name, text) in enumerate(captions.items()):
-        Image.new("RGB", size, (i * 30, 200 - i * 20, 90)).save(folder / name)
-        if text is not None:
-            (folder / name).with_suffix(".txt").write_bytes(text.encode("utf-8") + b"\n")
-    return folder
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
+from helpers import CAPTIONS, make_folder, snapshot
 
 @pytest.fixture
 def folder(tmp_path):
