@@ -79,10 +79,14 @@ CAPTIONS = {  # image name -> caption file text (None: no caption file)
 }
 
 
-def make_folder(folder: Path, captions=CAPTIONS, size=(40, 30)) -> Path:
+def make_folder(folder: Path, captions=CAPTIONS, size=(40, 30), sources: Sequence[Path] = ()) -> Path:
+    """The images of ``captions`` (plain colours, or the pictures of ``sources`` in turn) with their caption files."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, text) in enumerate(captions.items()):
-        Image.new("RGB", size, (i * 30, 200 - i * 20, 90)).save(folder / name)
+        if sources:
+            Image.open(sources[i % len(sources)]).convert("RGB").save(folder / name)
+        else:
+            Image.new("RGB", size, (i * 30, 200 - i * 20, 90)).save(folder / name)
         if text is not None:
             (folder / name).with_suffix(".txt").write_bytes(text.encode("utf-8") + b"\n")
     return folder

@@ -181,7 +181,8 @@ def stats_panel(gr):
         with gr.Row():
             table = gr.Dataframe(headers=["tag", "count", "share"], interactive=False, max_height=420,
                                  elem_id="dataset-tags")
-            chart = gr.BarPlot(x="tag", y="count", sort="-y", label="the most frequent tags", elem_id="dataset-chart")
+            chart = gr.BarPlot(x="tag", y="count", sort="-y", y_lim=[0, None], x_label_angle=-45,
+                               label="the 30 most frequent tags", elem_id="dataset-chart")
     return counts, table, chart
 
 

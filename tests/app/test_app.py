@@ -2,6 +2,7 @@
 and chromium-driver, driven by Selenium). One server for the module, stopped at its end."""
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -459,3 +460,114 @@ def test_dataset_api_caption_missing_writes_only_the_missing_files(site, client)
         progress=False)
     assert after["f.txt"] == (reference / "f.txt").read_bytes()
     assert client.predict(str(folder), api_name="/dataset_caption_missing") == "every image has a caption file"
+
+
+def gallery_cards(driver, elem_id: str = "dataset-gallery"):
+    from selenium.webdriver.common.by import By
+    return driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} button img")
+
+
+def type_into(driver, selector: str, text: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    box = driver.find_element(By.CSS_SELECTOR, selector)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text)
+
+
+def tag_rows(driver) -> dict:
+    """The tag table as shown: {tag: count} (Gradio's Dataframe renders its rows as a virtual list)."""
+    from selenium.webdriver.common.by import By
+    rows = driver.find_elements(By.CSS_SELECTOR, "#dataset-tags .virtual-row")
+    cells = [[c.text for c in r.find_elements(By.CSS_SELECTOR, "[role=gridcell]")] for r in rows]
+    return {c[0]: int(c[1]) for c in cells if len(c) == 3 and c[1].isdigit()}
+
+
+def status_of(driver) -> str:
+    return value_of(driver, "dataset-status")
+
+
+@needs_browser
+def test_in_the_browser_open_filter_edit_batch_edit_undo_and_count(site, browser):
+    from selenium.webdriver.common.by import By
+    folder = make_folder(site["allowed"] / "web-set", sources=IMAGES)
+    original = snapshot(folder)
+    wait = open_tab(browser, site["url"], "Dataset")
+    type_into(browser, "#dataset-folder textarea", str(folder))
+    browser.find_element(By.ID, "dataset-open").click()
+    wait.until(lambda d: len(gallery_cards(d)) == 7)
+    page_text = browser.find_element(By.ID, "dataset-gallery").text
+    assert all(f"{n}: {t}" in page_text for n, t in CAPTIONS.items() if t), page_text
+    assert wait.until(lambda d: tag_rows(d) or None) == tag_counts(folder)
+    shot(browser, "dataset")
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "dataset-counts"))
+    shot(browser, "dataset-tags")
+    browser.execute_script("window.scrollTo(0, 0)")
+
+    type_into(browser, "#dataset-tag textarea", "solo")  # filter by a tag
+    browser.find_element(By.ID, "dataset-show").click()
+    wait.until(lambda d: len(gallery_cards(d)) == 3)
+
+    gallery_cards(browser)[0].click()  # a.png: edit one caption and save
+    wait.until(lambda d: value_of(d, "dataset-caption") == CAPTIONS["a.png"])
+    type_into(browser, "#dataset-caption textarea", "1girl, solo, smile, blue sky")
+    wait.until(lambda d: "CLIP tokens" in d.find_element(By.ID, "dataset-tokens").text)
+    browser.find_element(By.ID, "dataset-save").click()
+    wait.until(lambda d: status_of(d) == "saved a.png")
+    assert (folder / "a.txt").read_bytes() == b"1girl, solo, smile, blue sky\n"
+    shot(browser, "dataset-edit")
+
+    type_into(browser, "#dataset-edit-text textarea", "solo")  # remove-tag (the default) over the filter
+    browser.find_element(By.ID, "dataset-preview").click()
+    wait.until(lambda d: value_of(d, "dataset-preview-summary") == "remove the tag 'solo': 3 of 3 caption files change")
+    before = snapshot(folder)
+    browser.find_element(By.ID, "dataset-apply").click()
+    wait.until(lambda d: status_of(d).startswith("wrote 3 caption files"))
+    after = snapshot(folder)
+    assert {n for n in after if after[n] != before[n]} == {"a.txt", "b.txt", "g.txt"}
+    assert all(b"solo" not in after[n] for n in ("a.txt", "b.txt", "g.txt"))
+
+    browser.find_element(By.ID, "dataset-undo").click()  # the batch edit, then the single one
+    wait.until(lambda d: status_of(d).startswith("undid: remove the tag 'solo'"))
+    assert snapshot(folder) == before
+    browser.find_element(By.ID, "dataset-undo").click()
+    wait.until(lambda d: status_of(d) == "undid: edit a.png")
+    assert snapshot(folder) == original
+
+
+@needs_browser
+def test_in_the_browser_clicking_a_tag_filters_the_gallery(site, browser):
+    from selenium.webdriver.common.by import By
+    folder = make_folder(site["allowed"] / "click-set")
+    wait = open_tab(browser, site["url"], "Dataset")
+    type_into(browser, "#dataset-folder textarea", str(folder))
+    browser.find_element(By.ID, "dataset-open").click()
+    wait.until(lambda d: len(gallery_cards(d)) == 7)
+    wait.until(lambda d: tag_rows(d) or None)
+    cell = next(c for c in browser.find_elements(By.CSS_SELECTOR, "#dataset-tags .virtual-row [data-col='0']")
+                if c.text == "hat")
+    cell.click()
+    wait.until(lambda d: len(gallery_cards(d)) == 2)
+    assert value_of(browser, "dataset-tag") == "hat"
+
+
+@needs_browser
+def test_in_the_browser_the_prompt_tab_shows_the_uploaded_image(site, browser):
+    from selenium.webdriver.common.by import By
+    wait = open_tab(browser, site["url"], "Prompt")
+    upload(browser, "prompt-image", IMAGES[2])
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-preview img"))
+
+
+def test_the_folder_tab_reports_images_done_of_all_and_the_rate(site, tmp_path):
+    from interrogator.app.ui import Handlers
+    handlers = Handlers(site["service"])
+    reports = []
+
+    def progress(fraction, desc):
+        reports.append((round(fraction, 4), desc))
+    handlers.folder(str(site["allowed"] / "images"), str(site["allowed"] / "rate" / "r.csv"), ["kaggle"], progress)
+    assert [r[0] for r in reports] == [round(4 / 7, 4), 1.0]
+    assert reports[0][1] == "4 of 7 images"
+    assert re.fullmatch(r"7 of 7 images, \d+\.\d images/s", reports[1][1]), reports[1][1]
