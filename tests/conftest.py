@@ -17,6 +17,8 @@ SAMPLE = SAMPLES
 
 # whole-file hashes are remembered in a cache folder of the test session's own (identity.content_hash)
 os.environ.setdefault("INTERROGATOR_CACHE", tempfile.mkdtemp(prefix="interrogator-cache-"))
+# and the workspace's journal and thumbnails, where a test gives no --work (never the user's ~/.cache)
+os.environ.setdefault("INTERROGATOR_WORKSPACE", tempfile.mkdtemp(prefix="interrogator-workspace-"))
 
 needs_shared = pytest.mark.skipif(not (SAMPLE / "prompts.csv").is_file(), reason="samples/prompts.csv is absent")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Iterable, Tuple
 
 from ..core.errors import InterrogatorError
 
@@ -32,3 +32,14 @@ class Roots:
             allowed = ", ".join(str(r) for r in self.folders) or "none (start the app with --allow)"
             raise PathRefused(f"{what}: {path} is outside the allowed folders ({allowed})")
         return resolved
+
+    def check_all(self, paths: Iterable[Path], what: str) -> None:
+        """``check`` of many files, each folder resolved once: a file that is itself a link is resolved whole."""
+        folders: Dict[Path, bool] = {}
+        for path in paths:
+            path = Path(path)
+            if os.path.islink(path):
+                self.check(str(path), what)
+            elif path.parent not in folders:
+                folders[path.parent] = True
+                self.check(str(path), what)

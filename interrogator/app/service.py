@@ -200,14 +200,16 @@ class Service:
         caption files must lie inside the roots too (a txt_dir or a link outside them is refused)."""
         real = str(self.roots.check(folder, "folder"))
         space = self.spaces.get(real)
+        if space is not None and not reload:
+            return space
         if space is None:
             space = Workspace(replace(self.config, data_path=real), self.work)
-            self.spaces[real] = space
-        elif reload:
+        else:
             space.reload()
-        for entry in space.entries:  # a link inside the folder may point outside the allowed ones: never read it
-            self.roots.check(str(entry.image), "folder image")
-            self.roots.check(str(entry.caption_file), "caption file")
+        # a link inside the folder, or a txt_dir, may lead outside the allowed folders: never read or write there
+        self.roots.check_all([e.image for e in space.entries], "folder image")
+        self.roots.check_all([e.caption_file for e in space.entries], "caption file")
+        self.spaces[real] = space
         return space
 
     def caption_missing(self, folder: str, on_batch: Optional[Callable[[int, int], bool]] = None) -> str:

@@ -144,6 +144,30 @@ def page_class():
     return Page
 
 
+def prompt_tab(gr, h: Handlers, config) -> None:
+    """The Prompt tab's components and events (inside its ``gr.Tab``): the upload shown as the image."""
+    with gr.Row():
+        with gr.Column():
+            image = upload_box("prompt-image")
+            shown_image = gr.Image(label="the image", type="filepath", interactive=False, height=300,
+                                   elem_id="prompt-preview")
+        with gr.Column():
+            mode = gr.Dropdown(list(MODES), value=config.mode, label="mode", elem_id="prompt-mode")
+            negative = gr.Checkbox(label="negative prompt too", value=False, elem_id="prompt-negative")
+            run = gr.Button("Interrogate", variant="primary", elem_id="prompt-run")
+    prompt = gr.Textbox(label="prompt", buttons=["copy"], elem_id="prompt-out", interactive=False)
+    caption = gr.Textbox(label="caption", elem_id="prompt-caption", interactive=False)
+    negative_out = gr.Textbox(label="negative prompt", elem_id="prompt-negative-out", interactive=False)
+    shown = [prompt, caption, negative_out]
+    if config.tagger_path:  # the config's tagger and caption template, where it has them
+        shown.append(gr.Textbox(label="tags", buttons=["copy"], elem_id="prompt-tags", interactive=False))
+    if config.caption_template:
+        shown.append(gr.Textbox(label=f"text ({config.caption_template})", buttons=["copy"],
+                                elem_id="prompt-text", interactive=False))
+    run.click(one_line(h.prompt), [image, mode, negative], shown, api_name="prompt")
+    image.change(one_line(h.preview), image, shown_image, api_name=False)
+
+
 def build(service: Service):
     """The Gradio Blocks of the app."""
     import gradio as gr  # lazy: the [app] extra
@@ -152,26 +176,7 @@ def build(service: Service):
     with page_class()(title="interrogator") as page:
         gr.Markdown("# interrogator\nImage to prompt, label analysis, folders and search, on local models.")
         with gr.Tab("Prompt", id="prompt"):
-            with gr.Row():
-                with gr.Column():
-                    image = upload_box("prompt-image")
-                    shown_image = gr.Image(label="the image", type="filepath", interactive=False, height=300,
-                                           elem_id="prompt-preview")
-                with gr.Column():
-                    mode = gr.Dropdown(list(MODES), value=config.mode, label="mode", elem_id="prompt-mode")
-                    negative = gr.Checkbox(label="negative prompt too", value=False, elem_id="prompt-negative")
-                    run = gr.Button("Interrogate", variant="primary", elem_id="prompt-run")
-            prompt = gr.Textbox(label="prompt", buttons=["copy"], elem_id="prompt-out", interactive=False)
-            caption = gr.Textbox(label="caption", elem_id="prompt-caption", interactive=False)
-            negative_out = gr.Textbox(label="negative prompt", elem_id="prompt-negative-out", interactive=False)
-            shown = [prompt, caption, negative_out]
-            if config.tagger_path:  # the config's tagger and caption template, where it has them
-                shown.append(gr.Textbox(label="tags", buttons=["copy"], elem_id="prompt-tags", interactive=False))
-            if config.caption_template:
-                shown.append(gr.Textbox(label=f"text ({config.caption_template})", buttons=["copy"],
-                                        elem_id="prompt-text", interactive=False))
-            run.click(one_line(h.prompt), [image, mode, negative], shown, api_name="prompt")
-            image.change(one_line(h.preview), image, shown_image, api_name=False)
+            prompt_tab(gr, h, config)
         with gr.Tab("Analyze", id="analyze"):
             with gr.Row():
                 a_image = upload_box("analyze-image")

@@ -62,7 +62,7 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=port_number, default=7860, help="the port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--work", help="the Dataset tab's folder for its undo journal and thumbnails "
-                                  "(default: $XDG_CACHE_HOME/interrogator/workspace)")
+                                  "(default: $INTERROGATOR_WORKSPACE, else $XDG_CACHE_HOME/interrogator/workspace)")
     p.add_argument("--max-upload-mb", type=positive_int, default=20, help="the largest upload, in MiB (default 20)")
     add_common(p)
     add_config_flags(p)

@@ -84,7 +84,7 @@ def add_folder(p) -> None:
     p.add_argument("folder", help="the image folder")
     p.add_argument("--config", help="JSON config (its txt_extension, txt_dir, recursive, tag_separator)")
     p.add_argument("--work", help="the workspace's folder: the undo journal and thumbnails "
-                                  "(default: $XDG_CACHE_HOME/interrogator/workspace)")
+                                  "(default: $INTERROGATOR_WORKSPACE, else $XDG_CACHE_HOME/interrogator/workspace)")
     add_config_flags(p, skip=("data_path",), only=LAYOUT_KEYS)
 
 

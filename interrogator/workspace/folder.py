@@ -104,10 +104,14 @@ def read_folder(layout: Layout) -> List[Entry]:
 
 
 def changed(path: Path, ledgers: Dict[str, dict]) -> bool:
-    """A run wrote the file (its folder's ledger names it) and its size or time differs now."""
-    real = os.path.realpath(path)
-    folder = os.path.dirname(real)
+    """A run wrote the file (its folder's ledger names it) and its size or time differs now. Each folder is
+    resolved and its ledger read once (``ledgers``: its memo); a file that is a link is resolved whole."""
+    folder = str(path.parent)
     if folder not in ledgers:
-        ledgers[folder] = ledger_of(folder)
-    recorded = ledgers[folder].get(os.path.basename(real))
+        ledgers[folder] = ledger_of(os.path.realpath(folder))
+    if os.path.islink(path):
+        real = os.path.realpath(path)
+        recorded = ledger_of(os.path.dirname(real)).get(os.path.basename(real))
+    else:
+        real, recorded = str(path), ledgers[folder].get(path.name)
     return recorded is not None and recorded != stamp_of(real)

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -22,6 +23,14 @@ from ..core.atomic import write_bytes
 from ..core.errors import InterrogatorError
 from .edits import Change
 from .folder import read_data
+
+
+@dataclass(frozen=True)
+class Step:
+    """An undone or redone write: what it was, and the images whose caption files it touched."""
+
+    what: str
+    names: List[str]
 
 
 class Conflict(InterrogatorError):
@@ -82,9 +91,9 @@ class Journal:
     def load(self, number: int) -> dict:
         return json.loads(self.entry(number).read_text(encoding="utf-8"))
 
-    def changes(self, number: int) -> List[Change]:
+    def changes(self, number: int, body: Optional[dict] = None) -> List[Change]:
         return [Change(c["name"], Path(c["path"]), _bytes(c["old"]), _bytes(c["new"]))
-                for c in self.load(number)["changes"]]
+                for c in (body or self.load(number))["changes"]]
 
     def record(self, what: str, changes: Sequence[Change]) -> int:
         """Keep a write (before its files are written); the writes after the position are dropped."""
@@ -108,29 +117,31 @@ class Journal:
             put(c.path, c.new)
         return number
 
-    def undo(self) -> Optional[str]:
-        """Undo the last write in effect: what it was, or None where there is none."""
+    def undo(self) -> Optional[Step]:
+        """Undo the last write in effect: what it was and the images it touched, or None where there is none."""
         number = self.position
         if number == 0:
             return None
-        changes = self.changes(number)
+        body = self.load(number)
+        changes = self.changes(number, body)
         check_unchanged(changes)
         for c in changes:
             put(c.path, c.old)
         self.set_position(number - 1)
-        return self.load(number)["what"]
+        return Step(body["what"], [c.name for c in changes])
 
-    def redo(self) -> Optional[str]:
-        """Redo the write after the position: what it was, or None where there is none."""
+    def redo(self) -> Optional[Step]:
+        """Redo the write after the position: what it was and the images it touched, or None where there is none."""
         number = self.position + 1
         if not self.entry(number).exists():
             return None
-        changes = self.changes(number)
+        body = self.load(number)
+        changes = self.changes(number, body)
         check_unchanged(changes)
         for c in changes:
             put(c.path, c.new)
         self.set_position(number)
-        return self.load(number)["what"]
+        return Step(body["what"], [c.name for c in changes])
 
     def history(self) -> List[str]:
         """What each write was, oldest first, with ``(undone)`` after those past the position."""

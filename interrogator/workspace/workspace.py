@@ -29,7 +29,10 @@ PAGE = 100
 
 
 def default_work() -> Path:
-    """The work folder unless told: ``$XDG_CACHE_HOME/interrogator/workspace`` (``~/.cache/...``)."""
+    """The work folder unless told: ``$INTERROGATOR_WORKSPACE``, else ``$XDG_CACHE_HOME/interrogator/workspace``
+    (``~/.cache/interrogator/workspace``)."""
+    if os.environ.get("INTERROGATOR_WORKSPACE"):
+        return Path(os.environ["INTERROGATOR_WORKSPACE"])
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "interrogator" / "workspace"
 
@@ -165,10 +168,13 @@ class Workspace:
         return self.step(self.journal.redo)
 
     def step(self, move) -> Optional[str]:
+        """Undo or redo (``move``), then read the caption files it touched again; what it was, or None."""
         with self.lock:
             done = move()
-            self.reload()
-            return done
+            if done is None:
+                return None
+            self.refresh([n for n in done.names if n in self.index])
+            return done.what
 
     def export(self, kind: str, path: Optional[str] = None, kohya_field: str = "caption",
                replace: bool = False) -> Path:
