@@ -74,3 +74,13 @@ def test_head_benchmark_runs_and_reports(tmp_path):
     result = json.loads((tmp_path / "head-cpu.json").read_text())
     assert result["pairs"] == 400 and result["pairs_s[linear]"] > 0 and result["pairs_s[mlp 16]"] > 0
     assert 0 < result["val_score[linear]"] <= 1
+
+
+def test_workspace_benchmark_runs_and_reports(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "workspace.py"), "--images", "150", "--edit", "20", "--repeats", "1",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []  # the folder removed
+    result = json.loads((tmp_path / "workspace-cpu.json").read_text())
+    assert result["images"] == 150 and result["apply_20_files_s"] > 0 and result["app_first_page_s"] > 0

@@ -7,6 +7,7 @@ import shlex
 import shutil
 
 from conftest import REPO, needs_new_transformers
+from helpers import make_folder
 from interrogator.commands.cli import build_parser, main
 
 
@@ -41,7 +42,8 @@ def test_every_readme_command_parses_as_written():
 
 # what the README's commands name that stands for the reader's own things, and what it stands for here
 STAND_INS = {"C": "configs/demo_config.json", "photos/": "samples", "train/": "samples", "renders/": "samples",
-             "/shared/out/parquet": "shared/out/parquet"}  # a cluster's shared folder: one here, under the test's
+             "/shared/out/parquet": "shared/out/parquet",  # a cluster's shared folder: one here, under the test's
+             "my-set/": "my-set"}  # a captioned training set: a small one made here
 # the commands that cannot run here, by a word they hold, and why
 NOT_HERE = {"caption.json": "a config of real weights (Florence-2-large, a WD EVA02 tagger) and two GPUs",
             "app": "a server that runs until stopped (tests/app runs it)",
@@ -66,7 +68,9 @@ def test_every_readme_command_runs_on_the_demo_models(tmp_path, monkeypatch, dem
     (tmp_path / "pairs.csv").write_text("image,prompt\n" + "".join(
         f"{REPO / 'samples' / (line.split(',')[0] + '.png')},\"{line.split(',', 1)[1].strip(chr(34))}\"\n"
         for line in prompts))
+    make_folder(tmp_path / "my-set", sources=images)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTERROGATOR_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.setenv("INTERROGATOR_DEMO_DIR", str(demo_models.blip_path.parent))  # the prompt's demo, built
     monkeypatch.delenv("INTERROGATOR_CONFIG", raising=False)
     ran = []
@@ -79,12 +83,14 @@ def test_every_readme_command_runs_on_the_demo_models(tmp_path, monkeypatch, dem
         out = capsys.readouterr().out
         if argv[0] == "prompt":
             assert out.strip() and "\n" not in out.strip()
-    assert ran == ["prompt", "make-demo-models", "submit", "index", "make-demo-models", "draw", "index", "search",
+    assert ran == ["prompt", "make-demo-models", "submit", "index", "captions-stats", "captions-edit", "captions-edit",
+                   "captions-undo", "captions-export", "captions-export", "submit", "make-demo-models", "draw", "index",
+                   "search",
                    "search", "classify", "similarity", "rerank", "finetune-clip", "features", "train-head", "build-bank",
                    "submit", "submit", "submit"]
     assert len(list((tmp_path / "demo_models" / "runs" / "tagger" / "txt").glob("*.txt"))) == 7
     assert (tmp_path / "shared" / "out" / "parquet").is_dir()
     for made in ("index.safetensors", "drawings/000-a-lighthouse-at-dusk.png", "hits.png", "hits.csv", "classes.csv",
                  "keep.txt", "sim.csv", "sim.png", "ft/clip.safetensors", "head/head.json", "bank/bank.safetensors",
-                 "submission.csv"):
+                 "submission.csv", "my-set/metadata.jsonl", "meta_cap.json", "my-set/f.txt"):
         assert (tmp_path / made).is_file(), made
