@@ -74,20 +74,33 @@ class DatasetHandlers:
         separator = self.service.workspace(folder).separator
         return f"{text.rstrip()}{separator}{tag}" if (text or "").strip() else tag
 
+    def add_to_selection(self, name: str, selection: str) -> str:
+        if not name:
+            raise InputRefused("choose an image in the gallery first")
+        names = selected(selection)
+        return "\n".join(names if name in names else names + [name])
+
     def save(self, folder: str, name: str, text: str, version: str):
         if not name:
             raise InputRefused("choose an image in the gallery first")
         entry = self.service.workspace(folder).save(name, text, version)
         return f"saved {name}", entry.version
 
-    def preview(self, folder: str, kind: str, text: str, new: str, at: str, scope: str, name: str, *filters):
-        """The edit's preview (how many files change, and a sample before and after) and the plan to apply."""
+    def preview(self, folder: str, kind: str, text: str, new: str, at: str, scope: str, name: str, selection: str,
+                *filters):
+        """The edit's preview (how many files change, and a sample before and after) and the plan to apply, over
+        the current filter, the selection (its names, one a line) or the chosen image."""
         space = self.service.workspace(folder)
         edit = Edit(kind, text or "", new or "", at or "start").check()
         if scope == "the chosen image":
             if not name:
                 raise InputRefused("choose an image in the gallery first")
             plan = space.preview(edit, names=[name])
+        elif scope == "the selection":
+            names = selected(selection)
+            if not names:
+                raise InputRefused("the selection is empty: choose images and press Add to selection")
+            plan = space.preview(edit, names=names)
         else:
             plan = space.preview(edit, query=self.query(*filters))
         sample = pd.DataFrame(plan.sample(10), columns=["image", "before", "after"])
@@ -127,6 +140,11 @@ class DatasetHandlers:
         return f"{kind}: wrote {written} ({len(space.entries)} images)"
 
 
+def selected(selection: Optional[str]) -> List[str]:
+    """The names of a selection box: one a line, blank lines left out."""
+    return [line.strip() for line in (selection or "").splitlines() if line.strip()]
+
+
 def filter_row(gr):
     """The filter and order inputs, in DatasetHandlers.query's order."""
     with gr.Row():
@@ -151,8 +169,10 @@ def editor_column(gr):
         tokens = gr.Markdown(elem_id="dataset-tokens")
         complete = gr.Dropdown([], label="add a tag (the folder's most frequent first, then the tagger's)",
                                allow_custom_value=True, filterable=True, elem_id="dataset-complete")
-        save = gr.Button("Save caption", variant="primary", elem_id="dataset-save")
-    return image, name, caption, tokens, complete, save
+        with gr.Row():
+            save = gr.Button("Save caption", variant="primary", elem_id="dataset-save")
+            add = gr.Button("Add to selection", elem_id="dataset-select")
+    return image, name, caption, tokens, complete, save, add
 
 
 def edit_panel(gr):
@@ -163,8 +183,10 @@ def edit_panel(gr):
             text = gr.Textbox(label="tag or text", elem_id="dataset-edit-text")
             new = gr.Textbox(label="new tag or text (replace)", elem_id="dataset-edit-new")
             at = gr.Radio(["start", "end"], value="start", label="add at", elem_id="dataset-edit-at")
-            scope = gr.Radio(["the current filter", "the chosen image"], value="the current filter",
+            scope = gr.Radio(["the current filter", "the selection", "the chosen image"], value="the current filter",
                              label="over", elem_id="dataset-edit-scope")
+        selection = gr.Textbox(label="the selection (one image a line; Add to selection puts the chosen one here)",
+                               lines=2, elem_id="dataset-selection")
         with gr.Row():
             preview = gr.Button("Preview", elem_id="dataset-preview")
             apply = gr.Button("Apply", variant="primary", elem_id="dataset-apply")
@@ -172,7 +194,7 @@ def edit_panel(gr):
             redo = gr.Button("Redo", elem_id="dataset-redo")
         summary = gr.Textbox(label="preview", interactive=False, elem_id="dataset-preview-summary")
         sample = gr.Dataframe(headers=["image", "before", "after"], interactive=False, elem_id="dataset-preview-sample")
-    return [kind, text, new, at, scope], preview, apply, undo, redo, summary, sample
+    return [kind, text, new, at, scope], selection, preview, apply, undo, redo, summary, sample
 
 
 def stats_panel(gr):
@@ -217,8 +239,8 @@ def build_tab(gr, service: Service, one_line) -> DatasetHandlers:
     with gr.Row():
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="images", columns=5, height=640, allow_preview=False, elem_id="dataset-gallery")
-        image, name, caption, tokens, complete, save = editor_column(gr)
-    edit_inputs, preview, apply, undo, redo, summary, sample = edit_panel(gr)
+        image, name, caption, tokens, complete, save, add = editor_column(gr)
+    edit_inputs, selection, preview, apply, undo, redo, summary, sample = edit_panel(gr)
     counts, table, chart = stats_panel(gr)
     missing, stop, export_inputs, export = tools_panel(gr)
 
@@ -236,7 +258,8 @@ def build_tab(gr, service: Service, one_line) -> DatasetHandlers:
     complete.select(one_line(h.complete), [folder, caption, complete], caption, api_name=False)
     save.click(one_line(h.save), [folder, name, caption, version], [status, version], api_name="dataset_save").then(
         **refresh, api_name=False)
-    preview.click(one_line(h.preview), [folder] + edit_inputs + [name] + filters, [summary, sample, plan],
+    add.click(one_line(h.add_to_selection), [name, selection], selection, api_name=False)
+    preview.click(one_line(h.preview), [folder] + edit_inputs + [name, selection] + filters, [summary, sample, plan],
                   api_name="dataset_preview")
     stats_in = dict(fn=one_line(h.stats), inputs=[folder] + filters, outputs=stats_out, api_name=False)
     for button, fn, api in ((apply, one_line(h.apply), "dataset_apply"), (undo, one_line(h.undo), "dataset_undo"),

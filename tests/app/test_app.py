@@ -427,6 +427,13 @@ def test_dataset_api_a_change_on_disk_between_show_and_save_is_not_written(site,
     message = refused(client, str(folder), "a.png", "mine", version, api_name="/dataset_save")
     assert message.startswith("a.png: its caption file was changed on disk since it was shown; nothing was written")
     assert (folder / "a.txt").read_bytes() == b"changed in an editor\n"
+    summary, sample = client.predict(str(folder), "add", "sks", "", "start", "the selection", "", "b.png\n\ng.jpg\n",
+                                     *FILTERS, api_name="/dataset_preview")
+    assert summary == "add 'sks' at the start: 2 of 2 caption files change"
+    assert [row[0] for row in sample["data"]] == ["b.png", "g.jpg"]
+    message = refused(client, str(folder), "add", "sks", "", "start", "the selection", "", "zzz.png", *FILTERS,
+                      api_name="/dataset_preview")
+    assert message == f"zzz.png: no such image in {folder}"
     message = refused(client, str(site["root"]), *FILTERS, api_name="/dataset_open")
     assert message.startswith(f"folder: {site['root']} is outside the allowed folders")
 
@@ -436,7 +443,7 @@ def test_dataset_api_undo_holds_after_a_restart(site, client):
     folder = make_folder(site["allowed"] / "restart-set")
     original = snapshot(folder)
     client.predict(str(folder), *FILTERS, api_name="/dataset_open")
-    summary, _ = client.predict(str(folder), "add", "sks", "", "end", "the current filter", "", *FILTERS,
+    summary, _ = client.predict(str(folder), "add", "sks", "", "end", "the current filter", "", "", *FILTERS,
                                    api_name="/dataset_preview")
     assert summary == "add 'sks' at the end: 6 of 6 caption files change"  # e.png's empty caption becomes 'sks'
     client.predict(str(folder), api_name="/dataset_apply")
@@ -550,6 +557,12 @@ def test_in_the_browser_clicking_a_tag_filters_the_gallery(site, browser):
     cell.click()
     wait.until(lambda d: len(gallery_cards(d)) == 2)
     assert value_of(browser, "dataset-tag") == "hat"
+    for index, name in enumerate(("b.png", "g.jpg")):  # both into the selection
+        gallery_cards(browser)[index].click()
+        wait.until(lambda d: value_of(d, "dataset-name") == name)
+        browser.find_element(By.ID, "dataset-select").click()
+        wait.until(lambda d: value_of(d, "dataset-selection").endswith(name))
+    assert value_of(browser, "dataset-selection") == "b.png\ng.jpg"
 
 
 @needs_browser
