@@ -119,28 +119,21 @@ class Journal:
 
     def undo(self) -> Optional[Step]:
         """Undo the last write in effect: what it was and the images it touched, or None where there is none."""
-        number = self.position
-        if number == 0:
-            return None
-        body = self.load(number)
-        changes = self.changes(number, body)
-        check_unchanged(changes)
-        for c in changes:
-            put(c.path, c.old)
-        self.set_position(number - 1)
-        return Step(body["what"], [c.name for c in changes])
+        return self.move(self.position, forward=False) if self.position > 0 else None
 
     def redo(self) -> Optional[Step]:
         """Redo the write after the position: what it was and the images it touched, or None where there is none."""
         number = self.position + 1
-        if not self.entry(number).exists():
-            return None
+        return self.move(number, forward=True) if self.entry(number).exists() else None
+
+    def move(self, number: int, forward: bool) -> Step:
+        """Write entry ``number``'s new bytes (``forward``) or its old ones, once every file is checked."""
         body = self.load(number)
         changes = self.changes(number, body)
         check_unchanged(changes)
         for c in changes:
-            put(c.path, c.new)
-        self.set_position(number)
+            put(c.path, c.new if forward else c.old)
+        self.set_position(number if forward else number - 1)
         return Step(body["what"], [c.name for c in changes])
 
     def history(self) -> List[str]:
