@@ -52,8 +52,9 @@ def chosen_edit(args):
 
 
 def cmd_edit(args) -> int:
+    edit, chosen = chosen_edit(args), query(args)  # checked before the folder is read
     space = workspace(args)
-    plan = space.preview(chosen_edit(args), query=query(args))
+    plan = space.preview(edit, query=chosen)
     print(plan.summary())
     for name, before, after in plan.sample(args.sample):
         print(f"  {name}\n    before: {before}\n    after:  {after}")

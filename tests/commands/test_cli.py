@@ -134,7 +134,7 @@ def test_the_top_level_help_lists_every_command_by_group_with_one_line(capsys):
     assert "python -m interrogator prompt photo.jpg --mode best" in text and "cli.py" not in text
     names = sorted(build_parser().commands.parsers)
     listed = [n for n in re.findall(r"^  ([a-z][a-z-]*) +\S", text, flags=re.M) if n != "python"]
-    assert sorted(listed) == names and len(names) == 21
+    assert sorted(listed) == names and len(names) == 26
     titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert [g.TITLE for g in GROUPS] == [t for t in titles if t in {g.TITLE for g in GROUPS}]
 
@@ -158,7 +158,7 @@ print(sorted(m for m in ("torch", "transformers", "open_clip", "sentence_transfo
 def test_help_and_a_parse_error_import_no_torch():
     """Every command's --help and a parse error answer without importing torch or any model library."""
     codes, heavy = run_cli("-c", HELP_IMPORTS).stdout.splitlines()
-    assert codes == str([0] * 22 + [2, 2, 2]) and heavy == "[]"
+    assert codes == str([0] * 27 + [2, 2, 2]) and heavy == "[]"
 
 
 def test_every_command_has_a_description_and_an_example_that_parses():

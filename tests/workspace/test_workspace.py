@@ -209,3 +209,39 @@ def test_the_csv_export_and_the_paths_an_export_refuses(space, folder, tmp_path)
     with pytest.raises(Exception, match=r"exists and was not written by this tool"):
         space.export("csv", str(tmp_path / "mine.csv"))
     assert snapshot(folder) == before and (tmp_path / "mine.csv").read_text() == "the user's\n"
+
+
+def test_a_recursive_folder_with_a_txt_dir_keeps_its_sub_folders(tmp_path):
+    folder = tmp_path / "set"
+    make_folder(folder / "cats", {"a.png": None, "b.png": None})
+    make_folder(folder / "dogs", {"a.png": None})
+    (tmp_path / "captions" / "cats").mkdir(parents=True)
+    (tmp_path / "captions" / "cats" / "a.caption").write_text("tabby, sitting\n")
+    config = load_config(data_path=str(folder), recursive=True, txt_dir=str(tmp_path / "captions"),
+                         txt_extension=".caption")
+    space = Workspace(config, tmp_path / "work")
+    assert [(e.name, e.text) for e in space.entries] == [("cats/a.png", "tabby, sitting"), ("cats/b.png", None),
+                                                         ("dogs/a.png", None)]
+    space.save("dogs/a.png", "a dog", space.entry("dogs/a.png").version)
+    assert (tmp_path / "captions" / "dogs" / "a.caption").read_text() == "a dog\n"
+    assert sorted(p.name for p in (folder / "dogs").iterdir()) == ["a.png"]  # nothing beside the images
+    kohya = json.loads(space.export("kohya", str(tmp_path / "k.json")).read_text())
+    assert kohya == {str(folder / "cats" / "a.png"): {"caption": "tabby, sitting"},
+                     str(folder / "dogs" / "a.png"): {"caption": "a dog"}}  # full paths, as kohya's --full_path
+
+
+def test_the_app_refuses_caption_files_outside_the_allowed_folders(tmp_path):
+    from interrogator.app.paths import PathRefused, Roots
+    from interrogator.app.service import Service
+    folder = make_folder(tmp_path / "allowed" / "set")
+    config = load_config(data_path=str(folder), txt_dir=str(tmp_path / "elsewhere"))
+    service = Service(config, Roots.of(tmp_path / "allowed"), work=str(tmp_path / "work"))
+    with pytest.raises(PathRefused, match=rf"^caption file: {tmp_path / 'elsewhere'}/a\.txt is outside the allowed "):
+        service.workspace(str(folder))
+    link = tmp_path / "allowed" / "linked"
+    link.mkdir()
+    (link / "x.png").symlink_to(folder.parent.parent / "allowed" / "set" / "a.png")
+    outside = make_folder(tmp_path / "outside", {"o.png": "secret"})
+    (link / "y.png").symlink_to(outside / "o.png")
+    with pytest.raises(PathRefused, match=rf"^folder image: {link / 'y.png'} is outside the allowed "):
+        service.workspace(str(link))
