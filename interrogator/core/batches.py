@@ -12,7 +12,7 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Uni
 import torch
 from PIL import Image
 
-from .images import ImageFile, decode_image, read_image
+from .images import ImageFile, decode_image
 
 MIN_PART = 8  # fewest images a loader worker decodes in one go
 
@@ -93,10 +93,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._blanks
 
     def __getitem__(self, index: int) -> DecodedImage:
-        path, digest = self.files[index].path, ""
+        file, digest = self.files[index], ""
         try:
-            data, digest = read_image(path)
-            image = decode_image(data, path.name)
+            data, digest = file.read()
+            image = decode_image(data, file.shown)
             cap, clip, tag = (self._apply(t, image) for t in self.transforms)
             return DecodedImage(index, cap, clip, "", digest, tag)
         except ValueError as exc:

@@ -60,6 +60,8 @@ class Config:
     clip_path: Optional[str] = None
     embedding_path: Optional[str] = None
     data_path: Optional[str] = None
+    image_column: str = "jpg"
+    key_column: str = "key"
     blip_model: str = "blip2-opt-2.7b"
     clip_model: str = "ViT-L-14"
     embedding_model: str = "all-MiniLM-L6-v2"
@@ -288,6 +290,8 @@ KEY_HELP = {  # each config key's help line (its flag's too: commands/flags.py)
     'overwrite': 'replace existing caption files (the same as existing_txt: "overwrite")',
     'replace_outputs': 'replace output files this tool did not write (one it wrote, unchanged, is replaced anyway); --replace-outputs',
     'recursive': "search data_path's sub-folders (ids become relative paths)",
+    'image_column': "a Parquet data_path's column of image bytes (img2dataset's: jpg)",
+    'key_column': "a Parquet data_path's column of sample keys (img2dataset's: key)",
     'negative_prompt': 'also run the negative chain and write negative_prompt in the csv, jsonl and parquet outputs',
     'min_flavors': "the chain's least steps (best, negative)",
     'intermediate_count': "the chain's candidate flavors (best, negative)",
@@ -342,7 +346,7 @@ OutputSettings = _settings("OutputSettings", "What a run writes, where, and what
 BlendSettings = _settings("BlendSettings", "The learned head and bank and the weights that blend them with the "
                           "prompt's embedding.", "head_path bank_path blend bank_k bank_temperature bank_backend")
 RunSettings = _settings("RunSettings", "The images, the device and how the work is batched and loaded.",
-                        "data_path recursive batch_size caption_batch_size clip_batch_size embed_batch_size device "
+                        "data_path image_column key_column recursive batch_size caption_batch_size clip_batch_size embed_batch_size device "
                         "dtype num_workers low_memory demo vqgan_path")
 SECTIONS = {"captioning": CaptionerSettings, "tagging": TaggerSettings, "ranking": ClipSettings,
             "embedding": EmbedSettings, "writing": OutputSettings, "blending": BlendSettings, "running": RunSettings}

@@ -58,6 +58,8 @@ NEUTRAL_KEYS = {
     "embedding_dir": "replaced by the imported sentence-transformers version",
     "low_memory": "the same stages in another schedule",
     "data_path": "images are identified by their contents",
+    "image_column": "images are identified by their contents",
+    "key_column": "which column names the samples, whose contents identify them",
     "dicts": "replaced by the label lists' contents",
     "blip_path": "replaced by the checkpoint's identity",
     "clip_path": "replaced by the checkpoint's identity",
@@ -248,19 +250,20 @@ def unchanged(saved: Dict[str, str], files) -> set:
     resume rule, for the work folder's batch records, Ray's Parquet batch files and the feature store.
     A file that cannot be read (digest "") never counts as unchanged: it is tried again."""
     candidates = [f for f in files if f.image_id in saved]
-    current = hash_files([f.path for f in candidates])
+    current = hash_files(candidates)
     return {f.image_id for f, d in zip(candidates, current) if d and d == saved[f.image_id]}
 
 
-def hash_files(paths: List[Path], threads: int = 8) -> List[str]:
-    """file_digest of each path ('' where it cannot be read), in threads (hashing releases the GIL)."""
+def hash_files(files: list, threads: int = 8) -> List[str]:
+    """The digest of each image's bytes (images.ImageFile.read: a file, or a sample in a shard; '' where they
+    cannot be read), in threads (hashing releases the GIL)."""
 
-    def one(p: Path) -> str:
+    def one(file) -> str:
         try:
-            return file_digest(p)
-        except OSError:
+            return file.read()[1]
+        except ValueError:
             return ""
-    if len(paths) < 16:
-        return [one(p) for p in paths]
+    if len(files) < 16:
+        return [one(f) for f in files]
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, paths))
+        return list(pool.map(one, files))

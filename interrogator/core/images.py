@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from .config import IMAGE_EXTENSIONS
 from .errors import ConfigError
-from .identity import content_digest
+from .samples import Member, read_sample
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,21 @@ LINE_BREAKS = ("\u2028", "\u2029")  # line separators that are not control chara
 
 @dataclass(frozen=True)
 class ImageFile:
-    """One input image: its id (the file stem) and path."""
+    """One input image: its id (the file stem, or a shard sample's key) and path; ``member``: where in that file
+    (a tar shard or a Parquet file) the image's bytes are (samples.py), None for a loose file."""
 
     image_id: str
     path: Path
+    member: Optional[Member] = None
+
+    @property
+    def shown(self) -> str:
+        """How messages name it: the file's name, or ``shard.tar:key``."""
+        return self.path.name if self.member is None else f"{self.path.name}:{self.image_id}"
+
+    def read(self) -> Tuple[bytes, str]:
+        """The image's bytes and their content digest; ValueError with the reason."""
+        return read_sample(self.path, self.member)
 
 
 @dataclass
@@ -186,11 +197,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def read_image(path: Path) -> Tuple[bytes, str]:
     """A file's bytes and their content digest; raises ValueError with the reason."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read: {exc.strerror or exc}") from exc
-    return data, content_digest(data)
+    return read_sample(path, None)
 
 
 def decode_image(data: bytes, name: str = "image", max_side: int = MAX_SIDE) -> Image.Image:

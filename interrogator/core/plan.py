@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .atomic import TEMP_EXTRA, name_max
 from .config import Config, RunSettings
 from .errors import ConfigError
-from .images import FolderScan, ImageFile, scan_folder, scan_tree
+from .images import FolderScan, ImageFile, check_name, scan_folder, scan_tree
+from .samples import expand_shards, input_kind, list_samples, parquet_samples, tar_samples
 from .workdir import work_root
 
 Range = Tuple[int, int, int]  # lo, hi, total: images lo..hi-1 of a folder of total images
@@ -63,14 +64,41 @@ class Plan:
 
 
 def scan_images(running: RunSettings) -> FolderScan:
-    """The images of data_path: ids are file stems, or with ``recursive`` relative paths below it."""
-    return scan_tree(running.data_path) if running.recursive else scan_folder(running.data_path)
+    """The images of data_path: ids are file stems, or with ``recursive`` relative paths below it; the samples of
+    shards, Parquet files or a file list (samples.py), ids their keys or paths, in the shards' order."""
+    kind = input_kind(running.data_path)
+    if kind == "folder":
+        return scan_tree(running.data_path) if running.recursive else scan_folder(running.data_path)
+    if kind == "list":
+        path = Path(running.data_path)
+        if not path.is_file():
+            raise ConfigError(f"config key 'data_path': the file list {path} does not exist")
+        files = [ImageFile(i, p) for i, p in list_samples(path)]
+    else:
+        files = [ImageFile(key, shard, member) for shard in expand_shards(running.data_path)
+                 for key, member in (tar_samples(shard) if kind == "tar"
+                                     else parquet_samples(shard, running.image_column, running.key_column))]
+    return FolderScan(unique_samples(files, running.data_path))
+
+
+def unique_samples(files: List[ImageFile], data_path: str) -> List[ImageFile]:
+    """The samples, each id a valid CSV id and no two alike (one line naming both where two are)."""
+    if not files:
+        raise ConfigError(f"config key 'data_path': no samples in {data_path}")
+    seen: Dict[str, ImageFile] = {}
+    for file in files:
+        check_name(file.image_id, file.path)
+        other = seen.setdefault(file.image_id, file)
+        if other is not file:
+            raise ConfigError(f"config key 'data_path': two samples share the key {file.image_id!r}: "
+                              f"{other.shown} and {file.shown}")
+    return files
 
 
 def relative_path(running: RunSettings, file: ImageFile) -> str:
     """An image's path relative to data_path: ``images/a.png`` in the competition's layout (scan_folder), the
-    name in a plain folder, the id with ``recursive``."""
-    if running.recursive:
+    name in a plain folder, the id with ``recursive``, a shard sample's key or a file list's path as written."""
+    if running.recursive or file.member is not None or input_kind(running.data_path) == "list":
         return file.image_id
     try:
         return file.path.relative_to(running.data_path).as_posix()

@@ -43,6 +43,7 @@ from ..core.config import Config, OutputSettings, replace
 from ..core.console import bars_enabled, quiet_libraries
 from ..core.errors import InterrogatorError
 from ..core.images import ImageFile
+from ..core.samples import member_of, member_text
 from ..core.batches import Transforms, image_batches
 from ..core.oom import StageBatcher
 from ..core.plan import check_folder
@@ -206,8 +207,8 @@ def decode_rows(rows: Dict[str, np.ndarray], transforms: Transforms) -> dict:
     """CPU stage: each row's images read, hashed, decoded and preprocessed (core.batches.image_batches) into
     one pickled ImageBatch."""
     payloads = []
-    for ids, paths, relative in zip(rows["ids"], rows["paths"], rows["relative"]):
-        files = [ImageFile(str(i), Path(str(p))) for i, p in zip(ids, paths)]
+    for ids, paths, members, relative in zip(rows["ids"], rows["paths"], rows["members"], rows["relative"]):
+        files = [ImageFile(str(i), Path(str(p)), member_of(str(m))) for i, p, m in zip(ids, paths, members)]
         batch = next(image_batches(files, [list(range(len(files)))], transforms))
         payloads.append(pickle.dumps((files, [str(r) for r in relative], batch)))
     return {"batch": np.asarray(rows["batch"]), "payload": np.array(payloads, dtype=object)}
@@ -356,6 +357,7 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
     actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
     items = [{"batch": b, "ids": [plan.files[i].image_id for i in plan.batches[b]],
               "paths": [os.path.abspath(plan.files[i].path) for i in plan.batches[b]],  # workers run elsewhere
+              "members": [member_text(plan.files[i].member) for i in plan.batches[b]],  # a shard's samples
               "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,

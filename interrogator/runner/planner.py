@@ -16,6 +16,7 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.identity import digest, library_versions, run_identity
 from ..core.images import ImageFile
+from ..core.samples import input_kind
 from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_path, scan_images, txt_base,
                          txt_file, txt_paths)
 from ..core.owned import check_write, config_inputs
@@ -40,13 +41,17 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     else:
         weights = check(config, needs_of(config))
     labels = mode_label_files(config.ranking)
+    stored = input_kind(config.data_path) != "folder"  # shards, Parquet or a file list: ids are keys or paths
+    if stored and "txt" in config.formats and not config.txt_dir:
+        raise ConfigError(f"config key 'formats': txt writes a caption file beside each image, and data_path "
+                          f"{config.data_path} holds no loose images; give txt_dir, or write csv, jsonl or parquet")
     scan = scan_images(config.running)
     batch_size = config.stage_batch_size("caption")
     todo, captioned = without_captioned(config, scan.files, shard)
     lo, hi = select_range(len(todo), batch_size, shard, images)
     files = tuple(todo[lo:hi])
     relative = tuple(relative_path(config.running, f) for f in files)
-    kaggle = tuple(kaggle_ids(relative, config.recursive, "kaggle" in config.formats))
+    kaggle = tuple(kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats))
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
     outputs = plan_outputs(config, relative) if write else None
@@ -80,7 +85,7 @@ def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
     """Every id must come back unchanged from the written CSV; else an error naming the file."""
     bad = first_id_lost_in_csv(list(ids))
     if bad is not None:
-        name = next(f.path.name for f, i in zip(files, ids) if i == bad)
+        name = next(f.shown for f, i in zip(files, ids) if i == bad)
         raise ConfigError(f"config key 'data_path': the file name {name!r} does not come back unchanged "
                           f"from the submission CSV; rename it")
 

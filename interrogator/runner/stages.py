@@ -36,7 +36,7 @@ def new_record(files: Sequence[ImageFile], members: Sequence[int], batch: ImageB
     record = BatchRecord([files[i].image_id for i in members], list(batch.digests), {})
     for pos, error in enumerate(batch.errors):
         if error:
-            log.warning("%s: %s; using the fallback prompt", files[members[pos]].path.name, error)
+            log.warning("%s: %s; using the fallback prompt", files[members[pos]].shown, error)
             record.failed[record.ids[pos]] = error
     return record
 

@@ -1,0 +1,181 @@
+"""data_path as WebDataset shards, Parquet files with image bytes, or a file list: the same answers per key as a
+folder of the same images, every engine reading the samples in place; one-line errors before any model loads."""
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLES
+from interrogator.commands.cli import main
+from interrogator.core.config import load_config, replace
+from interrogator.runner.pipeline import run
+
+IMAGES = sorted(SAMPLES.glob("*.png"))
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def samples(count: int = 10):
+    """(key, image bytes) of ``count`` samples: the 7 pictures in turn, keys with leading zeros (img2dataset's)."""
+    return [(f"{i:09d}", IMAGES[i % len(IMAGES)].read_bytes()) for i in range(count)]
+
+
+def write_shards(folder: Path, items, per_shard: int = 4, extra=()) -> list:
+    """img2dataset's layout: ``00000.tar`` ... with ``key.jpg`` (here PNG bytes, as with re-encoding off),
+    ``key.txt`` and ``key.json`` per sample; ``extra``: (key, name, bytes) members appended to the last shard."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for n, start in enumerate(range(0, len(items), per_shard)):
+        path = folder / f"{n:05d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for key, data in items[start:start + per_shard]:
+                add(tar, f"{key}.jpg", data)
+                add(tar, f"{key}.txt", f"alt text {key}".encode())
+                add(tar, f"{key}.json", json.dumps({"key": key, "status": "success"}).encode())
+            if start + per_shard >= len(items):
+                for key, name, data in extra:
+                    add(tar, name, data)
+        shards.append(path)
+    return shards
+
+
+def folder_of(folder: Path, items) -> Path:
+    folder.mkdir(parents=True)
+    for key, data in items:
+        (folder / f"{key}.png").write_bytes(data)
+    return folder
+
+
+def rows(path: Path) -> dict:
+    import pandas as pd
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    return {r["image_id"]: (r["caption"], r["prompt"]) for r in table.to_dict("records")}
+
+
+@pytest.fixture
+def config(write_config, tmp_path):
+    return load_config(write_config(formats=["csv"], mode="fast"))
+
+
+def run_on(config, data_path, out: Path) -> dict:
+    run(replace(config, data_path=str(data_path), output=str(out / "s.csv")), progress=False)
+    return rows(out / "s.prompts.csv")
+
+
+def test_shards_a_brace_pattern_parquet_and_a_list_give_a_folders_answers_per_key(config, tmp_path):
+    items = samples(10)
+    expected = run_on(config, folder_of(tmp_path / "folder", items), tmp_path / "o-folder")
+    write_shards(tmp_path / "shards", items)
+    got = run_on(config, tmp_path / "shards" / "{00000..00002}.tar", tmp_path / "o-shards")
+    assert got == expected and list(got)[0] == "000000000"  # keys stay strings with their zeros
+    assert run_on(config, f"{tmp_path}/shards/00000.tar::{tmp_path}/shards/00001.tar::{tmp_path}/shards/00002.tar",
+                  tmp_path / "o-list-of-shards") == expected
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"key": [k for k, _ in items], "jpg": [d for _, d in items]}), tmp_path / "s.parquet",
+                   row_group_size=3)
+    assert run_on(config, tmp_path / "s.parquet", tmp_path / "o-parquet") == expected
+    (tmp_path / "folder" / "list.txt").write_text("".join(f"{k}.png\n" for k, _ in items))
+    listed = run_on(config, tmp_path / "folder" / "list.txt", tmp_path / "o-list")
+    assert {k[:-4]: v for k, v in listed.items()} == expected
+
+
+def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are_named(config, tmp_path, caplog):
+    items = samples(5)
+    shards = write_shards(tmp_path / "shards", items, extra=[("000000098", "000000098.jpg", b"not an image"),
+                                                             ("000000099", "000000099.txt", b"alt text only")])
+    got = run_on(config, tmp_path / "shards" / "{00000..00001}.tar", tmp_path / "o")
+    assert list(got) == [k for k, _ in items] + ["000000098", "000000099"]
+    assert got["000000098"][1] == got["000000099"][1] == config.fallback_prompt
+    warned = caplog.text
+    assert f"{shards[1].name}:000000098: cannot decode" in warned
+    assert f"{shards[1].name}:000000099: the sample has no image member (000000099.txt)" in warned
+
+
+def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
+    write_shards(tmp_path / "shards", samples(9))
+    c = write_config(formats=["csv", "kaggle"], mode="fast", data_path=str(tmp_path / "shards" / "{00000..00002}.tar"))
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "devices" / "s.csv"),
+                 "--devices", "cpu,cpu"]) == 0
+    for i in (0, 1):
+        assert main(["submit", "--config", str(c), "--output", str(tmp_path / "shard" / f"s{i}.csv"),
+                     "--shard", f"{i}/2"]) == 0
+    assert main(["merge", str(tmp_path / "shard" / "s0.csv"), str(tmp_path / "shard" / "s1.csv"),
+                 "--output", str(tmp_path / "shard" / "s.csv"), "--config", str(c)]) == 0
+    assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
+                 "--output", str(tmp_path / "ray" / "s.csv")]) == 0
+    plain = (tmp_path / "plain" / "s.csv").read_bytes()
+    for engine in ("devices", "shard", "ray"):
+        assert (tmp_path / engine / "s.csv").read_bytes() == plain, engine
+        assert (tmp_path / engine / "s.prompts.csv").read_bytes() == (tmp_path / "plain" / "s.prompts.csv").read_bytes()
+
+
+def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("interrogator.runner.loading.load_models", lambda *a, **k: pytest.fail("a model loaded"))
+    shards = write_shards(tmp_path / "shards", samples(8))
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(shards[0].read_bytes()[:1500])
+    write_shards(tmp_path / "twice", samples(3) + samples(1))  # key 000000000 in shards 0 and 1 (3 per shard)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"key": ["a"], "image": [b"x"]}), tmp_path / "other.parquet")
+    cases = [
+        (str(tmp_path / "shards" / "{00000..00003}.tar"),
+         f"error: config key 'data_path': the shard {tmp_path}/shards/00002.tar does not exist"),
+        (str(truncated), f"error: config key 'data_path': the shard {truncated} is not a whole tar file ("),
+        (str(tmp_path / "other.parquet"),
+         f"error: config key 'image_column': {tmp_path / 'other.parquet'} has no column 'jpg' (its columns: key, image)"),
+        (str(tmp_path / "twice" / "{00000..00001}.tar"),
+         "error: config key 'data_path': two samples share the key '000000000': 00000.tar:000000000 and "
+         "00001.tar:000000000"),
+    ]
+    for data_path, line in cases:
+        c = write_config(formats=["csv"], data_path=data_path)
+        assert main(["submit", "--config", str(c)]) == 2, data_path
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(line), (err, line)
+    c = write_config(formats=["txt"], data_path=str(shards[0]))
+    assert main(["submit", "--config", str(c)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: config key 'formats': txt writes a caption file beside each image, and data_path {shards[0]} holds "
+        f"no loose images; give txt_dir, or write csv, jsonl or parquet")
+
+
+I2D = Path(__file__).resolve().parent.parent / "data" / "img2dataset"  # made by img2dataset itself (make_shards.py)
+
+
+def unpack(shards, folder: Path) -> Path:
+    """Each sample's image member as a loose file ``<key>.jpg`` (its bytes as they are)."""
+    folder.mkdir(parents=True)
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for info in tar:
+                if info.name.endswith(".jpg"):
+                    (folder / info.name).write_bytes(tar.extractfile(info).read())
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["raw", "reencoded"])
+def test_img2dataset_shards_give_a_folders_answers_per_key(config, tmp_path, layout, caplog):
+    import shutil
+    count = 4 if layout == "raw" else 1  # the re-encoded layout: its first shard (16 JPEGs) is enough
+    shards = [Path(shutil.copy(p, tmp_path)) for p in sorted((I2D / layout).glob("*.tar"))[:count]]
+    with tarfile.open(shards[-1], "a") as tar:  # a sample that has no image (its download failed)
+        add(tar, "0000399.txt", b"a caption without its image")
+    expected = run_on(config, unpack(shards, tmp_path / "folder"), tmp_path / "o-folder")
+    got = run_on(config, tmp_path / f"{{00000..{count - 1:05d}}}.tar", tmp_path / "o-shards")
+    assert {k: v for k, v in got.items() if k != "0000399"} == expected
+    assert got["0000399"][1] == config.fallback_prompt
+    assert len(got) == (62 if layout == "raw" else 17)  # raw keeps the broken file's bytes; reencoded drops it
+    if layout == "raw":
+        assert expected["0000114"][1] == config.fallback_prompt  # the file that is not an image
+        assert "00001.tar:0000114: cannot decode" in caplog.text
+        parquet = run_on(config, I2D / "parquet" / "{00000..00003}.parquet", tmp_path / "o-parquet")
+        assert parquet == {k: v for k, v in got.items() if k != "0000399"}
