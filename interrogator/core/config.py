@@ -38,6 +38,7 @@ EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py:
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
 FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
 EMBEDDING_FORMATS = ("kaggle", "parquet")  # the formats that hold the prompts' sentence vectors
+SHARD_JOIN = "::"  # data_path: several shards, webdataset's way (samples.py)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
 PROMPT_PARTS = ("caption", "medium", "movement", "flavors")  # the seed format's order (config key prompt_parts)
 
@@ -228,6 +229,8 @@ class Config:
             value = getattr(self, key)
             if value is None:
                 raise ConfigError(f"config key '{key}' is required but not set{self._where()}")
+            if key == "data_path" and (SHARD_JOIN in value or "{" in value):
+                continue  # shards: each one is checked as the plan lists them (samples.expand_shards)
             if not Path(value).exists():
                 raise ConfigError(f"config key '{key}': path does not exist: {value}{self._where()}")
 
@@ -468,9 +471,10 @@ def _resolve(values: dict, base: Path, bases: Optional[Mapping[str, Path]] = Non
     """Relative paths made absolute against ``base``, or against ``bases[key]`` for the keys it names."""
     out = dict(values)
     for key in PATH_KEYS:
-        if out.get(key) is not None:
-            p = Path(os.path.expanduser(out[key]))
-            out[key] = os.path.normpath(p if p.is_absolute() else (bases or {}).get(key, base) / p)
+        if out.get(key) is not None:  # data_path may name several shards: a::b (samples.py), each resolved
+            parts = [Path(os.path.expanduser(part.strip())) for part in str(out[key]).split(SHARD_JOIN)]
+            out[key] = SHARD_JOIN.join(os.path.normpath(p if p.is_absolute() else (bases or {}).get(key, base) / p)
+                                       for p in parts)
     return out
 
 

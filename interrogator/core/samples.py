@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from .config import IMAGE_EXTENSIONS
+from .config import IMAGE_EXTENSIONS, SHARD_JOIN
 from .errors import ConfigError
 from .identity import content_digest
 
@@ -72,7 +72,7 @@ def input_kind(data_path: str) -> str:
         return "folder"
     first = shard_patterns(data_path)[0]
     suffix = Path(first.split("{")[0] if first.endswith("}") else first).suffix.lower()
-    if suffix == ".txt" and "::" not in data_path:
+    if suffix == ".txt" and SHARD_JOIN not in data_path:
         return "list"
     if suffix in SHARD_SUFFIXES:
         return suffix[1:]
@@ -80,7 +80,7 @@ def input_kind(data_path: str) -> str:
 
 
 def shard_patterns(data_path: str) -> List[str]:
-    return [p.strip() for p in str(data_path).split("::") if p.strip()]
+    return [p.strip() for p in str(data_path).split(SHARD_JOIN) if p.strip()]
 
 
 def expand_shards(data_path: str) -> List[Path]:

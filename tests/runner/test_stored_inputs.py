@@ -55,12 +55,12 @@ def folder_of(folder: Path, items) -> Path:
 def rows(path: Path) -> dict:
     import pandas as pd
     table = pd.read_csv(path, keep_default_na=False, dtype=str)
-    return {r["image_id"]: (r["caption"], r["prompt"]) for r in table.to_dict("records")}
+    return {r["imgId"]: (r["caption"], r["prompt"]) for r in table.to_dict("records")}
 
 
 @pytest.fixture
 def config(write_config, tmp_path):
-    return load_config(write_config(formats=["csv"], mode="fast"))
+    return load_config(write_config(formats=["csv"]))
 
 
 def run_on(config, data_path, out: Path) -> dict:
@@ -82,8 +82,8 @@ def test_shards_a_brace_pattern_parquet_and_a_list_give_a_folders_answers_per_ke
                    row_group_size=3)
     assert run_on(config, tmp_path / "s.parquet", tmp_path / "o-parquet") == expected
     (tmp_path / "folder" / "list.txt").write_text("".join(f"{k}.png\n" for k, _ in items))
-    listed = run_on(config, tmp_path / "folder" / "list.txt", tmp_path / "o-list")
-    assert {k[:-4]: v for k, v in listed.items()} == expected
+    listed = run_on(config, tmp_path / "folder" / "list.txt", tmp_path / "o-list")  # ids: the paths as listed
+    assert {Path(k).stem: v for k, v in listed.items()} == expected and list(listed)[0] == "000000000.png"
 
 
 def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are_named(config, tmp_path, caplog):
@@ -99,8 +99,8 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
 
 
 def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
-    write_shards(tmp_path / "shards", samples(9))
-    c = write_config(formats=["csv", "kaggle"], mode="fast", data_path=str(tmp_path / "shards" / "{00000..00002}.tar"))
+    write_shards(tmp_path / "shards", samples(6), per_shard=3)
+    c = write_config(formats=["csv", "kaggle"], data_path=str(tmp_path / "shards" / "{00000..00001}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "devices" / "s.csv"),
                  "--devices", "cpu,cpu"]) == 0
@@ -122,7 +122,7 @@ def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp
     shards = write_shards(tmp_path / "shards", samples(8))
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(shards[0].read_bytes()[:1500])
-    write_shards(tmp_path / "twice", samples(3) + samples(1))  # key 000000000 in shards 0 and 1 (3 per shard)
+    write_shards(tmp_path / "twice", samples(3) + samples(1), per_shard=3)  # key 000000000 in shards 0 and 1
     import pyarrow as pa
     import pyarrow.parquet as pq
     pq.write_table(pa.table({"key": ["a"], "image": [b"x"]}), tmp_path / "other.parquet")
