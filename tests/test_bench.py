@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -76,11 +78,15 @@ def test_head_benchmark_runs_and_reports(tmp_path):
     assert 0 < result["val_score[linear]"] <= 1
 
 
-def test_workspace_benchmark_runs_and_reports(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "workspace.py"), "--images", "150", "--edit", "20", "--repeats", "1",
-           "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr
+def test_workspace_benchmark_runs_and_reports(tmp_path, monkeypatch):
+    import runpy
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # mkdtemp reads TMPDIR again
+    monkeypatch.setattr("sys.argv", ["workspace.py", "--images", "150", "--edit", "20", "--repeats", "1",
+                                     "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:  # in-process: the script's own main, as `python bench/workspace.py`
+        runpy.run_path(str(REPO / "bench" / "workspace.py"), run_name="__main__")
+    assert done.value.code == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []  # the folder removed
     result = json.loads((tmp_path / "workspace-cpu.json").read_text())
     assert result["images"] == 150 and result["apply_20_files_s"] > 0 and result["app_first_page_s"] > 0
