@@ -36,7 +36,7 @@ MODE_MAX_FLAVORS = {"seed": 3, "caption": 3, "classic": 3, "fast": 32, "best": 3
 CHAIN_MODES = ("best", "negative")  # the modes that chain between min_flavors and max_flavors
 EXISTING_TXT = ("keep", "skip", "append", "prepend", "overwrite")  # outputs.py: what an existing caption file gets
 MODES = ("seed", "caption", "classic", "fast", "best", "negative")  # runner/modes.py
-FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet")  # runner/outputs.py
+FORMATS = ("kaggle", "txt", "csv", "jsonl", "parquet", "shard-parquet", "wds")  # runner/outputs.py, shard_outputs.py
 EMBEDDING_FORMATS = ("kaggle", "parquet")  # the formats that hold the prompts' sentence vectors
 SHARD_JOIN = "::"  # data_path: several shards, webdataset's way (samples.py)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # images.py: the folder rule
@@ -119,6 +119,7 @@ class Config:
     caption_template: Optional[str] = None
     trigger: str = ""
     txt_extension: str = ".txt"
+    wds_caption_extension: str = ".caption"
     existing_txt: str = "keep"
     vqgan_path: Optional[str] = None  # draw's VQGAN (draw/vqgan.py)
     config_path: Optional[str] = field(default=None, metadata={"internal": True})
@@ -321,6 +322,7 @@ KEY_HELP = {  # each config key's help line (its flag's too: commands/flags.py)
     'caption_template': 'how parts make the text: {trigger}, {tags}, {rating}, {caption}, {prompt} and fixed words, e.g. "{trigger}, {tags}, {caption}"',
     'trigger': 'the {trigger} part',
     'txt_extension': "the caption files' extension (.caption, ...)",
+    'wds_caption_extension': "the wds output's caption member: <key><this> (img2dataset's shards hold <key>.txt)",
     'existing_txt': 'what an existing caption file gets: keep, skip (the image is not processed), append, prepend, overwrite',
     'vqgan_path': 'draw\'s VQGAN: a taming last.ckpt with its model.yaml, or a folder convert-vqgan wrote (--vqgan overrides it; see "Draw")',
 }
@@ -343,7 +345,8 @@ ClipSettings = _settings("ClipSettings", "The CLIP, its label tables and the mod
 EmbedSettings = _settings("EmbedSettings", "The sentence model that embeds the prompts.",
                           "embedding_path embedding_model embedding_dir")
 OutputSettings = _settings("OutputSettings", "What a run writes, where, and what an existing caption file gets.",
-                           "output formats txt_dir txt_extension existing_txt overwrite replace_outputs caption_template "
+                           "output formats txt_dir txt_extension wds_caption_extension existing_txt overwrite "
+                           "replace_outputs caption_template "
                            "trigger",
                            txt_policy=_txt_policy)
 BlendSettings = _settings("BlendSettings", "The learned head and bank and the weights that blend them with the "
@@ -457,6 +460,9 @@ def _validate_captions(values: Mapping[str, Any], where: str) -> None:
     if "txt_extension" in values and not TXT_EXTENSION.fullmatch(values["txt_extension"]):
         raise ConfigError(f"config key 'txt_extension': expected a dot and up to 16 letters, digits, _ or -, "
                           f"such as \".txt\" or \".caption\", got {values['txt_extension']!r}{where}")
+    if "wds_caption_extension" in values and not TXT_EXTENSION.fullmatch(values["wds_caption_extension"]):
+        raise ConfigError(f"config key 'wds_caption_extension': expected a dot and up to 16 letters, digits, _ or -, "
+                          f"such as \".caption\", got {values['wds_caption_extension']!r}{where}")
     if values.get("txt_extension", ".txt").lower() in IMAGE_EXTENSIONS:
         raise ConfigError(f"config key 'txt_extension': {values['txt_extension']!r} is an image extension, so "
                           f"each caption file would replace its image; use \".txt\" or \".caption\"{where}")

@@ -76,6 +76,7 @@ NEUTRAL_KEYS = {
     "caption_batch_size": "replaced by the resolved caption batch size",
     "tagger_path": "replaced by the tagger's identity (its files)",
     "txt_extension": "which caption files are written from the same results",
+    "wds_caption_extension": "which member the same caption is written to",
     "existing_txt": "what existing caption files get, from the same results",
 }
 # Keys added after 0.3: in the identity only where they differ from their defaults, so that a run that does not

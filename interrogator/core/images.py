@@ -14,7 +14,7 @@ import io
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from PIL import Image, ImageOps
 
@@ -54,6 +54,7 @@ class FolderScan:
 
     files: List[ImageFile]
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why)
+    extensions: Dict[str, frozenset] = field(default_factory=dict)  # a tar shard's member extensions, by its path
 
     def skipped_line(self) -> str:
         return ", ".join(f"{name} ({why})" for name, why in self.skipped)

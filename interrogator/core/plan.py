@@ -18,7 +18,7 @@ line, before a model loads.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +26,7 @@ from .atomic import TEMP_EXTRA, name_max
 from .config import Config, RunSettings
 from .errors import ConfigError
 from .images import FolderScan, ImageFile, check_name, scan_folder, scan_tree
-from .samples import expand_shards, input_kind, list_samples, parquet_samples, tar_samples
+from .samples import expand_shards, input_kind, list_samples, parquet_samples, tar_listing
 from .workdir import work_root
 
 Range = Tuple[int, int, int]  # lo, hi, total: images lo..hi-1 of a folder of total images
@@ -39,6 +39,7 @@ class Outputs:
     submission: Optional[Path]          # the kaggle format's CSV
     files: Dict[str, Path]              # csv, jsonl, parquet
     txt: Tuple[Path, ...]               # one per image of the plan, or () without the txt format
+    shards: Dict[str, Dict[Path, Path]] = field(default_factory=dict)  # shard-parquet, wds: {input shard: output}
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,15 @@ def scan_images(running: RunSettings) -> FolderScan:
         if not path.is_file():
             raise ConfigError(f"config key 'data_path': the file list {path} does not exist")
         files = [ImageFile(i, p) for i, p in list_samples(path)]
-    else:
-        files = [ImageFile(key, shard, member) for shard in expand_shards(running.data_path)
-                 for key, member in (tar_samples(shard) if kind == "tar"
-                                     else parquet_samples(shard, running.image_column, running.key_column))]
-    return FolderScan(unique_samples(files, running.data_path))
+        return FolderScan(unique_samples(files, running.data_path))
+    files, extensions = [], {}
+    for shard in expand_shards(running.data_path):
+        if kind == "tar":
+            listed, extensions[str(shard)] = tar_listing(shard)
+        else:
+            listed = parquet_samples(shard, running.image_column, running.key_column)
+        files += [ImageFile(key, shard, member) for key, member in listed]
+    return FolderScan(unique_samples(files, running.data_path), extensions=extensions)
 
 
 def unique_samples(files: List[ImageFile], data_path: str) -> List[ImageFile]:

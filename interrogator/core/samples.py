@@ -108,6 +108,11 @@ def expand_shards(data_path: str) -> List[Path]:
 
 def tar_samples(shard: Path) -> List[Tuple[str, Member]]:
     """(key, where its image is) of each sample of one tar shard, in the shard's order, from its headers."""
+    return tar_listing(shard)[0]
+
+
+def tar_listing(shard: Path) -> Tuple[List[Tuple[str, Member]], frozenset]:
+    """tar_samples, and the member extensions the shard holds (``jpg``, ``txt``, ``json``)."""
     order: List[str] = []
     members: Dict[str, List[tarfile.TarInfo]] = {}
     try:
@@ -124,7 +129,8 @@ def tar_samples(shard: Path) -> List[Tuple[str, Member]]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ConfigError(f"config key 'data_path': the shard {shard} is not a whole tar file ({exc}); it may be "
                           f"truncated: make it again") from None
-    return [(key, image_member(key, members[key])) for key in order]
+    extensions = frozenset(KEY_PATTERN.match(i.name).group(2) for infos in members.values() for i in infos)
+    return [(key, image_member(key, members[key])) for key in order], extensions
 
 
 def image_member(key: str, infos: List[tarfile.TarInfo]) -> Member:

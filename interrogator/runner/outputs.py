@@ -7,6 +7,7 @@
 | ``csv`` | ``<output stem>.prompts.csv`` | imgId, file, caption, medium, movement, artist, trending, flavors, prompt, failed; negative_prompt when ``negative_prompt`` is set; tags, tag_scores, rating, rating_score with a tagger; text with a ``caption_template`` |
 | ``jsonl`` | ``<output stem>.jsonl`` | the same fields, one JSON object a line (flavors as a list) |
 | ``parquet`` | ``<output stem>.parquet`` | the same fields and ``embedding`` (384 float32, a plain fixed-size list) |
+| ``shard-parquet``, ``wds`` | ``<output stem>.shards/`` | one file per input shard (shard_outputs.py) |
 
 Every file goes through the atomic writer. The caption files of a local run are written batch by batch, as
 soon as a batch is finished; the other engines write them from the batch records at the end, as every other
@@ -38,6 +39,7 @@ from ..core.config import FORMATS, OutputSettings  # noqa: F401  (the names; eac
 from ..core.owned import LEDGER, record_written
 from ..core.record import SUBMISSION_DIM, ImageTags
 from .submission import write_submission
+from .shard_outputs import shards_folder, write_shard_outputs
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -250,7 +252,11 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Written:
         import pyarrow.parquet as pq  # lazy: the [parquet] extra
         table = arrow_table(rows, vectors)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
-    tables = [submission] * (submission is not None) + [written[f] for f in outputs.files]
+    per_shard = []
+    if outputs.shards:  # the embedding where the run computed one
+        per_shard = write_shard_outputs(plan, new, None if result.embeddings is None else embeddings)
+        written["per shard"] = f"{len(per_shard)} files in {shards_folder(plan.config.output)}"
+    tables = [submission] * (submission is not None) + [written[f] for f in outputs.files] + per_shard
     record_written(tables)
     ledgers = sorted({Path(os.path.realpath(p)).parent / LEDGER for p in tables})
     return Written(submission, written, tables + ledgers + (txt.paths if txt is not None else []))

@@ -25,6 +25,7 @@ from ..models.embed import import_sentence_transformers
 from .earlier import check as check_earlier
 from .needs import check, check_labels, mode_label_files, needs_of
 from .outputs import format_paths
+from .shard_outputs import shard_paths
 from .submission import first_id_lost_in_csv
 
 
@@ -54,7 +55,8 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     kaggle = tuple(kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats))
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
-    outputs = plan_outputs(config, relative) if write else None
+    shard_outputs = shard_paths(config, input_kind(config.data_path), scan.files, files, scan.extensions)
+    outputs = plan_outputs(config, relative, shard_outputs) if write else None
     earlier = None
     if outputs is not None and captioned:  # their rows come from the earlier outputs, or one line says why not
         kept = [relative_path(config.running, f) for f in captioned]
@@ -90,8 +92,11 @@ def check_ids(files: Sequence[ImageFile], ids: Sequence[str]) -> None:
                           f"from the submission CSV; rename it")
 
 
-def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
-    """Every path the run writes, each checked, and no two of them one file."""
+def plan_outputs(config: Config, relative: Sequence[str], shards: Optional[Dict[str, Dict[Path, Path]]] = None
+                 ) -> Outputs:
+    """Every path the run writes, each checked, and no two of them one file (``shards``: the outputs per input
+    shard, shard_outputs.shard_paths)."""
+    shards = shards or {}
     paths = format_paths(config.output)
     submission = paths["kaggle"] if "kaggle" in config.formats else None
     files = {f: paths[f] for f in ("csv", "jsonl", "parquet") if f in config.formats}
@@ -100,7 +105,13 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
         check_output(path, f"the {name} output")
     txt = txt_paths(config, relative) if "txt" in config.formats else ()
     named = [(p, f"the {f} output") for f, p in ([("kaggle", submission)] if submission else []) + list(files.items())]
+    per_shard = [(p, f"the {f} output of {s.name}") for f, by_shard in shards.items() for s, p in by_shard.items()]
+    for path, what in per_shard:
+        check_output(path, what)
+    named += per_shard
     inputs = config_inputs(config)  # an input image has an image extension, which check_write refuses anyway
+    for shard in {s for by_shard in shards.values() for s in by_shard}:
+        inputs.add(shard, "an input shard")
     for path, what in named:
         check_write(path, what, inputs, replace=config.replace_outputs)
     for path, relative_name in zip(txt, relative):  # an existing caption file: existing_txt decides
@@ -112,7 +123,7 @@ def plan_outputs(config: Config, relative: Sequence[str]) -> Outputs:
             raise ConfigError(f"{other} and {what} would both be written to {path}; "
                               + ("rename one image" if what.startswith("the .txt") and other.startswith("the .txt")
                                  else "choose another output name or txt_dir"))
-    return Outputs(submission, files, tuple(txt))
+    return Outputs(submission, files, tuple(txt), shards)
 
 
 def run_versions(config: Config) -> Dict[str, str]:

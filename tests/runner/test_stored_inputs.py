@@ -100,7 +100,8 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
 
 def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
     write_shards(tmp_path / "shards", samples(6), per_shard=3)
-    c = write_config(formats=["csv", "kaggle"], data_path=str(tmp_path / "shards" / "{00000..00001}.tar"))
+    c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"],
+                     data_path=str(tmp_path / "shards" / "{00000..00001}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "devices" / "s.csv"),
                  "--devices", "cpu,cpu"]) == 0
@@ -112,9 +113,15 @@ def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray
     assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
                  "--output", str(tmp_path / "ray" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
+    import pyarrow.parquet as pq
     for engine in ("devices", "shard", "ray"):
         assert (tmp_path / engine / "s.csv").read_bytes() == plain, engine
         assert (tmp_path / engine / "s.prompts.csv").read_bytes() == (tmp_path / "plain" / "s.prompts.csv").read_bytes()
+        for name in ("00000", "00001"):  # the outputs per input shard: the same bytes, the same table
+            assert (tmp_path / engine / "s.shards" / f"{name}.tar").read_bytes() == \
+                (tmp_path / "plain" / "s.shards" / f"{name}.tar").read_bytes(), (engine, name)
+            assert pq.read_table(tmp_path / engine / "s.shards" / f"{name}.parquet").equals(
+                pq.read_table(tmp_path / "plain" / "s.shards" / f"{name}.parquet")), (engine, name)
 
 
 def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp_path, capsys, monkeypatch):
@@ -179,3 +186,66 @@ def test_img2dataset_shards_give_a_folders_answers_per_key(config, tmp_path, lay
         assert "00001.tar:0000114: cannot decode" in caplog.text
         parquet = run_on(config, I2D / "parquet" / "{00000..00003}.parquet", tmp_path / "o-parquet")
         assert parquet == {k: v for k, v in got.items() if k != "0000399"}
+
+
+def members(path: Path) -> list:
+    """(name, bytes) of every member of a tar, in order."""
+    with tarfile.open(path) as tar:
+        return [(i.name, tar.extractfile(i).read()) for i in tar if i.isfile()]
+
+
+def test_per_shard_parquet_and_wds_shards_out(write_config, tmp_path):
+    import shutil
+    import pyarrow.parquet as pq
+    webdataset = pytest.importorskip("webdataset", reason="webdataset is not installed")
+    shards = [Path(shutil.copy(p, tmp_path)) for p in sorted((I2D / "raw").glob("*.tar"))[:2]]
+    data_path = str(tmp_path / "{00000..00001}.tar")
+    c = write_config(formats=["csv", "shard-parquet", "wds"], data_path=data_path)
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "out" / "s.csv")]) == 0
+    c = write_config(formats=["txt"], data_path=data_path, txt_dir=str(tmp_path / "txt"))
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "txtrun" / "s.csv")]) == 0
+    folder = tmp_path / "out" / "s.shards"
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar"]
+    table = rows(tmp_path / "out" / "s.prompts.csv")
+    for shard in shards:
+        original, new = members(shard), members(folder / shard.name)
+        added = [(n, d) for n, d in new if n.endswith((".caption", ".interrogator.json"))]
+        assert [m for m in new if m not in added] == original  # every original member, its bytes, its order
+        keys = list(dict.fromkeys(n.split(".")[0] for n, _ in original))
+        assert [n for n, _ in added] == [f"{k}.{e}" for k in keys for e in ("caption", "interrogator.json")]
+        read = list(webdataset.WebDataset(str(folder / shard.name), shardshuffle=False))
+        assert [s["__key__"] for s in read] == keys
+        for sample in read:
+            key = sample["__key__"]
+            assert sample["caption"].decode() == (tmp_path / "txt" / f"{key}.txt").read_text().rstrip("\n")
+            assert json.loads(sample["interrogator.json"])["prompt"] == table[key][1]
+            assert sample["txt"] == dict(original)[f"{key}.txt"]  # img2dataset's alt text, untouched
+        parquet = pq.read_table(folder / f"{shard.stem}.parquet").to_pylist()
+        assert [r["key"] for r in parquet] == keys and all(isinstance(r["key"], str) for r in parquet)
+        assert [(r["caption"], r["prompt"]) for r in parquet] == [table[k] for k in keys]
+
+
+def test_per_shard_outputs_refuse_a_taken_member_name_and_a_file_not_theirs(write_config, tmp_path, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setattr("interrogator.runner.loading.load_models", lambda *a, **k: pytest.fail("a model loaded"))
+    shards = write_shards(tmp_path / "shards", samples(4))
+    c = write_config(formats=["wds"], data_path=str(shards[0]), wds_caption_extension=".txt")
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "o" / "s.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: config key 'wds_caption_extension': the shard {shards[0]} already holds '<key>.txt' members, which "
+        f"the wds output would add again; choose another extension")
+    (tmp_path / "o" / "s.shards").mkdir(parents=True)
+    (tmp_path / "o" / "s.shards" / "00000.parquet").write_bytes(b"img2dataset's")
+    c = write_config(formats=["shard-parquet"], data_path=str(shards[0]))
+    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "o" / "s.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: the shard-parquet output of 00000.tar {tmp_path}/o/s.shards/00000.parquet exists "
+                          f"and was not written by this tool"), err
+    c = write_config(formats=["wds"], data_path=str(tmp_path / "s.parquet"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"key": ["a"], "jpg": [b"x"]}), tmp_path / "s.parquet")
+    assert main(["submit", "--config", str(c)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: config key 'formats': wds copies each sample's tar members, and data_path {tmp_path / 's.parquet'} "
+        f"is Parquet; write shard-parquet")
