@@ -16,7 +16,9 @@ from typing import Dict, List, Optional
 from ..core.config import Config
 from ..core.identity import content_digest
 from ..core.owned import ledger_of, stamp_of
+from ..core.errors import ConfigError
 from ..core.plan import relative_path, scan_images, txt_base, txt_file
+from ..core.samples import input_kind
 
 ABSENT = "absent"
 RATINGS = ("general", "sensitive", "questionable", "explicit")  # the WD taggers' rating tags
@@ -93,6 +95,8 @@ def read_data(path: Path) -> Optional[bytes]:
 def read_folder(layout: Layout) -> List[Entry]:
     """Every image of the folder (the run's listing), sorted by name, with its caption file's bytes."""
     config = layout.config
+    if input_kind(config.data_path) != "folder":  # shards or a file list: no folder of caption files to review
+        raise ConfigError(f"config key 'data_path': not a folder: {config.data_path}")
     entries = []
     ledgers: Dict[str, dict] = {}
     for file in scan_images(config.running).files:
