@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES
+
+pytest.importorskip("braceexpand", reason="brace patterns need braceexpand (the test extra has it)")
+pytest.importorskip("pyarrow", reason="Parquet inputs and outputs need pyarrow (the test extra has it)")
 from interrogator.commands.cli import main
 from interrogator.core.config import load_config, replace
 from interrogator.runner.pipeline import run
