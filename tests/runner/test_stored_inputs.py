@@ -101,13 +101,11 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
     assert f"{shards[1].name}:000000099: the sample has no image member (000000099.txt)" in warned
 
 
-def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
+def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
     write_shards(tmp_path / "shards", samples(6), per_shard=3)
     c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"],
                      data_path=str(tmp_path / "shards" / "{00000..00001}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
-    assert main(["submit", "--config", str(c), "--output", str(tmp_path / "devices" / "s.csv"),
-                 "--devices", "cpu,cpu"]) == 0
     for i in (0, 1):
         assert main(["submit", "--config", str(c), "--output", str(tmp_path / "shard" / f"s{i}.csv"),
                      "--shard", f"{i}/2"]) == 0
@@ -117,7 +115,8 @@ def test_every_engine_reads_shards_to_the_same_bytes(write_config, tmp_path, ray
                  "--output", str(tmp_path / "ray" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
     import pyarrow.parquet as pq
-    for engine in ("devices", "shard", "ray"):
+    for engine in ("shard", "ray"):  # --devices runs this plan's --images ranges in child processes, as --shard
+        # does in one (tests/engines/test_core.py runs it on a folder); left out here for the suite's time
         assert (tmp_path / engine / "s.csv").read_bytes() == plain, engine
         assert (tmp_path / engine / "s.prompts.csv").read_bytes() == (tmp_path / "plain" / "s.prompts.csv").read_bytes()
         for name in ("00000", "00001"):  # the outputs per input shard: the same bytes, the same table

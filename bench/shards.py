@@ -1,0 +1,155 @@
+"""Datasets in shards: how fast the one batch path reads samples from WebDataset shards and Parquet against the
+same images as loose files, and what listing a large input costs the plan.
+
+    python bench/shards.py                                  # 2,000 images; plans of 1M and 10M listed paths, 10k shards
+    python bench/shards.py --images 200 --lists 10000 --shards 50 --out /tmp/b   # a quick check
+
+Reading: ``image_batches`` (core/batches.py: read, hash, decode) over every image, batches of 32, no loader
+workers, with a transform that keeps nothing, so no model runs and the reader is what is measured. The images are
+JPEGs of 256x192 (about 10 KB), written as loose files, as 4 tar shards in img2dataset's layout (``key.jpg``,
+``key.txt``, ``key.json``) and as one Parquet file with a ``jpg`` column.
+
+Planning: ``scan_images`` (what the plan lists before any model loads) in a fresh process each, its wall time and
+the process's peak memory, over a generated file list of 1M and 10M paths and over 10k shards of 10 samples.
+Writes bench/results/shards-cpu.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from PIL import Image  # noqa: E402
+
+from report import header, write_report  # noqa: E402
+
+PLAN = """
+import resource, sys, time
+sys.path.insert(0, {repo!r})
+from interrogator.core.config import load_config
+from interrogator.core.plan import scan_images
+start = time.perf_counter()
+files = scan_images(load_config(data_path={data_path!r}).running).files
+print(len(files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def jpegs(count: int, seed: int = 0):
+    rng = random.Random(seed)
+    base = Image.effect_noise((256, 192), 40).convert("RGB")
+    for i in range(count):
+        tint = Image.new("RGB", (256, 192), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        buffer = io.BytesIO()
+        Image.blend(base, tint, 0.6).save(buffer, format="JPEG", quality=85)
+        yield f"{i:09d}", buffer.getvalue()
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_inputs(root: Path, count: int) -> dict:
+    """The same images as loose files, 4 tar shards and one Parquet file; {kind: data_path}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    items = list(jpegs(count))
+    (root / "loose").mkdir()
+    for key, data in items:
+        (root / "loose" / f"{key}.jpg").write_bytes(data)
+    (root / "shards").mkdir()
+    per = -(-count // 4)
+    for n in range(4):
+        with tarfile.open(root / "shards" / f"{n:05d}.tar", "w") as tar:
+            for key, data in items[n * per:(n + 1) * per]:
+                add(tar, f"{key}.jpg", data)
+                add(tar, f"{key}.txt", b"alt text")
+                add(tar, f"{key}.json", json.dumps({"key": key}).encode())
+    pq.write_table(pa.table({"key": [k for k, _ in items], "jpg": [d for _, d in items]}), root / "images.parquet",
+                   row_group_size=256)
+    return {"loose files": str(root / "loose"), "tar shards": str(root / "shards" / "{00000..00003}.tar"),
+            "parquet": str(root / "images.parquet")}
+
+
+def read_rate(data_path: str, repeats: int) -> float:
+    """Images per second through image_batches (read, hash, decode), the best of ``repeats``."""
+    import torch
+    from interrogator.core.batches import Transforms, image_batches
+    from interrogator.core.config import load_config
+    from interrogator.core.plan import scan_images
+    files = scan_images(load_config(data_path=data_path).running).files
+    batches = [list(range(i, min(i + 32, len(files)))) for i in range(0, len(files), 32)]
+    keep_nothing = Transforms(clip=lambda image: torch.zeros(1))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = sum(len(b.indices) for b in image_batches(files, batches, keep_nothing))
+        best = max(best, done / (time.perf_counter() - start))
+        assert done == len(files)
+    return best
+
+
+def make_list(path: Path, count: int) -> str:
+    with open(path, "w") as f:
+        for i in range(count):
+            f.write(f"d{i // 10000:04d}/{i:09d}.jpg\n")
+    return str(path)
+
+
+def make_many_shards(folder: Path, shards: int, per: int = 10) -> str:
+    folder.mkdir()
+    data = next(jpegs(1))[1]
+    for n in range(shards):
+        with tarfile.open(folder / f"{n:05d}.tar", "w") as tar:
+            for i in range(per):
+                add(tar, f"{n * per + i:09d}.jpg", data)
+    return str(folder / f"{{00000..{shards - 1:05d}}}.tar")
+
+
+def plan_cost(data_path: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PLAN.format(repo=str(REPO), data_path=data_path)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return {"entries": int(out[0]), "seconds": round(float(out[1]), 2), "peak_rss_mib": round(float(out[2]))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lists", default="1000000,10000000", help="file-list sizes whose plan is timed")
+    parser.add_argument("--shards", type=int, default=10000, help="shards of 10 samples whose plan is timed")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-shards-"))
+    result = {**header("cpu", "shards.py"), "images": args.images}
+    try:
+        for kind, data_path in make_inputs(scratch, args.images).items():
+            result[f"read_img_s[{kind}]"] = round(read_rate(data_path, args.repeats), 1)
+        for size in (int(s) for s in args.lists.split(",") if s):
+            cost = plan_cost(make_list(scratch / f"list-{size}.txt", size))
+            result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]
+            result[f"plan_peak_rss_mib[file list, {size:,} paths]"] = cost["peak_rss_mib"]
+        cost = plan_cost(make_many_shards(scratch / "many", args.shards))
+        result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
+        result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    write_report(result, args.out, "shards-cpu")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
