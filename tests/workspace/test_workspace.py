@@ -170,11 +170,12 @@ def test_the_tag_table_counts_equal_a_count_from_the_files(space, folder):
     assert space.vocabulary(["solo", "zzz"])[:2] == ["solo", "hat"] and space.vocabulary(["zzz"])[-1] == "zzz"
 
 
-def test_the_hf_export_is_read_by_datasets_imagefolder(space, folder):
+def test_the_hf_export_is_read_by_datasets_imagefolder(space, folder, tmp_path):
     datasets = pytest.importorskip("datasets", reason="datasets is not installed")
     path = space.export("hf")
     assert path == folder / "metadata.jsonl"
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train")
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train",
+                                   cache_dir=str(tmp_path / "hf-cache"))  # never the user's ~/.cache
     got = sorted(zip([Path(i.filename).name for i in loaded["image"]], loaded["text"]))
     assert got == sorted((n, t or "") for n, t in CAPTIONS.items())
     assert space.export("hf") == path  # its own export, unchanged: replaced
