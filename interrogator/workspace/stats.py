@@ -59,9 +59,14 @@ class Stats:
                 + ", ".join(f"{r}: {n}" for r, n in self.token_bins())]
 
 
+def tag_counts(entries: Sequence[Entry], separator: str) -> Counter:
+    """How many captions hold each tag (once per caption)."""
+    return Counter(t for e in entries for t in set(e.tags(separator)))
+
+
 def stats_of(entries: Sequence[Entry], separator: str, counter: TokenCounter) -> Stats:
     captioned = [e for e in entries if e.data is not None]
     texts = [e.text for e in captioned]
-    counts = Counter(t for e in captioned for t in set(e.tags(separator)))
+    counts = tag_counts(captioned, separator)
     tags = tuple(TagCount(t, n, n / len(captioned)) for t, n in sorted(counts.items(), key=lambda i: (-i[1], i[0])))
     return Stats(len(entries), len(captioned), sum(not t.strip() for t in texts), tags, tuple(counter(texts)))

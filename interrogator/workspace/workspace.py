@@ -21,7 +21,7 @@ from . import export as exports
 from .edits import Change, Edit, EditPlan, encoded, plan_edit
 from .folder import Entry, Layout, changed, read_data, read_folder, version_of
 from .journal import Journal, conflict
-from .stats import Stats, TokenCounter, stats_of
+from .stats import Stats, TokenCounter, stats_of, tag_counts
 from .thumbs import thumbnail
 from .view import Query, select
 
@@ -125,10 +125,7 @@ class Workspace:
 
     def vocabulary(self, tagger_names: Sequence[str] = ()) -> List[str]:
         """Tags to complete from: the folder's, the most frequent first, then the tagger's others."""
-        counts: Dict[str, int] = {}
-        for e in self.entries:
-            for t in set(e.tags(self.separator)):
-                counts[t] = counts.get(t, 0) + 1
+        counts = tag_counts(self.entries, self.separator)
         folder = sorted(counts, key=lambda t: (-counts[t], t))
         return folder + [t for t in tagger_names if t not in counts]
 
