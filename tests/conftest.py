@@ -65,10 +65,10 @@ def write_config(tmp_path, demo_models, small_dicts):
     return write
 
 
-# A child that runs ``submit --config`` and SIGKILLs itself as the third batch starts captioning
-# (batches 0 and 1 are saved in the work folder); format with repo and config (and captioner: the class
-# whose caption method counts, VlmCaptioner for a VLM).
-KILL_ON_THIRD_CAPTION = """
+# A child that runs ``submit --config`` and SIGKILLs itself as the nth (KILL_ON_THIRD_CAPTION: the third) batch
+# starts captioning (the batches before it are saved in the work folder); format with repo and config (and
+# captioner: the class whose caption method counts, VlmCaptioner for a VLM; nth).
+KILL_ON_NTH_CAPTION = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from interrogator.models.caption import {captioner} as Counted
@@ -77,12 +77,13 @@ original = Counted.caption
 calls = []
 def caption(self, pixels):
     calls.append(1)
-    if len(calls) == 3:
+    if len(calls) == {nth}:
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, pixels)
 Counted.caption = caption
 main(["submit", "--config", {config!r}, "--no-progress"])
 """
+KILL_ON_THIRD_CAPTION = KILL_ON_NTH_CAPTION.replace("{nth}", "3")
 
 
 def run_cli(*args, cwd=REPO, check=True):

@@ -28,7 +28,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import IMAGE_EXTENSIONS, SHARD_JOIN
 from .errors import ConfigError
@@ -206,6 +206,21 @@ def read_sample(path: Path, member: Optional[Member]) -> Tuple[bytes, str]:
     else:
         data = read_member(path, member)
     return data, content_digest(data)
+
+
+def shard_groups(files: Sequence) -> Optional[List[int]]:
+    """The number of consecutive samples of each input shard (images.ImageFile: their ``member`` says they lie in a
+    tar or Parquet file), which the run's batches never cross (shards.Layout); None for loose files or a list."""
+    if not files or files[0].member is None:
+        return None
+    sizes: List[int] = []
+    last = None
+    for file in files:
+        if file.path != last:
+            sizes.append(0)
+            last = file.path
+        sizes[-1] += 1
+    return sizes
 
 
 def member_text(member: Optional[Member]) -> str:

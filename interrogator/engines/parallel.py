@@ -11,7 +11,8 @@ from typing import List, Optional, Sequence, Set, Tuple
 from ..core.atomic import write_bytes
 from ..core.config import Config, replace
 from ..core.errors import ConfigError, InterrogatorError
-from ..core.shards import shard_ranges
+from ..core.samples import shard_groups
+from ..core.shards import Layout
 from ..core.workdir import WorkDir, work_root
 from ..runner.finish import collect, finish
 from ..runner.needs import needs_of
@@ -102,7 +103,7 @@ def submit_on_devices(config: Config, devices: Sequence[str], progress: bool = F
     """Run ``submit --images lo:hi:total --records-only`` per device in parallel, then write every output here.
 
     The plan (planner.make_plan) is made here, once: the images, and the ranges as contiguous runs of whole
-    batches of the config's caption batch size. Each process reads the plan's settings (``settings_file``),
+    batches of the config's caption batch size (split by input shard: shards.Layout). Each process reads the plan's settings (``settings_file``),
     sees only its own GPU, gets its own share of this process's cores (so loader workers and torch threads do
     not compete), checks the folder still holds the images counted here, and saves its batches' records in
     the output's work folder under their numbers in the whole run. This process then runs the plan itself:
@@ -115,7 +116,7 @@ def submit_on_devices(config: Config, devices: Sequence[str], progress: bool = F
         raise InterrogatorError(f"--devices: give devices of one kind (all cpu or all cuda), got {','.join(devices)}")
     config = replace(config, device=kinds.pop())  # the records' key names the device type the children run on
     plan = make_plan(config)
-    ranges = shard_ranges(plan.total, len(devices), config.stage_batch_size("caption"))
+    ranges = Layout.of(plan.total, config.stage_batch_size("caption"), shard_groups(plan.files)).ranges(len(devices))
     pairs = [(d, r) for d, r in zip(devices, ranges) if r[1] > r[0]]  # more devices than batches: fewer processes
     shares = split_cores(os.sched_getaffinity(0), len(pairs)) if hasattr(os, "sched_getaffinity") else None
     settings = settings_file(plan)

@@ -5,22 +5,30 @@ check, every output format, the clean-up of the record stores. The local loop, `
 A record store is where an engine keeps finished batches: the work folder (``core.workdir.WorkDir``) or Ray's
 per-batch Parquet files (``engines.ray_engine.BatchFiles``). Both answer ``load(batch)`` with the checked
 record or None, and ``collect`` applies the one resume rule (``core.workdir.resume``) to any of them.
-``CaptionFiles`` is the one per-batch hook: a batch's caption files, written as soon as it has its texts.
+There are two per-batch hooks: ``CaptionFiles``, a batch's caption files, written as soon as it has its texts, and
+``ShardFiles``, an input shard's outputs (shard_outputs.py), written as soon as its last batch is done.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 
+from ..core.atomic import write_bytes
 from ..core.errors import InterrogatorError
+from ..core.identity import file_digest
+from ..core.owned import LEDGER, record_written
 from ..core.plan import Plan
 from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
 from ..core.workdir import WorkDir, resume
 from ..learn.blend import blend_vectors
-from .outputs import TxtWriter, txt_writer, write_all
+from .outputs import TxtWriter, rows_of, txt_writer, write_all
+from .shard_outputs import shards_folder, write_shard_parquet, write_wds
 
 LOADER_HINT_SHARE = 0.2  # the summary suggests more loader workers when decoding waits exceed this share
 LOADER_HINT_MIN_SECONDS = 10.0
@@ -144,11 +152,12 @@ def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]]) -> Tuple[D
 
 
 def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, write: bool = True,
-           txt: Optional[TxtWriter] = None, remove: Sequence[WorkDir] = ()) -> RunResult:
+           txt: Optional[TxtWriter] = None, remove: Sequence[WorkDir] = (),
+           shards: Optional["ShardFiles"] = None) -> RunResult:
     """The end of every run: the records (one per batch of the plan) assembled, ``--strict`` checked, every
     format of the plan written (``write`` and the plan has outputs; ``txt``: the writer that already wrote
-    caption files batch by batch), then the stores in ``remove`` removed. Nothing is written when the strict
-    check fails."""
+    caption files batch by batch; ``shards``: the hook that already wrote some input shards' outputs), then the
+    stores in ``remove`` removed. Nothing is written when the strict check fails."""
     result = assemble(plan, records)
     if strict and result.failed:
         names = ", ".join(f"{i} ({why})" for i, why in sorted(result.failed.items()))
@@ -156,6 +165,10 @@ def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, wr
     if write and plan.outputs is not None:
         written = write_all(plan, result, txt)
         result.output, result.written, result.files_written = written.submission, written.formats, written.files
+        if plan.outputs.shards:
+            per_shard = (shards or ShardFiles(plan)).rest(records)
+            result.written["per shard"] = f"{len(per_shard)} files in {shards_folder(plan.config.output)}"
+            result.files_written += per_shard
         for store in remove:
             store.remove()
     return result
@@ -178,3 +191,99 @@ class CaptionFiles:
     def __call__(self, batch: int, record: Optional[BatchRecord]) -> None:
         if self.writer is not None and record is not None and record.final is not None:
             self.writer.write([self.plan.outputs.txt[i] for i in self.plan.batches[batch]], record.final)
+
+
+@dataclass(frozen=True)
+class ShardSpan:
+    """One input shard's part of a plan: its positions [lo, hi) in plan.files and its batches [first, last)
+    (batches never cross input shards: core.shards.Layout)."""
+
+    shard: Path
+    lo: int
+    hi: int
+    first: int
+    last: int
+
+    def part(self, plan: Plan) -> Plan:
+        """The plan of this shard's images alone, its batches counted from 0."""
+        batches = tuple(tuple(i - self.lo for i in plan.batches[b]) for b in range(self.first, self.last))
+        cut = slice(self.lo, self.hi)
+        return dataclasses.replace(plan, files=plan.files[cut], relative=plan.relative[cut], kaggle=plan.kaggle[cut],
+                                   skipped=(), batches=batches, captioned=0, earlier=None)
+
+
+def shard_spans(plan: Plan) -> List[ShardSpan]:
+    spans: List[ShardSpan] = []
+    for b, members in enumerate(plan.batches):
+        shard = plan.files[members[0]].path
+        if spans and spans[-1].shard == shard:
+            spans[-1] = dataclasses.replace(spans[-1], hi=members[-1] + 1, last=b + 1)
+        else:
+            spans.append(ShardSpan(shard, members[0], members[-1] + 1, b, b + 1))
+    return spans
+
+
+class ShardFiles:
+    """The per-batch hook of the outputs per input shard (plan.outputs.shards): an input shard's files, written from
+    its own batches' records as soon as every one of them is ``complete``, and with ``marks`` (a folder of the
+    work folder) each file's mark: the digests of the input shard and of the file. A rerun after a kill finds
+    the marks and leaves those files as they are, unless either changed since. ``rest`` writes the others.
+    Under ``--strict`` nothing is written before ``finish``'s check."""
+
+    def __init__(self, plan: Plan, marks: Optional[Path] = None, strict: bool = False,
+                 complete: Callable[[BatchRecord], bool] = lambda record: True):
+        self.plan, self.marks, self.live, self.complete = plan, marks, not strict, complete
+        self.targets: Dict[Path, List[Tuple[str, Path]]] = {}
+        for kind, by_shard in (plan.outputs.shards if plan.outputs is not None else {}).items():
+            for shard, target in by_shard.items():
+                self.targets.setdefault(shard, []).append((kind, target))
+        self.spans = {s.shard: s for s in shard_spans(plan) if s.shard in self.targets}
+        self.of_batch = {b: s for s in self.spans.values() for b in range(s.first, s.last)}
+        self.done: Set[Path] = {shard for shard in self.spans if self.marked(shard)}
+
+    def mark_file(self, target: Path) -> Path:
+        return self.marks / f"{target.name}.json"
+
+    def marked(self, shard: Path) -> bool:
+        """The shard's files are on disk as this run wrote them, from the shard as it is now."""
+        if self.marks is None:
+            return False
+        try:
+            marks = [json.loads(self.mark_file(t).read_text()) for _, t in self.targets[shard]]
+            source = file_digest(shard)
+            return all(m["input"] == source and m["output"] == file_digest(t) and m["path"] == str(t)
+                       for m, (_, t) in zip(marks, self.targets[shard]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def __call__(self, records: Dict[int, BatchRecord], batch: int) -> None:
+        span = self.of_batch.get(batch)
+        if self.live and span is not None and span.shard not in self.done and all(
+                b in records and self.complete(records[b]) for b in range(span.first, span.last)):
+            self.write(span, records)
+
+    def write(self, span: ShardSpan, records: Dict[int, BatchRecord]) -> None:
+        result = assemble(span.part(self.plan), {b - span.first: records[b] for b in range(span.first, span.last)})
+        rows = rows_of(result)
+        files = []
+        for kind, target in self.targets[span.shard]:
+            if kind == "shard-parquet":
+                files.append(write_shard_parquet(target, rows, result.embeddings))
+            else:
+                files.append(write_wds(span.shard, target, {r.file: r for r in rows},
+                                       self.plan.config.wds_caption_extension))
+        record_written(files)
+        if self.marks is not None:
+            source = file_digest(span.shard)
+            for target in files:
+                mark = {"input": source, "output": file_digest(target), "path": str(target)}
+                write_bytes(self.mark_file(target), json.dumps(mark).encode("utf-8"))
+        self.done.add(span.shard)
+
+    def rest(self, records: Dict[int, BatchRecord]) -> List[Path]:
+        """The files of every shard not written yet; every shard output of the plan, with their ledgers."""
+        for shard, span in self.spans.items():
+            if shard not in self.done:
+                self.write(span, records)
+        files = [t for targets in self.targets.values() for _, t in targets]
+        return files + sorted({Path(os.path.realpath(t)).parent / LEDGER for t in files})

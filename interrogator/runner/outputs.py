@@ -39,7 +39,6 @@ from ..core.config import FORMATS, OutputSettings  # noqa: F401  (the names; eac
 from ..core.owned import LEDGER, record_written
 from ..core.record import SUBMISSION_DIM, ImageTags
 from .submission import write_submission
-from .shard_outputs import shards_folder, write_shard_outputs
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -224,8 +223,8 @@ class Written:
 
 
 def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Written:
-    """Every output of the plan (plan.Outputs) from a run's result. ``txt``: the writer that already wrote the
-    caption files batch by batch."""
+    """Every output of the plan (plan.Outputs) from a run's result, but the outputs per input shard
+    (finish.ShardFiles). ``txt``: the writer that already wrote the caption files batch by batch."""
     outputs, new = plan.outputs, rows_of(result)
     embeddings = result.embeddings
     if embeddings is None:  # the run embedded nothing, and no output it writes holds vectors (Config.embeds)
@@ -252,11 +251,7 @@ def write_all(plan, result, txt: Optional[TxtWriter] = None) -> Written:
         import pyarrow.parquet as pq  # lazy: the [parquet] extra
         table = arrow_table(rows, vectors)
         written["parquet"] = atomic_write(outputs.files["parquet"], lambda f: pq.write_table(table, f))
-    per_shard = []
-    if outputs.shards:  # the embedding where the run computed one
-        per_shard = write_shard_outputs(plan, new, None if result.embeddings is None else embeddings)
-        written["per shard"] = f"{len(per_shard)} files in {shards_folder(plan.config.output)}"
-    tables = [submission] * (submission is not None) + [written[f] for f in outputs.files] + per_shard
+    tables = [submission] * (submission is not None) + [written[f] for f in outputs.files]
     record_written(tables)
     ledgers = sorted({Path(os.path.realpath(p)).parent / LEDGER for p in tables})
     return Written(submission, written, tables + ledgers + (txt.paths if txt is not None else []))

@@ -22,7 +22,7 @@ from ..core.plan import Plan
 from ..core.record import BatchRecord
 from ..core.timer import StageTimer
 from ..core.workdir import WorkDir
-from .finish import CaptionFiles, RunResult, finish
+from .finish import CaptionFiles, RunResult, ShardFiles, finish
 from .loading import Models, load_models, loader_transforms
 from .needs import Needs, needs_of
 from .planner import legacy_key, make_plan
@@ -78,6 +78,7 @@ class RunState:
     needs: Needs
     records: Dict[int, BatchRecord] = field(default_factory=dict)
     captions: Optional[CaptionFiles] = None  # each batch's caption files, as soon as the batch has its texts
+    shards: Optional[ShardFiles] = None  # each input shard's outputs, as soon as its last batch is done
     on_batch: Optional[Callable[[int, int], bool]] = None  # (images done, of) after each save; True stops there
 
     def images(self, batch_numbers) -> int:
@@ -108,6 +109,9 @@ class RunState:
         if self.captions is not None:
             with self.timer("write"):
                 self.captions(b, record)
+        if self.shards is not None:
+            with self.timer("write"):
+                self.shards(self.records, b)
 
 
 def run(config: Config, shard: Optional[Tuple[int, int]] = None, progress: bool = True,
@@ -147,6 +151,10 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
                      needs_of(config), on_batch=on_batch)
     if not records_only:
         state.captions = CaptionFiles.of(plan, strict)
+        if plan.outputs is not None and plan.outputs.shards:
+            stages = stages_of(config)
+            state.shards = ShardFiles(plan, work.path / "shards" if work is not None else None, strict,
+                                      complete=lambda record: all(record.done(s.name) for s in stages))
     if work is not None:
         with timer("resume"):
             state.records = work.resume(state.files, batches)
@@ -155,7 +163,7 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     with timer("write"):
         result = finish(plan, state.records, strict, write=not records_only,
                         txt=state.captions.writer if state.captions else None,
-                        remove=[work] if work is not None and not keep_work else [])
+                        remove=[work] if work is not None and not keep_work else [], shards=state.shards)
     result.stage_seconds, result.label_cache_hits = timer.seconds, cache_hits
     result.loader_workers = config.loader_workers()
     result.resumed_batches = resumed

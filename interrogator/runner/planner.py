@@ -16,11 +16,11 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.identity import digest, library_versions, run_identity
 from ..core.images import ImageFile
-from ..core.samples import input_kind
+from ..core.samples import input_kind, shard_groups
 from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_path, scan_images, txt_base,
                          txt_file, txt_paths)
 from ..core.owned import check_write, config_inputs
-from ..core.shards import batch_ranges, select_range
+from ..core.shards import Layout
 from ..models.embed import import_sentence_transformers
 from .earlier import check as check_earlier
 from .needs import check, check_labels, mode_label_files, needs_of
@@ -49,7 +49,8 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     scan = scan_images(config.running)
     batch_size = config.stage_batch_size("caption")
     todo, captioned = without_captioned(config, scan.files, shard)
-    lo, hi = select_range(len(todo), batch_size, shard, images)
+    layout = Layout.of(len(todo), batch_size, shard_groups(todo))
+    lo, hi = layout.select(shard, images)
     files = tuple(todo[lo:hi])
     relative = tuple(relative_path(config.running, f) for f in files)
     kaggle = tuple(kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats))
@@ -61,11 +62,11 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     if outputs is not None and captioned:  # their rows come from the earlier outputs, or one line says why not
         kept = [relative_path(config.running, f) for f in captioned]
         earlier = check_earlier(outputs, config.formats, kept, kaggle_ids(kept, config.recursive, False))
-    batches = tuple(tuple(b) for b in batch_ranges(len(files), batch_size))
+    batches = tuple(tuple(b) for b in layout.batches(lo, hi))
     resume_key = None
     if key and not models_given:
         resume_key = digest(identity_of(config, labels))
-    return Plan(config, files, relative, kaggle, tuple(scan.skipped), len(todo), batches, lo // batch_size,
+    return Plan(config, files, relative, kaggle, tuple(scan.skipped), len(todo), batches, layout.first_batch(lo),
                 tuple(labels), weights, resume_key, outputs, len(captioned), earlier)
 
 

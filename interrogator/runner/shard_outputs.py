@@ -8,7 +8,9 @@
 img2dataset writes ``key.txt`` (the alt text) and ``key.json`` (its metadata) in every sample, and ``00000.parquet``
 with ``00000_stats.json`` beside each shard: an added member named like one a shard holds is refused in one line
 before any model loads, and an output path is never an input or a file this tool did not write (core/owned.py).
-A shard's outputs are written when the plan holds all of its samples (a ``--shard`` run leaves them to ``merge``).
+A shard's outputs are written when the plan holds all of its samples; the local loop writes each as soon as
+its last batch is done (finish.ShardFiles), so a run killed in shard 3 leaves shards 1 and 2 written and
+marked, and the rerun does not write them again.
 """
 from __future__ import annotations
 
@@ -103,19 +105,3 @@ def write_wds(source: Path, target: Path, rows: Dict[str, object], extension: st
             for member in extra(current) if current is not None else []:
                 out.addfile(*member)
     return atomic_write(target, write)
-
-
-def write_shard_outputs(plan, rows: Sequence, vectors: Optional[np.ndarray]) -> List[Path]:
-    """Every shard output of the plan (plan.outputs.shards) from its rows; the files written."""
-    by_shard: Dict[Path, List[int]] = {}
-    for n, file in enumerate(plan.files):
-        by_shard.setdefault(file.path, []).append(n)
-    written = []
-    for shard, target in plan.outputs.shards.get("shard-parquet", {}).items():
-        chosen = by_shard[shard]
-        written.append(write_shard_parquet(target, [rows[n] for n in chosen],
-                                           None if vectors is None else vectors[chosen]))
-    for shard, target in plan.outputs.shards.get("wds", {}).items():
-        written.append(write_wds(shard, target, {rows[n].file: rows[n] for n in by_shard[shard]},
-                                 plan.config.wds_caption_extension))
-    return written

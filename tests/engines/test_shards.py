@@ -5,7 +5,7 @@ from conftest import SAMPLES
 from interrogator.core.errors import ConfigError, SubmissionError
 from helpers import list_images, select
 from interrogator.engines.parallel import child_environment
-from interrogator.core.shards import shard_ranges
+from interrogator.core.shards import Layout, shard_ranges
 from interrogator.runner.submission import merge_submissions
 
 
@@ -17,6 +17,22 @@ def test_shards_are_contiguous_whole_batches():
     assert shard_ranges(7, 3, 2) == [(0, 2), (2, 4), (4, 7)]
     assert shard_ranges(3, 4, 2) == [(0, 0), (0, 2), (2, 2), (2, 3)]  # more shards than batches: some empty
     assert select(files, 2, images=(2, 5, 7)) == files[2:5]
+
+
+def test_input_shards_are_batched_on_their_own_and_split_where_one_begins():
+    """Samples of input shards of 5, 3 and 6 in batches of 2: no batch crosses a shard, and a range (--shard,
+    --devices) begins only where an input shard does."""
+    layout = Layout.of(14, 2, [5, 3, 6])
+    assert layout.starts == (0, 2, 4, 5, 7, 8, 10, 12) and layout.cuts == (0, 3, 5)
+    assert layout.batches(0, 14) == [[0, 1], [2, 3], [4], [5, 6], [7], [8, 9], [10, 11], [12, 13]]
+    assert layout.batches(5, 8) == [[0, 1], [2]] and layout.first_batch(5) == 3
+    assert layout.ranges(2) == [(0, 8), (8, 14)]  # batch 4 of 8 lies in the second shard: the next cut
+    assert layout.ranges(3) == [(0, 5), (5, 8), (8, 14)]
+    assert layout.ranges(5) == [(0, 5), (5, 5), (5, 8), (8, 14), (14, 14)]  # more ranges than shards: some empty
+    assert layout.select(images=(5, 8, 14)) == (5, 8)
+    with pytest.raises(ConfigError, match="^--images 6:8:14: 6:8 is not a range of whole batches$"):
+        layout.select(images=(6, 8, 14))
+    assert Layout.of(7, 2, [7]).batches(0, 7) == Layout.of(7, 2).batches(0, 7)
 
 
 def test_an_image_range_from_another_listing_is_refused():

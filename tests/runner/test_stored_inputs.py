@@ -2,12 +2,15 @@
 folder of the same images, every engine reading the samples in place; one-line errors before any model loads."""
 import io
 import json
+import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import KILL_ON_NTH_CAPTION, REPO, SAMPLES
 
 pytest.importorskip("braceexpand", reason="brace patterns need braceexpand (the test extra has it)")
 pytest.importorskip("pyarrow", reason="Parquet inputs and outputs need pyarrow (the test extra has it)")
@@ -102,9 +105,11 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
 
 
 def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
-    write_shards(tmp_path / "shards", samples(6), per_shard=3)
-    c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"],
-                     data_path=str(tmp_path / "shards" / "{00000..00001}.tar"))
+    """The plain run, --shard + merge, Ray and --devices; --shard and --devices split by input shard (of 3, 3 and 1
+    samples, in batches of 2 that never cross one), so each --shard run writes its own shards' outputs."""
+    write_shards(tmp_path / "shards", samples(7), per_shard=3)
+    c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"], batch_size=2,
+                     data_path=str(tmp_path / "shards" / "{00000..00002}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
     for i in (0, 1):
         assert main(["submit", "--config", str(c), "--output", str(tmp_path / "shard" / f"s{i}.csv"),
@@ -113,13 +118,15 @@ def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_c
                  "--output", str(tmp_path / "shard" / "s.csv"), "--config", str(c)]) == 0
     assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
                  "--output", str(tmp_path / "ray" / "s.csv")]) == 0
+    assert main(["submit", "--config", str(c), "--devices", "cpu,cpu", "--output", str(tmp_path / "devices" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
+    for i, names in enumerate((["00000"], ["00001", "00002"])):
+        assert sorted(p.stem for p in (tmp_path / "shard" / f"s{i}.shards").glob("*.tar")) == names
     import pyarrow.parquet as pq
-    for engine in ("shard", "ray"):  # --devices runs this plan's --images ranges in child processes, as --shard
-        # does in one (tests/engines/test_core.py runs it on a folder); left out here for the suite's time
+    for engine in ("shard", "ray", "devices"):
         assert (tmp_path / engine / "s.csv").read_bytes() == plain, engine
         assert (tmp_path / engine / "s.prompts.csv").read_bytes() == (tmp_path / "plain" / "s.prompts.csv").read_bytes()
-        for name in ("00000", "00001"):  # the outputs per input shard: the same bytes, the same table
+        for name in ("00000", "00001", "00002"):  # the outputs per input shard: the same bytes, the same table
             assert (tmp_path / engine / "s.shards" / f"{name}.tar").read_bytes() == \
                 (tmp_path / "plain" / "s.shards" / f"{name}.tar").read_bytes(), (engine, name)
             assert pq.read_table(tmp_path / engine / "s.shards" / f"{name}.parquet").equals(
@@ -252,3 +259,38 @@ def test_per_shard_outputs_refuse_a_taken_member_name_and_a_file_not_theirs(writ
     assert capsys.readouterr().err.strip() == (
         f"error: config key 'formats': wds copies each sample's tar members, and data_path {tmp_path / 's.parquet'} "
         f"is Parquet; write shard-parquet")
+
+
+def test_a_run_killed_in_shard_3_keeps_shards_1_and_2_and_redoes_a_changed_one(write_config, tmp_path, monkeypatch):
+    """Four input shards of two batches each; the run is killed as shard 3's second batch starts. Shard 2's alt
+    text then changes (its images do not): the rerun leaves shard 1's files as they are, writes shard 2's again
+    from the shard as it is now, computes only the three batches never finished, and ends as an uninterrupted
+    run."""
+    from interrogator.models.caption import Captioner
+    shards = write_shards(tmp_path / "shards", samples(16), per_shard=4)
+    keys = {"formats": ["csv", "shard-parquet", "wds"], "batch_size": 2,
+            "data_path": str(tmp_path / "shards" / "{00000..00003}.tar")}
+    assert main(["submit", "--config", str(write_config(**keys, output=str(tmp_path / "ref" / "s.csv")))]) == 0
+    config = str(write_config(**keys, output=str(tmp_path / "out" / "s.csv")))
+    script = KILL_ON_NTH_CAPTION.format(captioner="Captioner", repo=str(REPO), config=config, nth=6)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    folder = tmp_path / "out" / "s.shards"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.startswith(".")}
+    assert sorted(before) == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar"]
+    with tarfile.open(shards[1], "a") as tar:  # shard 2 changes: a second alt text for its last sample
+        add(tar, "000000007.txt", b"another alt text")
+
+    captioned = []
+    original = Captioner.caption
+    monkeypatch.setattr(Captioner, "caption", lambda self, px: captioned.append(len(px)) or original(self, px))
+    assert main(["submit", "--config", config]) == 0
+    assert captioned == [2, 2, 2]  # shard 3's second batch and shard 4's two
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.startswith(".")}
+    assert {n: after[n] for n in ("00000.parquet", "00000.tar")} == {n: before[n] for n in ("00000.parquet", "00000.tar")}
+    assert all(after[n] != before[n] for n in ("00001.parquet", "00001.tar"))
+    assert members(folder / "00001.tar")[-3] == ("000000007.txt", b"another alt text")
+    reference = tmp_path / "ref"
+    for name in ("s.prompts.csv", *(f"s.shards/{n}" for n in sorted(after) if n != "00001.tar")):
+        assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes(), name
+    assert not (tmp_path / "out" / ".s.csv.work").exists()
