@@ -10,7 +10,7 @@ JPEGs of 256x192 (about 10 KB), written as loose files, as 4 tar shards in img2d
 ``key.txt``, ``key.json``) and as one Parquet file with a ``jpg`` column.
 
 Planning: ``scan_images`` (what the plan lists before any model loads) in a fresh process each, its wall time and
-the process's peak memory, over a generated file list of 1M and 10M paths and over 10k shards of 10 samples.
+the process's peak memory (and its memory after the imports, before the listing), over a generated file list of 1M and 10M paths and over 10k shards of 10 samples.
 Writes bench/results/shards-cpu.json and .md.
 """
 from __future__ import annotations
@@ -40,9 +40,11 @@ import resource, sys, time
 sys.path.insert(0, {repo!r})
 from interrogator.core.config import load_config
 from interrogator.core.plan import scan_images
+config = load_config(data_path={data_path!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
-files = scan_images(load_config(data_path={data_path!r}).running).files
-print(len(files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+files = scan_images(config.running).files
+print(len(files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
 """
 
 
@@ -122,7 +124,8 @@ def make_many_shards(folder: Path, shards: int, per: int = 10) -> str:
 def plan_cost(data_path: str) -> dict:
     out = subprocess.run([sys.executable, "-c", PLAN.format(repo=str(REPO), data_path=data_path)],
                          capture_output=True, text=True, check=True).stdout.split()
-    return {"entries": int(out[0]), "seconds": round(float(out[1]), 2), "peak_rss_mib": round(float(out[2]))}
+    return {"entries": int(out[0]), "seconds": round(float(out[1]), 2), "peak_rss_mib": round(float(out[2])),
+            "imports_rss_mib": round(float(out[3]))}
 
 
 def main() -> int:
@@ -142,6 +145,7 @@ def main() -> int:
             cost = plan_cost(make_list(scratch / f"list-{size}.txt", size))
             result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]
             result[f"plan_peak_rss_mib[file list, {size:,} paths]"] = cost["peak_rss_mib"]
+            result["plan_imports_rss_mib"] = cost["imports_rss_mib"]
         cost = plan_cost(make_many_shards(scratch / "many", args.shards))
         result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
         result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]

@@ -13,8 +13,8 @@ from conftest import REPO
 def test_tiny_benchmark_runs_and_reports(tmp_path, minilm_path):
     weightless = tmp_path / "minilm"  # what the GPU machine gets: config and tokenizer, no weights
     shutil.copytree(minilm_path, weightless, ignore=shutil.ignore_patterns("*.safetensors"))
-    cmd = [sys.executable, str(REPO / "bench" / "throughput.py"), "--tiny", "--images", "12", "--reference-images", "3",
-           "--flavors", "3000", "--batch-size", "4", "--workers", "0", "--cache-implementation", "static",
+    cmd = [sys.executable, str(REPO / "bench" / "throughput.py"), "--tiny", "--images", "8", "--reference-images", "2",
+           "--flavors", "1000", "--batch-size", "4", "--workers", "0", "--cache-implementation", "static",
            "--embedding-path", str(weightless), "--random-sentence-weights", "--out", str(tmp_path)]
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -22,7 +22,7 @@ def test_tiny_benchmark_runs_and_reports(tmp_path, minilm_path):
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in scratch.iterdir() if p.name.startswith("bench-")] == []  # images, weights removed
     result = json.loads((tmp_path / "throughput-tiny.json").read_text())
-    assert result["images"] == 12 and result["reference_images"] == 3 and result["flavors"] == 3000
+    assert result["images"] == 8 and result["reference_images"] == 2 and result["flavors"] == 1000
     assert result["caption_batch"] == 4 and result["loader_workers"] == 0 and result["kv_cache"] == "static"
     assert result["sentence_weights"] == "random"
     for key in ("pipeline_img_s", "caption_stage_img_s", "loader_img_s", "reference_img_s", "label_encode_flavors_s",
@@ -32,7 +32,7 @@ def test_tiny_benchmark_runs_and_reports(tmp_path, minilm_path):
     assert set(result["stage_seconds"]) >= {"decode", "caption", "tags", "prompt", "embed", "write"}
     table = (tmp_path / "throughput-tiny.md").read_text()
     assert "| pipeline / reference |" in table and "| caption stage alone |" in table
-    assert "| tokenizing 3000 flavors alone: project (worker processes) / open_clip (one process) |" in table
+    assert "| tokenizing 1000 flavors alone: project (worker processes) / open_clip (one process) |" in table
 
 
 def test_host_costs_benchmark_runs_and_reports(tmp_path):

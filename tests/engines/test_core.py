@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLES, run_cli
+from conftest import REPO, SAMPLES
 from helpers import read_outputs
 from interrogator.commands.cli import build_parser, main
 from interrogator.core.config import load_config, replace
@@ -68,7 +68,7 @@ def matrix_config(write_config, tree, learned, tmp_path):
     return make
 
 
-def test_every_engine_writes_the_same_files(matrix_config, ray_cluster, tmp_path):
+def test_every_engine_writes_the_same_files(matrix_config, ray_cluster, tmp_path, capsys):
     from interrogator.runner.pipeline import run
     from interrogator.engines.ray_engine import run_ray
     path, plain = matrix_config("plain")
@@ -90,8 +90,9 @@ def test_every_engine_writes_the_same_files(matrix_config, ray_cluster, tmp_path
     assert read_outputs(tmp_path / "low") == want
 
     devices, folder = matrix_config("devices")
-    proc = run_cli("submit", "--config", str(devices), "--devices", "cpu,cpu", "--no-progress")
-    assert "resumed" not in proc.stdout  # a fresh run: the device processes made every batch, none was reused
+    capsys.readouterr()
+    assert main(["submit", "--config", str(devices), "--devices", "cpu,cpu", "--no-progress"]) == 0
+    assert "resumed" not in capsys.readouterr().out  # a fresh run: the device processes made every batch
     assert read_outputs(folder) == want
 
     run_ray(replace(config, txt_dir=str(tmp_path / "ray" / "txt")), str(tmp_path / "ray-parquet"),

@@ -8,7 +8,7 @@ import pytest
 from helpers import SAMPLE_IDS, check_submission
 from conftest import REPO, SAMPLES, run_cli
 
-def test_submit_end_to_end_then_cache_hit(write_config, tmp_path):
+def test_submit_end_to_end_then_cache_hit(write_config, tmp_path, capsys):
     config = write_config()
     first = run_cli("submit.py", "--config", str(config), "--no-progress")
     out = tmp_path / "out" / "submission.csv"
@@ -16,8 +16,10 @@ def test_submit_end_to_end_then_cache_hit(write_config, tmp_path):
     assert "images: 7 done, 0 undecodable" in first.stdout
     assert "label tables: mediums encoded, movements encoded, flavors encoded" in first.stdout
     assert f"submission: {out}" in first.stdout
-    second = run_cli("submit", "--config", str(config), "--output", str(tmp_path / "b.csv"), "--no-progress")
-    assert "label tables: mediums cache hit, movements cache hit, flavors cache hit" in second.stdout
+    from interrogator.commands.cli import main
+    capsys.readouterr()
+    assert main(["submit", "--config", str(config), "--output", str(tmp_path / "b.csv"), "--no-progress"]) == 0
+    assert "label tables: mediums cache hit, movements cache hit, flavors cache hit" in capsys.readouterr().out
     assert (tmp_path / "b.csv").read_bytes() == out.read_bytes()
 
 

@@ -147,7 +147,9 @@ def test_a_killed_run_reruns_without_rewriting_finished_files(training, images, 
 
 
 def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
-    """The local run, low_memory, --devices cpu,cpu, --shard + merge --config and Ray."""
+    """The local run, low_memory, --shard + merge --config and Ray (--devices: tests/engines/test_core.py; its
+    processes run the plan's --images ranges with --records-only, as --shard runs one, and the parent finishes
+    as the local run does)."""
     pytest.importorskip("pyarrow")
     from interrogator.engines.ray_engine import run_ray
     every = ["kaggle", "txt", "csv", "jsonl", "parquet"]
@@ -157,8 +159,6 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
                            "output": str(tmp_path / name / "o.csv"), **more})
     run(load_config(config_for("local")), progress=False)
     run(load_config(config_for("low", low_memory=True)), progress=False)
-    # in-process commands (the --devices children are processes of their own)
-    assert main(["submit", "--config", str(config_for("devices")), "--devices", "cpu,cpu", "--no-progress"]) == 0
     sharded = str(config_for("shards"))
     for i in range(2):
         assert main(["submit", "--config", sharded, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.csv"),
@@ -169,7 +169,7 @@ def test_every_engine_writes_the_same_bytes(training, tmp_path, ray_cluster):
             address=ray_cluster, progress=False)
     local = read_outputs(tmp_path / "local")
     assert len([n for n in local if n.startswith("txt/")]) == 7
-    for name in ("low", "devices", "shards", "ray"):
+    for name in ("low", "shards", "ray"):
         assert read_outputs(tmp_path / name) == local, name
     # a run that embeds nothing (no sentence model given) writes the same rows and caption files, also on Ray
     plain = dict(formats=["txt", "csv", "jsonl"], embedding_path=None)
