@@ -9,7 +9,8 @@ workers, with a transform that keeps nothing, so no model runs and the reader is
 JPEGs of 256x192 (about 10 KB), written as loose files, as 4 tar shards in img2dataset's layout (``key.jpg``,
 ``key.txt``, ``key.json``) and as one Parquet file with a ``jpg`` column.
 
-Planning: ``scan_images`` (what the plan lists before any model loads) in a fresh process each, its wall time and
+Planning: ``make_plan`` (the listing, the duplicate-key check, the batches and every output path checked, before
+any model loads; a ``csv`` output, the models taken as given) in a fresh process each, its wall time and
 the process's peak memory (and its memory after the imports, before the listing), over a generated file list of 1M and 10M paths and over 10k shards of 10 samples.
 Writes bench/results/shards-cpu.json and .md.
 """
@@ -39,12 +40,12 @@ PLAN = """
 import resource, sys, time
 sys.path.insert(0, {repo!r})
 from interrogator.core.config import load_config
-from interrogator.core.plan import scan_images
-config = load_config(data_path={data_path!r})
+from interrogator.runner.planner import make_plan
+config = load_config(data_path={data_path!r}, output={output!r}, formats=["csv"])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
-files = scan_images(config.running).files
-print(len(files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
+plan = make_plan(config, models_given=True, key=False)
+print(len(plan.files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
 """
 
 
@@ -121,8 +122,9 @@ def make_many_shards(folder: Path, shards: int, per: int = 10) -> str:
     return str(folder / f"{{00000..{shards - 1:05d}}}.tar")
 
 
-def plan_cost(data_path: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PLAN.format(repo=str(REPO), data_path=data_path)],
+def plan_cost(data_path: str, scratch: Path) -> dict:
+    output = str(scratch / "plan-output" / "out.csv")
+    out = subprocess.run([sys.executable, "-c", PLAN.format(repo=str(REPO), data_path=data_path, output=output)],
                          capture_output=True, text=True, check=True).stdout.split()
     return {"entries": int(out[0]), "seconds": round(float(out[1]), 2), "peak_rss_mib": round(float(out[2])),
             "imports_rss_mib": round(float(out[3]))}
@@ -142,11 +144,11 @@ def main() -> int:
         for kind, data_path in make_inputs(scratch, args.images).items():
             result[f"read_img_s[{kind}]"] = round(read_rate(data_path, args.repeats), 1)
         for size in (int(s) for s in args.lists.split(",") if s):
-            cost = plan_cost(make_list(scratch / f"list-{size}.txt", size))
+            cost = plan_cost(make_list(scratch / f"list-{size}.txt", size), scratch)
             result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]
             result[f"plan_peak_rss_mib[file list, {size:,} paths]"] = cost["peak_rss_mib"]
             result["plan_imports_rss_mib"] = cost["imports_rss_mib"]
-        cost = plan_cost(make_many_shards(scratch / "many", args.shards))
+        cost = plan_cost(make_many_shards(scratch / "many", args.shards), scratch)
         result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
         result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]
     finally:

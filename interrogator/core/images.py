@@ -95,6 +95,8 @@ def _not_an_image_file(path: Path) -> Optional[str]:
 
 def check_name(name: str, folder: Path) -> None:
     """Refuse a file name that cannot be an id in the CSV: not UTF-8, or holding a control character."""
+    if name.isascii() and name.isprintable():
+        return  # every control character and line break of ASCII is unprintable, and ASCII is UTF-8
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:

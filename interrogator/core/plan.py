@@ -103,28 +103,46 @@ def unique_samples(files: List[ImageFile], data_path: str) -> List[ImageFile]:
 def relative_path(running: RunSettings, file: ImageFile) -> str:
     """An image's path relative to data_path: ``images/a.png`` in the competition's layout (scan_folder), the
     name in a plain folder, the id with ``recursive``, a shard sample's key or a file list's path as written."""
-    if running.recursive or file.member is not None or input_kind(running.data_path) == "list":
-        return file.image_id
+    return relative_paths(running, [file])[0]
+
+
+def relative_paths(running: RunSettings, files: Sequence[ImageFile]) -> List[str]:
+    """relative_path of each file, the input's kind read once (a plan of millions lists them all)."""
+    as_ids = running.recursive or input_kind(running.data_path) == "list"
+    return [file.image_id if as_ids or file.member is not None else _below(file.path, running.data_path)
+            for file in files]
+
+
+def _below(path: Path, root: str) -> str:
     try:
-        return file.path.relative_to(running.data_path).as_posix()
+        return path.relative_to(root).as_posix()
     except ValueError:
-        return file.path.name
+        return path.name
+
+
+def stem(relative: str) -> str:
+    """``Path(relative).stem`` of a file's posix path, without making a Path (the plan takes millions)."""
+    name = relative.rsplit("/", 1)[-1]
+    if name == ".":
+        return ""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def kaggle_ids(relative: Sequence[str], recursive: bool, unique: bool = True) -> List[str]:
     """The submission's ids: the file stems. With ``recursive`` two images may share a stem: an error naming
     both when the kaggle format is written (``unique``)."""
     if not recursive:
-        return [Path(r).stem for r in relative]
+        return [stem(r) for r in relative]
     stems, seen = [], {}
     for path in relative:
-        stem = Path(path).stem
-        if unique and stem in seen:
+        short = stem(path)
+        if unique and short in seen:
             raise ConfigError(f"config key 'formats': the kaggle format needs unique file stems, and "
-                              f"{seen[stem]!r} and {path!r} share {stem!r}; leave kaggle out of formats "
+                              f"{seen[short]!r} and {path!r} share {short!r}; leave kaggle out of formats "
                               f"or rename one")
-        seen[stem] = path
-        stems.append(stem)
+        seen[short] = path
+        stems.append(short)
     return stems
 
 

@@ -17,7 +17,7 @@ from ..core.errors import ConfigError
 from ..core.identity import digest, library_versions, run_identity
 from ..core.images import ImageFile
 from ..core.samples import input_kind, shard_groups
-from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_path, scan_images, txt_base,
+from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_paths, scan_images, txt_base,
                          txt_file, txt_paths)
 from ..core.owned import check_write, config_inputs
 from ..core.shards import Layout
@@ -52,7 +52,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     layout = Layout.of(len(todo), batch_size, shard_groups(todo))
     lo, hi = layout.select(shard, images)
     files = tuple(todo[lo:hi])
-    relative = tuple(relative_path(config.running, f) for f in files)
+    relative = tuple(relative_paths(config.running, files))
     kaggle = tuple(kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats))
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
@@ -60,7 +60,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     outputs = plan_outputs(config, relative, shard_outputs) if write else None
     earlier = None
     if outputs is not None and captioned:  # their rows come from the earlier outputs, or one line says why not
-        kept = [relative_path(config.running, f) for f in captioned]
+        kept = relative_paths(config.running, captioned)
         earlier = check_earlier(outputs, config.formats, kept, kaggle_ids(kept, config.recursive, False))
     batches = tuple(tuple(b) for b in layout.batches(lo, hi))
     resume_key = None
@@ -80,7 +80,7 @@ def without_captioned(config: Config, files: Sequence[ImageFile], shard) -> Tupl
                           "shards would see different folders; use --devices or the Ray engine, or another "
                           "existing_txt")
     base, _ = txt_base(config)
-    done = [txt_file(base, relative_path(config.running, f), config.txt_extension).exists() for f in files]
+    done = [txt_file(base, r, config.txt_extension).exists() for r in relative_paths(config.running, files)]
     return [f for f, d in zip(files, done) if not d], [f for f, d in zip(files, done) if d]
 
 

@@ -153,3 +153,36 @@ def test_jfif_files_are_images_and_an_unlistable_folder_is_named(tmp_path):
     scan = scan_tree(tmp_path)
     assert [f.image_id for f in scan.files] == ["photo.jfif"]
     assert len(scan.skipped) == 1 and scan.skipped[0][1] == "cannot list: File name too long"
+
+
+def test_the_plans_stem_is_paths_stem_for_every_short_file_path():
+    """Every relative file path of up to 6 characters over a, b, '.' and '/' (the plan takes the stems of millions
+    without making Path objects)."""
+    import itertools
+    from pathlib import Path
+    from interrogator.core.plan import stem
+    checked = 0
+    for k in range(1, 7):
+        for letters in itertools.product("ab./", repeat=k):
+            path = "".join(letters)
+            if path.startswith("/") or path.endswith("/") or "//" in path or path.rsplit("/", 1)[-1] == "." != path:
+                continue  # not a file's path ("a/." is the folder a)
+            assert stem(path) == Path(path).stem, path
+            checked += 1
+    assert checked > 1500
+
+
+def test_check_names_ascii_shortcut_refuses_exactly_what_the_full_rule_refuses():
+    """check_name passes a printable ASCII name without its per-character rule: over all of ASCII, a character
+    is unprintable exactly where that rule refuses it."""
+    import unicodedata
+    from interrogator.core.images import LINE_BREAKS, check_name
+    for code in range(128):
+        c = chr(code)
+        refused = c in LINE_BREAKS or unicodedata.category(c) in ("Cc", "Cs")
+        assert refused == (not c.isprintable()), code
+        if refused:
+            with pytest.raises(ConfigError, match="holds the control character"):
+                check_name(f"a{c}b", "folder")
+        else:
+            check_name(f"a{c}b", "folder")
