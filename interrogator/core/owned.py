@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Optional
@@ -29,6 +30,11 @@ from typing import Dict, Iterable, Optional
 from .atomic import write_bytes
 from .config import IMAGE_EXTENSIONS, Config
 from .errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock (one process at a time writes a folder's outputs there)
+    fcntl = None
 
 MODEL_KEYS = ("blip_path", "clip_path", "embedding_path", "tagger_path", "head_path", "bank_path", "vqgan_path")
 LEDGER = ".interrogator-outputs.json"
@@ -130,13 +136,29 @@ def wrote(path) -> bool:
 
 def record_written(paths: Iterable) -> None:
     """Add the files at ``paths``, as they are now, to their folders' ledgers (entries of files that are gone
-    are dropped)."""
+    are dropped). Each ledger is read and written again under a lock on its folder, so processes writing into one
+    folder at once (Ray's actors, each writing its input shards' outputs) keep every entry."""
     by_folder: Dict[str, list] = {}
     for path in paths:
         real = os.path.realpath(path)
         if os.path.isfile(real):
             by_folder.setdefault(os.path.dirname(real), []).append(os.path.basename(real))
     for folder, names in by_folder.items():
-        entries = {n: s for n, s in ledger_of(folder).items() if os.path.lexists(os.path.join(folder, n))}
-        entries.update({n: stamp_of(os.path.join(folder, n)) for n in names})
-        write_bytes(Path(folder, LEDGER), json.dumps(entries, indent=0, sort_keys=True).encode("utf-8"))
+        with folder_lock(folder):
+            entries = {n: s for n, s in ledger_of(folder).items() if os.path.lexists(os.path.join(folder, n))}
+            entries.update({n: stamp_of(os.path.join(folder, n)) for n in names})
+            write_bytes(Path(folder, LEDGER), json.dumps(entries, indent=0, sort_keys=True).encode("utf-8"))
+
+
+@contextmanager
+def folder_lock(folder: str):
+    """An exclusive lock on a folder (flock on its descriptor: no file added), where the system has one."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

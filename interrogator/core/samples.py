@@ -84,8 +84,8 @@ def shard_patterns(data_path: str) -> List[str]:
 
 
 def expand_shards(data_path: str) -> List[Path]:
-    """The shards a ``data_path`` names, in order: ``::``-separated, each maybe a brace pattern; every one must
-    exist (one line naming the first missing one)."""
+    """The shards a ``data_path`` names, in order, as absolute paths: ``::``-separated, each maybe a brace pattern;
+    every one must exist (one line naming the first missing one)."""
     paths: List[str] = []
     for pattern in shard_patterns(data_path):
         if "{" in pattern:
@@ -103,7 +103,7 @@ def expand_shards(data_path: str) -> List[Path]:
     for path in paths:
         if not os.path.isfile(path):
             raise ConfigError(f"config key 'data_path': the shard {path} does not exist")
-    return [Path(p) for p in paths]
+    return [Path(os.path.abspath(p)) for p in paths]  # Ray's workers run in other folders
 
 
 def tar_samples(shard: Path) -> List[Tuple[str, Member]]:

@@ -23,6 +23,11 @@ embeds (Config.embeds); with a blend also ``prompt_embedding``, ``head`` and ``b
 through the record's checked load and reused by the single run's rule (identity.unchanged), so a killed job
 loses at most the batches in flight. With an output path, every format of the config is written from the
 records by the single run's writers (outputs.write_all), byte-identical to it on the same device type.
+
+With outputs per input shard (``shard-parquet``, ``wds``: runner/shard_outputs.py), the actor that lands the last
+batch file of an input shard writes that shard's outputs, from the shard's own plan (``ShardWork``: each in the
+object store) and its batch files, and marks them (finish.ShardFiles) in ``<parquet_dir>/<key>/shards/``; the
+driver writes only those no actor wrote.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ from ..core.plan import check_folder
 from ..core.record import SUBMISSION_DIM, BatchRecord, RecordError, Tags
 from ..core.timer import StageTimer
 from ..learn.blend import blend_vectors
-from ..runner.finish import CaptionFiles, RunResult, collect, finish
+from ..runner.finish import CaptionFiles, RunResult, ShardFiles, collect, finish, shard_spans
 from ..runner.loading import load_models, loader_transforms
 from ..runner.needs import needs_of
 from ..runner.pipeline import stages_of
@@ -218,11 +223,12 @@ class InterrogateActor:
     """GPU (or CPU) stage: the models loaded once per actor from the config; each call runs the one batch
     function (stages.run_stages) on whole batches and writes each batch's record as its Parquet file."""
 
-    def __init__(self, config: Config, tables, out: str, threads: int):
+    def __init__(self, config: Config, tables, out: str, threads: int, shards: Sequence = ()):
         quiet_libraries()
         ray = _ray()
         if isinstance(tables, list):  # [ObjectRef]: the tables stay in the object store, not in the actor's spec
             tables = ray.get(tables[0])
+        self.shards: Optional[ShardWork] = shards[0] if shards else None  # [ShardWork]: its refs stay refs
         if config.resolved_device().startswith("cuda"):
             config = replace(config, device="cuda")  # the GPU Ray gave this actor is its only visible one
         else:
@@ -241,7 +247,22 @@ class InterrogateActor:
         table = record_table(number, record, relative, self.config.blend)
         with timer("save"):
             atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
+            self.write_shard(number)
         return timer.seconds
+
+    def write_shard(self, number: int) -> None:
+        """The outputs of the batch's input shard, where every batch file of that shard is now here and passes
+        the resume rule; else nothing (the actor that lands its last batch, or the driver, writes them). Two
+        actors landing a shard's last batches at once both write the same bytes, each file atomically."""
+        if self.shards is None or number not in self.shards.of_batch:
+            return
+        part, first = _ray().get(self.shards.jobs[self.shards.of_batch[number]])
+        if not all(batch_file(self.out, first + k).exists() for k in range(len(part.batches))):
+            return
+        store = BatchFiles(self.out)
+        records, missing = collect(part, lambda k: store.load(first + k))
+        if not missing:
+            ShardFiles(part, marks=self.out / "shards").rest(records)
 
     def __call__(self, rows: Dict[str, np.ndarray]) -> dict:
         seconds = []
@@ -256,6 +277,26 @@ def default_parquet_dir(writing: OutputSettings) -> str:
     """Beside the config's output: ``<output stem>.parquet/``."""
     output = Path(writing.output)
     return str(output.with_name(f"{output.stem}.parquet"))
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What the actors need to write each input shard's outputs: the shard of each batch (an index into ``jobs``),
+    and per shard an ObjectRef of (its own plan, finish.ShardSpan.alone; the number of its first batch)."""
+
+    of_batch: Dict[int, int]
+    jobs: List
+
+
+def shard_work(plan, strict: bool) -> Optional[ShardWork]:
+    """The plan's ShardWork; None without outputs per input shard, or under --strict (nothing is written before
+    the driver's check)."""
+    if strict or plan.outputs is None or not plan.outputs.shards:
+        return None
+    ray = _ray()
+    spans = [s for s in shard_spans(plan) if any(s.shard in by_shard for by_shard in plan.outputs.shards.values())]
+    return ShardWork({b: n for n, s in enumerate(spans) for b in range(s.first, s.last)},
+                     [ray.put((s.alone(plan), s.first)) for s in spans])
 
 
 def default_actors() -> int:
@@ -301,13 +342,15 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     spent = ActorSeconds()
     count = 0
     if todo:
-        count = _run_dataset(plan, folder, todo, Pool(address, actors, actor_cls), progress, timer, spent, finished)
+        count = _run_dataset(plan, folder, todo, Pool(address, actors, actor_cls), progress, timer, spent, finished,
+                             strict)
     records, missing = collect(plan, store.load)
     if missing:
         raise InterrogatorError(f"ray: {len(missing)} batches have no complete output in {folder} "
                                 f"(first: batch {missing[0]}); rerun to finish them")
     with timer("write"):
-        result = finish(plan, records, strict, txt=captions.writer)
+        shards = ShardFiles(plan, folder / "shards", strict) if plan.outputs and plan.outputs.shards else None
+        result = finish(plan, records, strict, txt=captions.writer, shards=shards)
     result.stage_seconds, result.worker_seconds = timer.seconds, spent.seconds
     result.resumed_batches = len(done)
     result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
@@ -336,11 +379,12 @@ class ActorSeconds:
 
 
 def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool, timer: StageTimer,
-                 spent: ActorSeconds, on_batch) -> int:
+                 spent: ActorSeconds, on_batch, strict: bool = False) -> int:
     """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
     config = plan.config
     connect(pool.address)
     ray = _ray()
+    work = shard_work(plan, strict)
     ray.data.DataContext.get_current().enable_progress_bars = bars_enabled(progress)
     shared, clip = ray.put({}), None
     if config.needs_clip():
@@ -365,7 +409,8 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
     ds = ds.map_batches(pool.actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
                         num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
                         fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
-                                               "threads": torch.get_num_threads()})
+                                               "threads": torch.get_num_threads(),
+                                               "shards": [work] if work is not None else []})
     with timer("ray"):
         for row in ds.iter_rows():
             spent.add(row["seconds"])

@@ -23,7 +23,7 @@ from ..core.atomic import write_bytes
 from ..core.errors import InterrogatorError
 from ..core.identity import file_digest
 from ..core.owned import LEDGER, record_written
-from ..core.plan import Plan
+from ..core.plan import Outputs, Plan
 from ..core.record import LEARNED, SUBMISSION_DIM, BatchRecord
 from ..core.workdir import WorkDir, resume
 from ..learn.blend import blend_vectors
@@ -210,6 +210,12 @@ class ShardSpan:
         cut = slice(self.lo, self.hi)
         return dataclasses.replace(plan, files=plan.files[cut], relative=plan.relative[cut], kaggle=plan.kaggle[cut],
                                    skipped=(), batches=batches, captioned=0, earlier=None)
+
+    def alone(self, plan: Plan) -> Plan:
+        """``part``, with this shard's outputs and no other: all a Ray worker needs to write them."""
+        shards = {kind: {self.shard: by_shard[self.shard]} for kind, by_shard in plan.outputs.shards.items()
+                  if self.shard in by_shard}
+        return dataclasses.replace(self.part(plan), outputs=Outputs(None, {}, (), shards))
 
 
 def shard_spans(plan: Plan) -> List[ShardSpan]:

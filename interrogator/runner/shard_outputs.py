@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -32,7 +33,8 @@ FIELDS_MEMBER = "interrogator.json"
 
 
 def shards_folder(output: str) -> Path:
-    out = Path(output)
+    """``<output stem>.shards/``, absolute: Ray's workers write there from other folders."""
+    out = Path(os.path.abspath(output))
     return out.with_name(f"{out.stem}.shards")
 
 

@@ -43,6 +43,7 @@ def test_every_readme_command_parses_as_written():
 # what the README's commands name that stands for the reader's own things, and what it stands for here
 STAND_INS = {"C": "configs/demo_config.json", "photos/": "samples", "train/": "samples", "renders/": "samples",
              "/shared/out/parquet": "shared/out/parquet",  # a cluster's shared folder: one here, under the test's
+             "/shared/out/captioned.csv": "shared/out/captioned.csv",
              "my-set/": "my-set",  # a captioned training set: a small one made here
              "shards/{00000..00003}.tar": str(REPO / "tests" / "data" / "img2dataset" / "raw" / "{00000..00001}.tar")}
 # the commands that cannot run here, by a word they hold, and why
@@ -88,9 +89,11 @@ def test_every_readme_command_runs_on_the_demo_models(tmp_path, monkeypatch, dem
                    "captions-undo", "captions-export", "captions-export", "submit", "make-demo-models", "draw", "index",
                    "search",
                    "search", "classify", "similarity", "rerank", "finetune-clip", "features", "train-head", "build-bank",
-                   "submit", "submit", "submit", "submit", "submit"]
+                   "submit", "submit", "submit", "submit", "submit", "submit"]
     assert len(list((tmp_path / "demo_models" / "runs" / "tagger" / "txt").glob("*.txt"))) == 7
     assert (tmp_path / "shared" / "out" / "parquet").is_dir()
+    assert sorted(p.name for p in (tmp_path / "shared" / "out" / "captioned.shards").glob("*.tar")) == [
+        "00000.tar", "00001.tar"]  # the shards captioned on Ray
     for made in ("index.safetensors", "drawings/000-a-lighthouse-at-dusk.png", "hits.png", "hits.csv", "classes.csv",
                  "keep.txt", "sim.csv", "sim.png", "ft/clip.safetensors", "head/head.json", "bank/bank.safetensors",
                  "submission.csv", "my-set/metadata.jsonl", "meta_cap.json", "my-set/f.txt"):

@@ -165,3 +165,27 @@ def test_a_run_replaces_its_own_outputs_and_no_one_elses(inputs, write_config, c
         f"error: --output {out / 's.csv'} exists and was changed since this tool wrote it: choose another path, or "
         f"pass --replace-outputs (config key 'replace_outputs') to replace it")
     assert (out / "s.csv").read_bytes() == first + b"an edit\n"
+
+
+def _record_one_by_one(folder, worker: int) -> None:
+    from interrogator.core.owned import record_written
+    for i in range(40):
+        record_written([folder / f"{worker}-{i}.csv"])
+
+
+def test_processes_recording_into_one_folder_at_once_keep_every_entry(tmp_path):
+    """Ray's actors record the shard outputs they write into one folder's ledger at once: each update is read and
+    written under a lock on the folder, so no process drops another's entry."""
+    import multiprocessing
+    from interrogator.core.owned import ledger_of
+    names = [f"{w}-{i}.csv" for w in range(4) for i in range(40)]
+    for name in names:
+        (tmp_path / name).write_text(name)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_record_one_by_one, args=(tmp_path, w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert sorted(ledger_of(str(tmp_path))) == sorted(names)

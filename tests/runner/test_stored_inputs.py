@@ -104,9 +104,10 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
     assert f"{shards[1].name}:000000099: the sample has no image member (000000099.txt)" in warned
 
 
-def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster):
+def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch):
     """The plain run, --shard + merge, Ray and --devices; --shard and --devices split by input shard (of 3, 3 and 1
-    samples, in batches of 2 that never cross one), so each --shard run writes its own shards' outputs."""
+    samples, in batches of 2 that never cross one), so each --shard run writes its own shards' outputs, and on
+    Ray the actors write them."""
     write_shards(tmp_path / "shards", samples(7), per_shard=3)
     c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"], batch_size=2,
                      data_path=str(tmp_path / "shards" / "{00000..00002}.tar"))
@@ -116,8 +117,12 @@ def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_c
                      "--shard", f"{i}/2"]) == 0
     assert main(["merge", str(tmp_path / "shard" / "s0.csv"), str(tmp_path / "shard" / "s1.csv"),
                  "--output", str(tmp_path / "shard" / "s.csv"), "--config", str(c)]) == 0
-    assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
-                 "--output", str(tmp_path / "ray" / "s.csv")]) == 0
+    with monkeypatch.context() as driver:  # on Ray the actors write each shard's outputs, and the driver none
+        driver.setattr("interrogator.runner.finish.write_wds", lambda *a: pytest.fail("the driver wrote a shard"))
+        driver.setattr("interrogator.runner.finish.write_shard_parquet", lambda *a: pytest.fail("the driver wrote"))
+        assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
+                     "--output", str(tmp_path / "ray" / "s.csv")]) == 0
+    assert len(list((tmp_path / "ray" / "s.parquet").glob("*/shards/*.json"))) == 6  # the actors' marks
     assert main(["submit", "--config", str(c), "--devices", "cpu,cpu", "--output", str(tmp_path / "devices" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
     for i, names in enumerate((["00000"], ["00001", "00002"])):
