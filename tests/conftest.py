@@ -1,4 +1,5 @@
 """Shared fixtures: miniature random models built with the real classes, saved and loaded like real weights."""
+import atexit
 import json
 import os
 import shutil
@@ -15,10 +16,20 @@ SAMPLES = REPO / "samples"
 # The 7 sample images, their true prompts and the official vectors ship in the repository (samples/).
 SAMPLE = SAMPLES
 
+
+
+def session_folder(variable: str, prefix: str) -> None:
+    """A temporary folder of the test session's own in ``variable``, removed when the session ends (the
+    processes the tests start inherit it); left as it is where the caller set the variable."""
+    if variable not in os.environ:
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, os.environ[variable], True)
+
+
 # whole-file hashes are remembered in a cache folder of the test session's own (identity.content_hash)
-os.environ.setdefault("INTERROGATOR_CACHE", tempfile.mkdtemp(prefix="interrogator-cache-"))
+session_folder("INTERROGATOR_CACHE", "interrogator-cache-")
 # and the workspace's journal and thumbnails, where a test gives no --work (never the user's ~/.cache)
-os.environ.setdefault("INTERROGATOR_WORKSPACE", tempfile.mkdtemp(prefix="interrogator-workspace-"))
+session_folder("INTERROGATOR_WORKSPACE", "interrogator-workspace-")
 
 needs_shared = pytest.mark.skipif(not (SAMPLE / "prompts.csv").is_file(), reason="samples/prompts.csv is absent")
 

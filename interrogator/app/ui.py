@@ -3,8 +3,10 @@
 error is one line in the page (gr.Error), never a traceback."""
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -58,7 +60,8 @@ class Handlers:
     def __init__(self, service: Service):
         self.service = service
         self.stop = threading.Event()
-        self.downloads = Path(tempfile.mkdtemp(prefix="interrogator-app-"))
+        self.downloads = Path(tempfile.mkdtemp(prefix="interrogator-app-"))  # search results the browser fetches
+        atexit.register(shutil.rmtree, self.downloads, True)  # gone with the app, never left in the temp folder
 
     def prompt(self, image: Optional[str], mode: str, negative: bool):
         result = self.service.interrogate(image, mode, negative)

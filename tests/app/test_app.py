@@ -584,3 +584,17 @@ def test_the_folder_tab_reports_images_done_of_all_and_the_rate(site, tmp_path):
     assert [r[0] for r in reports] == [round(4 / 7, 4), 1.0]
     assert reports[0][1] == "4 of 7 images"
     assert re.fullmatch(r"7 of 7 images, \d+\.\d images/s", reports[1][1]), reports[1][1]
+
+
+def test_the_apps_download_folder_goes_when_the_app_ends(tmp_path):
+    """The folder of search results the browser fetches is the app process's own: removed when it exits."""
+    import subprocess
+    import sys
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from interrogator.app.ui import Handlers; "
+              "h = Handlers(None); (h.downloads / 'hits.csv').write_text('a'); print(h.downloads)")
+    proc = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    made = Path(proc.stdout.strip())
+    assert made.parent == tmp_path and made.name.startswith("interrogator-app-")
+    assert not made.exists() and list(tmp_path.iterdir()) == []
