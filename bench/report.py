@@ -1,10 +1,14 @@
-"""What the small benchmarks share: a GPU sync and their report (JSON plus a markdown table of the same values)."""
+"""What the small benchmarks share: a GPU sync, a scratch folder, and their report (JSON plus a markdown table of
+the same values)."""
 from __future__ import annotations
 
 import datetime
 import json
 import platform
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,6 +17,16 @@ import torch
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+@contextmanager
+def scratch_folder(prefix: str):
+    """A temporary folder for a benchmark's inputs, removed when it ends, however it ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def header(device: str, script: str) -> dict:

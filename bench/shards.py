@@ -20,11 +20,9 @@ import argparse
 import io
 import json
 import random
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from PIL import Image  # noqa: E402
 
-from report import header, write_report  # noqa: E402
+from report import header, scratch_folder, write_report  # noqa: E402
 
 PLAN = """
 import resource, sys, time
@@ -138,21 +136,18 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=10000, help="shards of 10 samples whose plan is timed")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-shards-"))
     result = {**header("cpu", "shards.py"), "images": args.images}
-    try:
+    with scratch_folder("bench-shards-") as scratch:
         for kind, data_path in make_inputs(scratch, args.images).items():
             result[f"read_img_s[{kind}]"] = round(read_rate(data_path, args.repeats), 1)
         for size in (int(s) for s in args.lists.split(",") if s):
             cost = plan_cost(make_list(scratch / f"list-{size}.txt", size), scratch)
             result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]
             result[f"plan_peak_rss_mib[file list, {size:,} paths]"] = cost["peak_rss_mib"]
-            result["plan_imports_rss_mib"] = cost["imports_rss_mib"]
         cost = plan_cost(make_many_shards(scratch / "many", args.shards), scratch)
         result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
         result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        result["plan_imports_rss_mib"] = cost["imports_rss_mib"]  # the same in every fresh process
     write_report(result, args.out, "shards-cpu")
     return 0
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import random
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from PIL import Image  # noqa: E402
 
-from report import header, write_report  # noqa: E402
+from report import header, scratch_folder, write_report  # noqa: E402
 
 from interrogator.core.config import load_config  # noqa: E402
 from interrogator.workspace.edits import Edit  # noqa: E402
@@ -100,8 +98,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each repeatable step (the median)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-workspace-"))
-    try:
+    with scratch_folder("bench-workspace-") as scratch:
         start = time.perf_counter()
         make_folder(scratch / "set", args.images, args.edit)
         made = time.perf_counter() - start
@@ -109,8 +106,6 @@ def main() -> int:
                   **measure(scratch / "set", scratch / "work", args.edit, args.repeats),
                   **measure_app(scratch / "set", scratch / "app-work", args.repeats),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     write_report(result, args.out, "workspace-cpu")
     return 0
 
