@@ -2,10 +2,10 @@
 
 The same stages as the single-machine run, arranged as Ray Data's streaming batch inference:
 
-- one dataset row per pipeline batch (the same batches of ``caption`` batch size over the same sorted image
-  list), so every model sees exactly the batches it sees in a single run;
-- image reading, digests, decoding and preprocessing in a CPU ``map_batches`` stage of plain tasks
-  (``decode_rows``: the pipeline's ``ImageDataset``), which Ray runs in parallel with the models;
+- one row per pipeline batch (the same batches of ``caption`` batch size over the same sorted image list), so
+  every model sees exactly the batches it sees in a single run, read, hashed, decoded and preprocessed in a CPU
+  ``map_batches`` stage of plain tasks (ray_read.py: loose files by path; WebDataset and Parquet shards by Ray
+  Data's own ``read_webdataset`` and ``read_parquet``), which Ray runs in parallel with the models;
 - captioning, tagging, prompt assembly and embedding in a stateful actor class (``InterrogateActor``: the
   one batch function, ``stages.run_stages``, on models from the one loader, ``stages.load_models``), one model
   copy per actor, one actor per GPU by default (CPU actors when the cluster has no GPU); Ray replaces an actor that
@@ -48,8 +48,7 @@ from ..core.config import Config, OutputSettings, replace
 from ..core.console import bars_enabled, quiet_libraries
 from ..core.errors import InterrogatorError
 from ..core.images import ImageFile
-from ..core.samples import member_of, member_text
-from ..core.batches import Transforms, image_batches
+from ..core.samples import input_kind
 from ..core.oom import StageBatcher
 from ..core.plan import check_folder
 from ..core.record import SUBMISSION_DIM, BatchRecord, RecordError, Tags
@@ -62,6 +61,7 @@ from ..runner.pipeline import stages_of
 from ..runner.outputs import arrow_table, rows_of, vector_column
 from ..runner.planner import make_plan
 from ..runner.stages import new_record, run_stages
+from .ray_read import offset_dataset, shard_dataset
 import torch
 import pandas as pd
 
@@ -207,18 +207,7 @@ class BatchFiles:
             return None
 
 
-# ---- the two stages ---------------------------------------------------------------------------
-def decode_rows(rows: Dict[str, np.ndarray], transforms: Transforms) -> dict:
-    """CPU stage: each row's images read, hashed, decoded and preprocessed (core.batches.image_batches) into
-    one pickled ImageBatch."""
-    payloads = []
-    for ids, paths, members, relative in zip(rows["ids"], rows["paths"], rows["members"], rows["relative"]):
-        files = [ImageFile(str(i), Path(str(p)), member_of(str(m))) for i, p, m in zip(ids, paths, members)]
-        batch = next(image_batches(files, [list(range(len(files)))], transforms))
-        payloads.append(pickle.dumps((files, [str(r) for r in relative], batch)))
-    return {"batch": np.asarray(rows["batch"]), "payload": np.array(payloads, dtype=object)}
-
-
+# ---- the model stage (the reader stage: ray_read.py) -------------------------------------------
 class InterrogateActor:
     """GPU (or CPU) stage: the models loaded once per actor from the config; each call runs the one batch
     function (stages.run_stages) on whole batches and writes each batch's record as its Parquet file."""
@@ -269,7 +258,7 @@ class InterrogateActor:
         for number, payload in zip(rows["batch"], rows["payload"]):
             files, relative, batch = pickle.loads(payload)
             seconds.append(json.dumps(self.run_batch(int(number), files, relative, batch)))
-        return {"batch": np.asarray(rows["batch"]), "seconds": np.asarray(seconds)}
+        return {"batch": np.asarray(rows["batch"]), "seconds": np.asarray(seconds), "reread": rows["reread"]}
 
 
 # ---- the driver -------------------------------------------------------------------------------
@@ -354,6 +343,8 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     result.stage_seconds, result.worker_seconds = timer.seconds, spent.seconds
     result.resumed_batches = len(done)
     result.ray = f"{len(todo)} batches written by {count} actors, {len(done)} reused from {folder}"
+    if spent.reader:
+        result.ray += f"; the shards read by Ray Data's {spent.reader}, {spent.reread} samples of them by offset"
     return result
 
 
@@ -369,9 +360,12 @@ class Pool:
 
 @dataclass
 class ActorSeconds:
-    """The actors' seconds per stage, summed over every batch they ran (each batch reports its own)."""
+    """The actors' seconds per stage, summed over every batch they ran (each batch reports its own); with shard
+    inputs, the Ray reader that read them and how many samples were read by offset instead (ray_read.py)."""
 
     seconds: Dict[str, float] = field(default_factory=dict)
+    reader: str = ""
+    reread: int = 0
 
     def add(self, reported: str) -> None:
         for stage, value in json.loads(reported).items():
@@ -380,11 +374,11 @@ class ActorSeconds:
 
 def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool, timer: StageTimer,
                  spent: ActorSeconds, on_batch, strict: bool = False) -> int:
-    """The decode stage and the actor pool over the batches still to do; returns the number of actors."""
+    """The reader stage (ray_read.py) and the actor pool over the batches still to do; returns the number of
+    actors. Shards are read by Ray Data's own readers; a batch none of their rows began, by offset after."""
     config = plan.config
     connect(pool.address)
     ray = _ray()
-    work = shard_work(plan, strict)
     ray.data.DataContext.get_current().enable_progress_bars = bars_enabled(progress)
     shared, clip = ray.put({}), None
     if config.needs_clip():
@@ -395,28 +389,50 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
         clip = ranked.clip
     transforms = loader_transforms(config, ("caption", "tag"), clip=clip)
     del clip
-    gpus = ray.cluster_resources().get("GPU", 0)
-    count = pool.actors or default_actors()
-    cpus = ray.cluster_resources().get("CPU", 1)
-    actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / count))
-    items = [{"batch": b, "ids": [plan.files[i].image_id for i in plan.batches[b]],
-              "paths": [os.path.abspath(plan.files[i].path) for i in plan.batches[b]],  # workers run elsewhere
-              "members": [member_text(plan.files[i].member) for i in plan.batches[b]],  # a shard's samples
-              "relative": [plan.relative[i] for i in plan.batches[b]]} for b in todo]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(decode_rows, batch_size=1, num_cpus=DECODE_CPUS,
-                        fn_kwargs={"transforms": transforms})
-    ds = ds.map_batches(pool.actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=count),
-                        num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
-                        fn_constructor_kwargs={"config": config, "tables": [shared], "out": str(folder),
-                                               "threads": torch.get_num_threads(),
-                                               "shards": [work] if work is not None else []})
+    stage = ActorStage(pool, {"config": config, "tables": [shared], "out": str(folder),
+                              "threads": torch.get_num_threads(), "shards": [w for w in [shard_work(plan, strict)] if w]})
+    kind = input_kind(config.data_path)
+    stored = kind in ("tar", "parquet")
+    reader = shard_dataset if stored else offset_dataset
     with timer("ray"):
-        for row in ds.iter_rows():
-            spent.add(row["seconds"])
-            if on_batch is not None:
-                on_batch(int(row["batch"]))
-    return count
+        made = _drain(stage(ray, reader(ray, plan, todo, transforms, DECODE_CPUS)), spent, on_batch)
+        left = [b for b in todo if b not in made]
+        if left and stored:  # batches whose first sample Ray's reader did not give (ray_read.py)
+            spent.reread += sum(len(plan.batches[b]) for b in left)
+            _drain(stage(ray, offset_dataset(ray, plan, left, transforms, DECODE_CPUS)), spent, on_batch)
+    spent.reader = {"tar": "read_webdataset", "parquet": "read_parquet"}.get(kind, "")
+    return stage.count()
+
+
+@dataclass(frozen=True)
+class ActorStage:
+    """The model stage: an actor pool of ``pool.actor_cls`` built with ``kwargs``, over the reader's rows."""
+
+    pool: Pool
+    kwargs: dict
+
+    def count(self) -> int:
+        return self.pool.actors or default_actors()
+
+    def __call__(self, ray, ds):
+        gpus = ray.cluster_resources().get("GPU", 0)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / self.count()))
+        return ds.map_batches(self.pool.actor_cls, batch_size=1,
+                              compute=ray.data.ActorPoolStrategy(size=self.count()),
+                              num_gpus=1 if gpus else 0, num_cpus=actor_cpus, fn_constructor_kwargs=self.kwargs)
+
+
+def _drain(ds, spent: ActorSeconds, on_batch) -> set:
+    """Runs the dataset; the numbers of the batches it made."""
+    made = set()
+    for row in ds.iter_rows():
+        spent.add(row["seconds"])
+        spent.reread += int(row["reread"])
+        made.add(int(row["batch"]))
+        if on_batch is not None:
+            on_batch(int(row["batch"]))
+    return made
 
 
 def read_output(parquet_dir: str):

@@ -167,7 +167,8 @@ def finish(plan: Plan, records: Dict[int, BatchRecord], strict: bool = False, wr
         result.output, result.written, result.files_written = written.submission, written.formats, written.files
         if plan.outputs.shards:
             per_shard = (shards or ShardFiles(plan)).rest(records)
-            result.written["per shard"] = f"{len(per_shard)} files in {shards_folder(plan.config.output)}"
+            outputs = [p for p in per_shard if p.name != LEDGER]  # the ledgers of what the tool wrote are not outputs
+            result.written["per shard"] = f"{len(outputs)} files in {shards_folder(plan.config.output)}"
             result.files_written += per_shard
         for store in remove:
             store.remove()

@@ -104,7 +104,7 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
     assert f"{shards[1].name}:000000099: the sample has no image member (000000099.txt)" in warned
 
 
-def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch):
+def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch, capsys):
     """The plain run, --shard + merge, Ray and --devices; --shard and --devices split by input shard (of 3, 3 and 1
     samples, in batches of 2 that never cross one), so each --shard run writes its own shards' outputs, and on
     Ray the actors write them."""
@@ -123,6 +123,7 @@ def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_c
         assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
                      "--output", str(tmp_path / "ray" / "s.csv")]) == 0
     assert len(list((tmp_path / "ray" / "s.parquet").glob("*/shards/*.json"))) == 6  # the actors' marks
+    assert "the shards read by Ray Data's read_webdataset, 0 samples of them by offset" in capsys.readouterr().out
     assert main(["submit", "--config", str(c), "--devices", "cpu,cpu", "--output", str(tmp_path / "devices" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
     for i, names in enumerate((["00000"], ["00001", "00002"])):
@@ -208,7 +209,7 @@ def members(path: Path) -> list:
         return [(i.name, tar.extractfile(i).read()) for i in tar if i.isfile()]
 
 
-def test_per_shard_parquet_and_wds_shards_out(write_config, tmp_path):
+def test_per_shard_parquet_and_wds_shards_out(write_config, tmp_path, capsys):
     import shutil
     import pyarrow.parquet as pq
     webdataset = pytest.importorskip("webdataset", reason="webdataset is not installed")
@@ -216,6 +217,7 @@ def test_per_shard_parquet_and_wds_shards_out(write_config, tmp_path):
     data_path = str(tmp_path / "{00000..00001}.tar")
     c = write_config(formats=["csv", "shard-parquet", "wds"], data_path=data_path)
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "out" / "s.csv")]) == 0
+    assert f"per shard: 4 files in {tmp_path / 'out' / 's.shards'}" in capsys.readouterr().out  # the ledger not one
     c = write_config(formats=["txt"], data_path=data_path, txt_dir=str(tmp_path / "txt"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "txtrun" / "s.csv")]) == 0
     folder = tmp_path / "out" / "s.shards"

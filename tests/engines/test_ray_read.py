@@ -1,0 +1,100 @@
+"""The Ray engine's reader of shard inputs (engines/ray_read.py): whatever rows Ray Data's readers hand a call,
+the calls together make each batch still to do exactly once, from the shard's bytes; and Parquet on Ray gives the
+single run's bytes, read by read_parquet."""
+import io
+import itertools
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES
+from interrogator.core.config import load_config, replace
+from interrogator.engines.ray_read import Columns, GivenFile, owned_batches, shard_batches
+from interrogator.runner.planner import make_plan
+
+IMAGES = sorted(SAMPLES.glob("*.png"))
+
+
+def tar_shards(folder, sizes):
+    """Tar shards of ``sizes`` samples (``key.jpg`` + ``key.txt``); the last sample of the last has no image."""
+    folder.mkdir()
+    n = 0
+    for s, size in enumerate(sizes):
+        with tarfile.open(folder / f"{s:05d}.tar", "w") as tar:
+            for k in range(size):
+                last = s == len(sizes) - 1 and k == size - 1
+                for name, data in ([] if last else [(f"{n:07d}.jpg", IMAGES[n % len(IMAGES)].read_bytes())]) + \
+                        [(f"{n:07d}.txt", b"alt")]:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                n += 1
+    return f"{folder}/{{00000..{len(sizes) - 1:05d}}}.tar"
+
+
+def reader_rows(plan):
+    """The rows read_webdataset gives for the plan's shards: url, key, and the ``jpg`` column (None where the
+    sample has no image member)."""
+    rows = {"__url__": [], "__key__": [], "jpg": []}
+    for file in plan.files:
+        rows["__url__"].append(str(file.path))
+        rows["__key__"].append(file.image_id)
+        try:
+            rows["jpg"].append(file.read()[0])
+        except ValueError:
+            rows["jpg"].append(None)
+    return rows
+
+
+def chunk(rows, lo, hi):
+    return {name: np.array(values[lo:hi], dtype=object) for name, values in rows.items()}
+
+
+def test_each_batch_still_to_do_is_made_once_wherever_the_rows_are_cut(write_config, tmp_path):
+    data_path = tar_shards(tmp_path / "shards", [5, 3])
+    plan = make_plan(load_config(write_config(batch_size=2, data_path=data_path)), write=False)
+    assert [list(b) for b in plan.batches] == [[0, 1], [2, 3], [4], [5, 6], [7]]
+    todo = [0, 2, 3, 4]  # batch 1 is done: its rows are left out
+    work = shard_batches(plan, todo)
+    rows = reader_rows(plan)
+    n = len(plan.files)
+    for a, b in itertools.combinations(range(1, n), 2):  # every cut of the rows into three calls
+        made = {}
+        for lo, hi in ((0, a), (a, b), (b, n)):
+            for number, files, relative, read, reread in owned_batches(chunk(rows, lo, hi), Columns.of(plan.config),
+                                                                      work.__getitem__):
+                assert number not in made, (a, b, number)
+                members = plan.batches[number]
+                assert list(files) == [plan.files[i] for i in members]
+                assert list(relative) == [plan.relative[i] for i in members]
+                assert lo <= members[0] < hi  # the call that holds its first sample makes it
+                outside = [i for i in members if not lo <= i < hi]
+                assert reread == len(outside)
+                for i, file in zip(members, read):  # the reader's bytes, else the plan's file (read by offset)
+                    given = isinstance(file, GivenFile)
+                    assert given == (lo <= i < hi and rows["jpg"][i] is not None), (a, b, i)
+                    if given:
+                        assert file.read() == plan.files[i].read()
+                made[number] = reread
+        assert sorted(made) == todo, (a, b)
+    no_image = plan.files[-1]
+    with pytest.raises(ValueError, match="the sample has no image member"):
+        no_image.read()
+
+
+def test_parquet_on_ray_is_read_by_read_parquet_and_gives_the_single_runs_bytes(write_config, tmp_path, ray_cluster):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    from interrogator.engines.ray_engine import run_ray
+    from interrogator.runner.pipeline import run
+    keys = [f"{i:07d}" for i in range(7)]
+    for s, part in enumerate((keys[:4], keys[4:])):  # row groups of 3 (Ray's blocks), batches of 2
+        pq.write_table(pa.table({"key": part, "jpg": [IMAGES[int(k)].read_bytes() for k in part]}),
+                       tmp_path / f"{s:05d}.parquet", row_group_size=3)
+    config = load_config(write_config(batch_size=2, data_path=f"{tmp_path}/{{00000..00001}}.parquet"))
+    run(replace(config, output=str(tmp_path / "single.csv")), progress=False)
+    result = run_ray(config, str(tmp_path / "ray.parquet"), csv=str(tmp_path / "ray.csv"),
+                     address=ray_cluster, progress=False)
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
+    assert result.ray.endswith("the shards read by Ray Data's read_parquet, 0 samples of them by offset")
