@@ -101,7 +101,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return DecodedImage(index, cap, clip, "", digest, tag)
         except ValueError as exc:
             cap, clip, tag = self._blank()
-            return DecodedImage(index, cap, clip, str(exc), digest, tag)
+            return DecodedImage(index, cap, clip, str(exc), getattr(exc, "digest", digest), tag)  # MissingImage
 
 
 def stack(values: Sequence) -> Pixels:

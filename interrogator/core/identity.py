@@ -257,13 +257,14 @@ def unchanged(saved: Dict[str, str], files) -> set:
 
 def hash_files(files: list, threads: int = 8) -> List[str]:
     """The digest of each image's bytes (images.ImageFile.read: a file, or a sample in a shard; '' where they
-    cannot be read), in threads (hashing releases the GIL)."""
+    cannot be read; a shard's sample without an image has its own, samples.MissingImage), in threads (hashing
+    releases the GIL)."""
 
     def one(file) -> str:
         try:
             return file.read()[1]
-        except ValueError:
-            return ""
+        except ValueError as exc:
+            return getattr(exc, "digest", "")  # samples.MissingImage has one
     if len(files) < 16:
         return [one(f) for f in files]
     with ThreadPoolExecutor(threads) as pool:

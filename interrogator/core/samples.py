@@ -66,6 +66,16 @@ class NoImage:
 Member = Union[TarMember, ParquetRow, NoImage]
 
 
+class MissingImage(ValueError):
+    """A sample that has no image member. Unlike a file that cannot be read now (no digest: it is tried again),
+    this is what the shard holds, so it has a digest: the resume rule keeps its batch while the shard lists the
+    sample the same way (identity.hash_files, batches.ImageDataset)."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.digest = content_digest(f"no image member: {why}".encode("utf-8"))
+
+
 def input_kind(data_path: str) -> str:
     """``folder``, ``tar`` or ``parquet`` (shards, a list or a brace pattern of them), or ``list`` (a .txt of paths)."""
     if not data_path or not shard_patterns(data_path):
@@ -172,7 +182,7 @@ def list_samples(path: Path) -> List[Tuple[str, Path]]:
 def read_member(path: Path, member: Member) -> bytes:
     """The bytes of one sample's image; ValueError with the reason."""
     if isinstance(member, NoImage):
-        raise ValueError(member.why)
+        raise MissingImage(member.why)
     try:
         if isinstance(member, TarMember):
             with open(path, "rb") as f:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Collection, Dict, Optional, Sequence
 
 from .atomic import is_disk_full, write_bytes
 from .errors import InterrogatorError
@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def resume(load: Callable[[int], Optional[BatchRecord]], files: Sequence[ImageFile],
-           batches: Sequence[Sequence[int]]) -> Dict[int, BatchRecord]:
+           batches: Sequence[Sequence[int]], verified: Collection[int] = ()) -> Dict[int, BatchRecord]:
     """{batch: record} for every saved record (``load(b)``: None where absent or unreadable) whose image ids
     and the digests of their bytes still match the files: the one resume rule, for the work folder's records
-    and for Ray's Parquet batch files."""
+    and for Ray's Parquet batch files. ``verified``: batches whose digests this process already checked, or took
+    from the bytes it read itself; their files are not read again (the ids are still checked)."""
     saved = {b: load(b) for b in range(len(batches))}
     saved = {b: r for b, r in saved.items() if r is not None and r.ids == [files[i].image_id for i in batches[b]]}
-    digests = {i: d for r in saved.values() for i, d in zip(r.ids, r.digests)}
-    same = unchanged(digests, [files[i] for b in saved for i in batches[b]])
-    return {b: r for b, r in saved.items() if all(i in same for i in r.ids)}
+    check = [b for b in saved if b not in verified]
+    digests = {i: d for b in check for i, d in zip(saved[b].ids, saved[b].digests)}
+    same = unchanged(digests, [files[i] for b in check for i in batches[b]])
+    return {b: r for b, r in saved.items() if b in verified or all(i in same for i in r.ids)}
 
 
 def work_root(output: str | Path) -> Path:

@@ -21,13 +21,16 @@ batch record (record.BatchRecord) as one row per image with ``batch``, ``digest`
 ``negative_prompt`` when asked for, and ``embedding``, 384 float32 as a plain fixed-size list, where the run
 embeds (Config.embeds); with a blend also ``prompt_embedding``, ``head`` and ``bank``). ``key`` is the single-machine resume key, and a file is read back
 through the record's checked load and reused by the single run's rule (identity.unchanged), so a killed job
-loses at most the batches in flight. With an output path, every format of the config is written from the
+loses at most the batches in flight. After the run the driver reads back every batch file, but does not
+read the images again: the digests of the batches made in this run come from the bytes the reader just read,
+and those of the batches reused were checked when the run began. With an output path, every format of the config is written from the
 records by the single run's writers (outputs.write_all), byte-identical to it on the same device type.
 
 With outputs per input shard (``shard-parquet``, ``wds``: runner/shard_outputs.py), the actor that lands the last
 batch file of an input shard writes that shard's outputs, from the shard's own plan (``ShardWork``: each in the
 object store) and its batch files, and marks them (finish.ShardFiles) in ``<parquet_dir>/<key>/shards/``; the
-driver writes only those no actor wrote.
+driver writes only those no actor wrote, and takes the marks the actors report as written in this run without
+hashing the shards again (a mark from an earlier run is checked against the digests).
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -226,8 +229,9 @@ class InterrogateActor:
         self.models = load_models(config, needs_of(config, data=False), tables)
         self.batcher = StageBatcher.of(config)
 
-    def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> Dict[str, float]:
-        """One batch through the stages, its file written; the seconds of each stage."""
+    def run_batch(self, number: int, files: List[ImageFile], relative: List[str], batch) -> Tuple[dict, str]:
+        """One batch through the stages, its file written; the seconds of each stage, and the input shard whose
+        outputs it wrote ('' for none)."""
         import pyarrow.parquet as pq  # lazy: the [ray] extra
         timer = StageTimer(self.config.resolved_device())
         record = new_record(files, range(len(files)), batch)
@@ -236,29 +240,35 @@ class InterrogateActor:
         table = record_table(number, record, relative, self.config.blend)
         with timer("save"):
             atomic_write(batch_file(self.out, number), lambda f: pq.write_table(table, f))
-            self.write_shard(number)
-        return timer.seconds
+            shard = self.write_shard(number)
+        return timer.seconds, shard
 
-    def write_shard(self, number: int) -> None:
+    def write_shard(self, number: int) -> str:
         """The outputs of the batch's input shard, where every batch file of that shard is now here and passes
         the resume rule; else nothing (the actor that lands its last batch, or the driver, writes them). Two
-        actors landing a shard's last batches at once both write the same bytes, each file atomically."""
+        actors landing a shard's last batches at once both write the same bytes, each file atomically. Returns
+        the shard's path where it wrote them, else ''."""
         if self.shards is None or number not in self.shards.of_batch:
-            return
+            return ""
         part, first = _ray().get(self.shards.jobs[self.shards.of_batch[number]])
         if not all(batch_file(self.out, first + k).exists() for k in range(len(part.batches))):
-            return
+            return ""
         store = BatchFiles(self.out)
         records, missing = collect(part, lambda k: store.load(first + k))
-        if not missing:
-            ShardFiles(part, marks=self.out / "shards").rest(records)
+        if missing:
+            return ""
+        ShardFiles(part, marks=self.out / "shards").rest(records)
+        return str(part.files[0].path)
 
     def __call__(self, rows: Dict[str, np.ndarray]) -> dict:
-        seconds = []
+        seconds, shards = [], []
         for number, payload in zip(rows["batch"], rows["payload"]):
             files, relative, batch = pickle.loads(payload)
-            seconds.append(json.dumps(self.run_batch(int(number), files, relative, batch)))
-        return {"batch": np.asarray(rows["batch"]), "seconds": np.asarray(seconds), "reread": rows["reread"]}
+            spent, shard = self.run_batch(int(number), files, relative, batch)
+            seconds.append(json.dumps(spent))
+            shards.append(shard)
+        return {"batch": np.asarray(rows["batch"]), "seconds": np.asarray(seconds), "reread": rows["reread"],
+                "shard": np.asarray(shards)}
 
 
 # ---- the driver -------------------------------------------------------------------------------
@@ -333,12 +343,13 @@ def run_ray(config: Config, parquet_dir: str, csv: Optional[str] = None, address
     if todo:
         count = _run_dataset(plan, folder, todo, Pool(address, actors, actor_cls), progress, timer, spent, finished,
                              strict)
-    records, missing = collect(plan, store.load)
+    records, missing = collect(plan, store.load, verified=set(done) | spent.made)  # none read again
     if missing:
         raise InterrogatorError(f"ray: {len(missing)} batches have no complete output in {folder} "
                                 f"(first: batch {missing[0]}); rerun to finish them")
     with timer("write"):
-        shards = ShardFiles(plan, folder / "shards", strict) if plan.outputs and plan.outputs.shards else None
+        shards = ShardFiles(plan, folder / "shards", strict, fresh={Path(p) for p in spent.shards}) \
+            if plan.outputs and plan.outputs.shards else None
         result = finish(plan, records, strict, txt=captions.writer, shards=shards)
     result.stage_seconds, result.worker_seconds = timer.seconds, spent.seconds
     result.resumed_batches = len(done)
@@ -360,10 +371,13 @@ class Pool:
 
 @dataclass
 class ActorSeconds:
-    """The actors' seconds per stage, summed over every batch they ran (each batch reports its own); with shard
+    """The actors' seconds per stage, summed over every batch they ran (each batch reports its own); the batches
+    they made and the input shards whose outputs they wrote (the driver does not hash those again); with shard
     inputs, the Ray reader that read them and how many samples were read by offset instead (ray_read.py)."""
 
     seconds: Dict[str, float] = field(default_factory=dict)
+    made: Set[int] = field(default_factory=set)
+    shards: Set[str] = field(default_factory=set)
     reader: str = ""
     reread: int = 0
 
@@ -395,8 +409,8 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
     stored = kind in ("tar", "parquet")
     reader = shard_dataset if stored else offset_dataset
     with timer("ray"):
-        made = _drain(stage(ray, reader(ray, plan, todo, transforms, DECODE_CPUS)), spent, on_batch)
-        left = [b for b in todo if b not in made]
+        _drain(stage(ray, reader(ray, plan, todo, transforms, DECODE_CPUS)), spent, on_batch)
+        left = [b for b in todo if b not in spent.made]
         if left and stored:  # batches whose first sample Ray's reader did not give (ray_read.py)
             spent.reread += sum(len(plan.batches[b]) for b in left)
             _drain(stage(ray, offset_dataset(ray, plan, left, transforms, DECODE_CPUS)), spent, on_batch)
@@ -423,16 +437,16 @@ class ActorStage:
                               num_gpus=1 if gpus else 0, num_cpus=actor_cpus, fn_constructor_kwargs=self.kwargs)
 
 
-def _drain(ds, spent: ActorSeconds, on_batch) -> set:
-    """Runs the dataset; the numbers of the batches it made."""
-    made = set()
+def _drain(ds, spent: ActorSeconds, on_batch) -> None:
+    """Runs the dataset, each batch's report added to ``spent``."""
     for row in ds.iter_rows():
         spent.add(row["seconds"])
         spent.reread += int(row["reread"])
-        made.add(int(row["batch"]))
+        spent.made.add(int(row["batch"]))
+        if row["shard"]:
+            spent.shards.add(str(row["shard"]))
         if on_batch is not None:
             on_batch(int(row["batch"]))
-    return made
 
 
 def read_output(parquet_dir: str):

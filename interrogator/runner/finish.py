@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -145,9 +145,11 @@ class RecordStore(Protocol):
         """The batch's checked record, or None where it is absent or cannot be read back."""
 
 
-def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]]) -> Tuple[Dict[int, BatchRecord], List[int]]:
-    """The records of a store (``load``) that the resume rule keeps, and the batches that have none."""
-    records = resume(load, list(plan.files), plan.batches)
+def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]],
+            verified: Collection[int] = ()) -> Tuple[Dict[int, BatchRecord], List[int]]:
+    """The records of a store (``load``) that the resume rule keeps (workdir.resume: ``verified`` batches are not
+    hashed again), and the batches that have none."""
+    records = resume(load, list(plan.files), plan.batches, verified)
     return records, [b for b in range(len(plan.batches)) if b not in records]
 
 
@@ -238,7 +240,9 @@ class ShardFiles:
     Under ``--strict`` nothing is written before ``finish``'s check."""
 
     def __init__(self, plan: Plan, marks: Optional[Path] = None, strict: bool = False,
-                 complete: Callable[[BatchRecord], bool] = lambda record: True):
+                 complete: Callable[[BatchRecord], bool] = lambda record: True, fresh: Collection[Path] = ()):
+        """``fresh``: input shards whose files and marks this run wrote (Ray's actors), taken as written without
+        hashing them again; every other mark is checked against the digests of the shard and its files."""
         self.plan, self.marks, self.live, self.complete = plan, marks, not strict, complete
         self.targets: Dict[Path, List[Tuple[str, Path]]] = {}
         for kind, by_shard in (plan.outputs.shards if plan.outputs is not None else {}).items():
@@ -246,7 +250,7 @@ class ShardFiles:
                 self.targets.setdefault(shard, []).append((kind, target))
         self.spans = {s.shard: s for s in shard_spans(plan) if s.shard in self.targets}
         self.of_batch = {b: s for s in self.spans.values() for b in range(s.first, s.last)}
-        self.done: Set[Path] = {shard for shard in self.spans if self.marked(shard)}
+        self.done: Set[Path] = {shard for shard in self.spans if shard in fresh or self.marked(shard)}
 
     def mark_file(self, target: Path) -> Path:
         return self.marks / f"{target.name}.json"

@@ -105,38 +105,49 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
 
 
 def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch, capsys):
-    """The plain run, --shard + merge, Ray and --devices; --shard and --devices split by input shard (of 3, 3 and 1
-    samples, in batches of 2 that never cross one), so each --shard run writes its own shards' outputs, and on
-    Ray the actors write them."""
-    write_shards(tmp_path / "shards", samples(7), per_shard=3)
-    c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"], batch_size=2,
-                     data_path=str(tmp_path / "shards" / "{00000..00002}.tar"))
+    """img2dataset's 4 shards (60 images, one file that is not an image, and a sample without an image) on the
+    plain run, --shard + merge, Ray and --devices: the same bytes, and per key a folder run's answers. Batches of 8
+    never cross a shard; --shard and --devices split by input shard, so each --shard run writes its own shards'
+    outputs, and on Ray the actors write them, the shards read by Ray Data's read_webdataset."""
+    shards = i2d_shards(tmp_path / "shards")
+    c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"], batch_size=8,
+                     data_path=str(tmp_path / "shards" / "{00000..00003}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
     for i in (0, 1):
         assert main(["submit", "--config", str(c), "--output", str(tmp_path / "shard" / f"s{i}.csv"),
                      "--shard", f"{i}/2"]) == 0
     assert main(["merge", str(tmp_path / "shard" / "s0.csv"), str(tmp_path / "shard" / "s1.csv"),
                  "--output", str(tmp_path / "shard" / "s.csv"), "--config", str(c)]) == 0
-    with monkeypatch.context() as driver:  # on Ray the actors write each shard's outputs, and the driver none
+    capsys.readouterr()
+    hashed = []
+    with monkeypatch.context() as driver:  # on Ray the actors write each shard's outputs, and the driver none;
         driver.setattr("interrogator.runner.finish.write_wds", lambda *a: pytest.fail("the driver wrote a shard"))
         driver.setattr("interrogator.runner.finish.write_shard_parquet", lambda *a: pytest.fail("the driver wrote"))
+        driver.setattr("interrogator.runner.finish.file_digest", lambda *a: pytest.fail("the driver hashed a file"))
+        driver.setattr("interrogator.core.workdir.unchanged", lambda saved, files: hashed.extend(files) or set())
         assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
                      "--output", str(tmp_path / "ray" / "s.csv")]) == 0
-    assert len(list((tmp_path / "ray" / "s.parquet").glob("*/shards/*.json"))) == 6  # the actors' marks
+    assert hashed == []  # nor does it read a sample again: it takes the batches and marks the actors just made
+    assert len(list((tmp_path / "ray" / "s.parquet").glob("*/shards/*.json"))) == 8  # the actors' marks
     assert "the shards read by Ray Data's read_webdataset, 0 samples of them by offset" in capsys.readouterr().out
     assert main(["submit", "--config", str(c), "--devices", "cpu,cpu", "--output", str(tmp_path / "devices" / "s.csv")]) == 0
     plain = (tmp_path / "plain" / "s.csv").read_bytes()
-    for i, names in enumerate((["00000"], ["00001", "00002"])):
+    for i, names in enumerate((["00000", "00001"], ["00002", "00003"])):
         assert sorted(p.stem for p in (tmp_path / "shard" / f"s{i}.shards").glob("*.tar")) == names
     import pyarrow.parquet as pq
     for engine in ("shard", "ray", "devices"):
         assert (tmp_path / engine / "s.csv").read_bytes() == plain, engine
         assert (tmp_path / engine / "s.prompts.csv").read_bytes() == (tmp_path / "plain" / "s.prompts.csv").read_bytes()
-        for name in ("00000", "00001", "00002"):  # the outputs per input shard: the same bytes, the same table
+        for name in ("00000", "00001", "00002", "00003"):  # the outputs per input shard: the same bytes and table
             assert (tmp_path / engine / "s.shards" / f"{name}.tar").read_bytes() == \
                 (tmp_path / "plain" / "s.shards" / f"{name}.tar").read_bytes(), (engine, name)
             assert pq.read_table(tmp_path / engine / "s.shards" / f"{name}.parquet").equals(
                 pq.read_table(tmp_path / "plain" / "s.shards" / f"{name}.parquet")), (engine, name)
+    config = load_config(write_config(formats=["csv"], batch_size=8))
+    expected = run_on(config, unpack(shards, tmp_path / "folder"), tmp_path / "o-folder")
+    got = rows(tmp_path / "plain" / "s.prompts.csv")
+    assert {k: v for k, v in got.items() if k != NO_IMAGE} == expected and len(got) == 62
+    assert got[NO_IMAGE][1] == config.fallback_prompt and expected["0000114"][1] == config.fallback_prompt
 
 
 def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp_path, capsys, monkeypatch):
@@ -184,23 +195,33 @@ def unpack(shards, folder: Path) -> Path:
     return folder
 
 
+NO_IMAGE = "0000399"
+
+
+def i2d_shards(folder: Path, layout: str = "raw", count: int = 4) -> list:
+    """Copies of img2dataset's first ``count`` shards, the last with a sample that has no image (a failed download)."""
+    import shutil
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = [Path(shutil.copy(p, folder)) for p in sorted((I2D / layout).glob("*.tar"))[:count]]
+    with tarfile.open(shards[-1], "a") as tar:
+        add(tar, f"{NO_IMAGE}.txt", b"a caption without its image")
+    return shards
+
+
 @pytest.mark.parametrize("layout", ["raw", "reencoded"])
 def test_img2dataset_shards_give_a_folders_answers_per_key(config, tmp_path, layout, caplog):
-    import shutil
     count = 4 if layout == "raw" else 1  # the re-encoded layout: its first shard (16 JPEGs) is enough
-    shards = [Path(shutil.copy(p, tmp_path)) for p in sorted((I2D / layout).glob("*.tar"))[:count]]
-    with tarfile.open(shards[-1], "a") as tar:  # a sample that has no image (its download failed)
-        add(tar, "0000399.txt", b"a caption without its image")
+    shards = i2d_shards(tmp_path, layout, count)
     expected = run_on(config, unpack(shards, tmp_path / "folder"), tmp_path / "o-folder")
     got = run_on(config, tmp_path / f"{{00000..{count - 1:05d}}}.tar", tmp_path / "o-shards")
-    assert {k: v for k, v in got.items() if k != "0000399"} == expected
-    assert got["0000399"][1] == config.fallback_prompt
+    assert {k: v for k, v in got.items() if k != NO_IMAGE} == expected
+    assert got[NO_IMAGE][1] == config.fallback_prompt
     assert len(got) == (62 if layout == "raw" else 17)  # raw keeps the broken file's bytes; reencoded drops it
     if layout == "raw":
         assert expected["0000114"][1] == config.fallback_prompt  # the file that is not an image
         assert "00001.tar:0000114: cannot decode" in caplog.text
         parquet = run_on(config, I2D / "parquet" / "{00000..00003}.parquet", tmp_path / "o-parquet")
-        assert parquet == {k: v for k, v in got.items() if k != "0000399"}
+        assert parquet == {k: v for k, v in got.items() if k != NO_IMAGE}
 
 
 def members(path: Path) -> list:
