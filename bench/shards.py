@@ -3,11 +3,13 @@ same images as loose files, and what listing a large input costs the plan.
 
     python bench/shards.py                                  # 2,000 images; plans of 1M and 10M listed paths, 10k shards
     python bench/shards.py --images 200 --lists 10000 --shards 50 --out /tmp/b   # a quick check
+    python bench/shards.py --ray --lists '' --shards 10 --out /tmp/b            # Ray's readers against by offset
 
 Reading: ``image_batches`` (core/batches.py: read, hash, decode) over every image, batches of 32, no loader
 workers, with a transform that keeps nothing, so no model runs and the reader is what is measured. The images are
 JPEGs of 256x192 (about 10 KB), written as loose files, as 4 tar shards in img2dataset's layout (``key.jpg``,
-``key.txt``, ``key.json``) and as one Parquet file with a ``jpg`` column.
+``key.txt``, ``key.json``) and as one Parquet file with a ``jpg`` column. With ``--ray``, the same for the Ray
+engine's reader stage (``ray_read_rate``) over the shards and the Parquet file.
 
 Planning: ``make_plan`` (the listing, the duplicate-key check, the batches and every output path checked, before
 any model loads; a ``csv`` output, the models taken as given) in a fresh process each, its wall time and
@@ -103,6 +105,38 @@ def read_rate(data_path: str, repeats: int) -> float:
     return best
 
 
+def keep_nothing(image):
+    import torch
+    return torch.zeros(1)
+
+
+def ray_read_rate(data_path: str, reader: str, repeats: int) -> float:
+    """Samples per second through the Ray engine's reader stage alone (engines/ray_read.py: read, hash, decode and
+    pickle each batch for the actors, which do not run here), on a local cluster of this machine's CPUs, the best
+    of ``repeats``: ``offset`` (a row per batch, each sample read by its offset) or ``ray`` (Ray Data's own
+    read_webdataset / read_parquet, regrouped into the plan's batches)."""
+    from interrogator.core.batches import Transforms
+    from interrogator.core.config import load_config
+    from interrogator.engines.ray_engine import connect
+    from interrogator.engines.ray_read import offset_dataset, shard_dataset
+    from interrogator.runner.planner import make_plan
+    import ray
+    connect()
+    plan = make_plan(load_config(data_path=data_path, batch_size=32, formats=["csv"]), write=False,
+                     models_given=True, key=False)
+    make = shard_dataset if reader == "ray" else offset_dataset
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ds = make(ray, plan, range(len(plan.batches)), Transforms(clip=keep_nothing), 0.5)
+        rows = [(int(row["batch"]), int(row["reread"])) for row in ds.iter_rows()]
+        best = max(best, len(plan.files) / (time.perf_counter() - start))
+        assert sorted(b for b, _ in rows) == list(range(len(plan.batches)))
+        assert reader == "offset" or sum(r for _, r in rows) == 0  # every sample from Ray's rows
+    return best
+
+
 def make_list(path: Path, count: int) -> str:
     with open(path, "w") as f:
         for i in range(count):
@@ -134,12 +168,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lists", default="1000000,10000000", help="file-list sizes whose plan is timed")
     parser.add_argument("--shards", type=int, default=10000, help="shards of 10 samples whose plan is timed")
+    parser.add_argument("--ray", action="store_true", help="also the Ray engine's reader: by offset and Ray's own")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
     result = {**header("cpu", "shards.py"), "images": args.images}
     with scratch_folder("bench-shards-") as scratch:
         for kind, data_path in make_inputs(scratch, args.images).items():
             result[f"read_img_s[{kind}]"] = round(read_rate(data_path, args.repeats), 1)
+            for reader in ("offset", "ray") if args.ray and kind != "loose files" else ():
+                result[f"ray_read_img_s[{kind}, {reader}]"] = round(ray_read_rate(data_path, reader, args.repeats), 1)
         for size in (int(s) for s in args.lists.split(",") if s):
             cost = plan_cost(make_list(scratch / f"list-{size}.txt", size), scratch)
             result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]

@@ -137,7 +137,7 @@ def shard_dataset(ray, plan, todo: Sequence[int], transforms: Transforms, num_cp
     work = shard_batches(plan, todo)
     refs = {path: ray.put(batches) for path, batches in work.items()}
     columns = Columns.of(plan.config)
-    args = {"override_num_blocks": len(refs), "ray_remote_args": {"num_cpus": num_cpus}}
+    args = {"override_num_blocks": len(refs), "num_cpus": num_cpus}
     if columns.image is None:
         ds = ray.data.read_webdataset(list(refs), decoder=None, suffixes=image_suffix, **args)
     else:

@@ -1,6 +1,6 @@
 """The Ray engine's reader of shard inputs (engines/ray_read.py): whatever rows Ray Data's readers hand a call,
-the calls together make each batch still to do exactly once, from the shard's bytes; and Parquet on Ray gives the
-single run's bytes, read by read_parquet."""
+the calls together make each batch still to do exactly once, from the shard's bytes (Ray's own readers end to end:
+tests/runner/test_stored_inputs.py)."""
 import io
 import itertools
 import tarfile
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES
-from interrogator.core.config import load_config, replace
+from interrogator.core.config import load_config
 from interrogator.engines.ray_read import Columns, GivenFile, owned_batches, shard_batches
 from interrogator.runner.planner import make_plan
 
@@ -81,20 +81,3 @@ def test_each_batch_still_to_do_is_made_once_wherever_the_rows_are_cut(write_con
     no_image = plan.files[-1]
     with pytest.raises(ValueError, match="the sample has no image member"):
         no_image.read()
-
-
-def test_parquet_on_ray_is_read_by_read_parquet_and_gives_the_single_runs_bytes(write_config, tmp_path, ray_cluster):
-    pa = pytest.importorskip("pyarrow")
-    import pyarrow.parquet as pq
-    from interrogator.engines.ray_engine import run_ray
-    from interrogator.runner.pipeline import run
-    keys = [f"{i:07d}" for i in range(7)]
-    for s, part in enumerate((keys[:4], keys[4:])):  # row groups of 3 (Ray's blocks), batches of 2
-        pq.write_table(pa.table({"key": part, "jpg": [IMAGES[int(k)].read_bytes() for k in part]}),
-                       tmp_path / f"{s:05d}.parquet", row_group_size=3)
-    config = load_config(write_config(batch_size=2, data_path=f"{tmp_path}/{{00000..00001}}.parquet"))
-    run(replace(config, output=str(tmp_path / "single.csv")), progress=False)
-    result = run_ray(config, str(tmp_path / "ray.parquet"), csv=str(tmp_path / "ray.csv"),
-                     address=ray_cluster, progress=False)
-    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
-    assert result.ray.endswith("the shards read by Ray Data's read_parquet, 0 samples of them by offset")

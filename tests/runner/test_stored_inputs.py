@@ -104,15 +104,17 @@ def test_an_undecodable_sample_and_one_without_an_image_get_the_fallback_and_are
     assert f"{shards[1].name}:000000099: the sample has no image member (000000099.txt)" in warned
 
 
-def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch, capsys):
-    """img2dataset's 4 shards (60 images, one file that is not an image, and a sample without an image) on the
-    plain run, --shard + merge, Ray and --devices: the same bytes, and per key a folder run's answers. Batches of 8
-    never cross a shard; --shard and --devices split by input shard, so each --shard run writes its own shards'
-    outputs, and on Ray the actors write them, the shards read by Ray Data's read_webdataset."""
+def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_cluster, monkeypatch, capsys, caplog):
+    """img2dataset's 4 shards (re-encoding off: 60 images, one file that is not an image, and a sample without an
+    image) on the plain run, --shard + merge, Ray and --devices: the same bytes, and per key a folder run's answers
+    and, on Ray, img2dataset's Parquet files' answers. Batches of 8 never cross a shard; --shard and --devices
+    split by input shard, so each --shard run writes its own shards' outputs, and on Ray the actors write them,
+    the shards read by Ray Data's read_webdataset (read_parquet)."""
     shards = i2d_shards(tmp_path / "shards")
     c = write_config(formats=["csv", "kaggle", "shard-parquet", "wds"], batch_size=8,
                      data_path=str(tmp_path / "shards" / "{00000..00003}.tar"))
     assert main(["submit", "--config", str(c), "--output", str(tmp_path / "plain" / "s.csv")]) == 0
+    assert "00001.tar:0000114: cannot decode" in caplog.text  # the file that is not an image, named
     for i in (0, 1):
         assert main(["submit", "--config", str(c), "--output", str(tmp_path / "shard" / f"s{i}.csv"),
                      "--shard", f"{i}/2"]) == 0
@@ -148,6 +150,12 @@ def test_the_engines_read_shards_to_the_same_bytes(write_config, tmp_path, ray_c
     got = rows(tmp_path / "plain" / "s.prompts.csv")
     assert {k: v for k, v in got.items() if k != NO_IMAGE} == expected and len(got) == 62
     assert got[NO_IMAGE][1] == config.fallback_prompt and expected["0000114"][1] == config.fallback_prompt
+    c = write_config(formats=["csv"], batch_size=8, data_path=str(I2D / "parquet" / "{00000..00003}.parquet"))
+    capsys.readouterr()
+    assert main(["submit", "--config", str(c), "--engine", "ray", "--ray-address", ray_cluster,
+                 "--output", str(tmp_path / "ray-parquet" / "s.csv")]) == 0
+    assert "the shards read by Ray Data's read_parquet, 0 samples of them by offset" in capsys.readouterr().out
+    assert rows(tmp_path / "ray-parquet" / "s.prompts.csv") == expected  # img2dataset's Parquet of the same 61 samples
 
 
 def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp_path, capsys, monkeypatch):
@@ -208,20 +216,14 @@ def i2d_shards(folder: Path, layout: str = "raw", count: int = 4) -> list:
     return shards
 
 
-@pytest.mark.parametrize("layout", ["raw", "reencoded"])
-def test_img2dataset_shards_give_a_folders_answers_per_key(config, tmp_path, layout, caplog):
-    count = 4 if layout == "raw" else 1  # the re-encoded layout: its first shard (16 JPEGs) is enough
-    shards = i2d_shards(tmp_path, layout, count)
+def test_reencoded_img2dataset_shards_give_a_folders_answers_per_key(config, tmp_path):
+    """img2dataset with re-encoding on (JPEGs; the file that is not an image left out): its first shard, of 16
+    (the raw layout, re-encoding off, is the engines test's input)."""
+    shards = i2d_shards(tmp_path, "reencoded", 1)
     expected = run_on(config, unpack(shards, tmp_path / "folder"), tmp_path / "o-folder")
-    got = run_on(config, tmp_path / f"{{00000..{count - 1:05d}}}.tar", tmp_path / "o-shards")
+    got = run_on(config, tmp_path / "00000.tar", tmp_path / "o-shards")
     assert {k: v for k, v in got.items() if k != NO_IMAGE} == expected
-    assert got[NO_IMAGE][1] == config.fallback_prompt
-    assert len(got) == (62 if layout == "raw" else 17)  # raw keeps the broken file's bytes; reencoded drops it
-    if layout == "raw":
-        assert expected["0000114"][1] == config.fallback_prompt  # the file that is not an image
-        assert "00001.tar:0000114: cannot decode" in caplog.text
-        parquet = run_on(config, I2D / "parquet" / "{00000..00003}.parquet", tmp_path / "o-parquet")
-        assert parquet == {k: v for k, v in got.items() if k != NO_IMAGE}
+    assert got[NO_IMAGE][1] == config.fallback_prompt and len(got) == 17
 
 
 def members(path: Path) -> list:
