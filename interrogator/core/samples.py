@@ -15,8 +15,10 @@ batch path (``core/batches.py``) reads them from the container as it reads a loo
 
 A sample's id is its key (a string: ``0000205`` keeps its zeros everywhere) or its path. A sample without an
 image member, or whose bytes do not decode, is named and gets the fallback, as an undecodable file does. Two
-samples with one key are an error naming both, before any model loads; so are a missing shard, a truncated tar
-and a Parquet file without the configured columns.
+samples with one key are an error naming both, before any model loads; so are a missing shard, a truncated tar,
+a tar whose sample has its members apart or a member named twice (WebDataset's readers, Ray's among them, refuse
+or split those), and a Parquet file without the configured columns. A sample without an image member has a digest
+of its own (``MissingImage``), so a rerun keeps its batch.
 """
 from __future__ import annotations
 
@@ -135,12 +137,25 @@ def tar_listing(shard: Path) -> Tuple[List[Tuple[str, Member]], frozenset]:
                 if key not in members:
                     order.append(key)
                     members[key] = []
+                else:
+                    check_together(shard, key == order[-1], members[key], info.name)
                 members[key].append(info)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ConfigError(f"config key 'data_path': the shard {shard} is not a whole tar file ({exc}); it may be "
                           f"truncated: make it again") from None
     extensions = frozenset(KEY_PATTERN.match(i.name).group(2) for infos in members.values() for i in infos)
     return [(key, image_member(key, members[key])) for key in order], extensions
+
+
+def check_together(shard: Path, last: bool, earlier: List[tarfile.TarInfo], member: str) -> None:
+    """A member of a sample already seen comes right after that sample's members, under a name not yet used: the
+    WebDataset layout, which its readers (webdataset's, Ray's) need; else one line."""
+    if not last:
+        raise ConfigError(f"config key 'data_path': the shard {shard} holds the members of one sample apart "
+                          f"({earlier[-1].name} and {member}, with other samples between them); WebDataset readers "
+                          f"need a sample's members side by side: make the shard again with its members sorted by name")
+    if any(info.name == member for info in earlier):
+        raise ConfigError(f"config key 'data_path': the shard {shard} holds {member} twice; make it again")
 
 
 def image_member(key: str, infos: List[tarfile.TarInfo]) -> Member:

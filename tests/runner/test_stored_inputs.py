@@ -167,7 +167,16 @@ def test_bad_stored_inputs_are_one_line_before_any_model_loads(write_config, tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
     pq.write_table(pa.table({"key": ["a"], "image": [b"x"]}), tmp_path / "other.parquet")
+    for name, members in (("apart", ["a.jpg", "b.jpg", "a.txt"]), ("twice", ["a.jpg", "a.txt", "a.jpg"])):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            for member in members:
+                add(tar, member, IMAGES[0].read_bytes())
     cases = [
+        (str(tmp_path / "apart.tar"), f"error: config key 'data_path': the shard {tmp_path / 'apart.tar'} holds the "
+         f"members of one sample apart (a.jpg and a.txt, with other samples between them); WebDataset readers need "
+         f"a sample's members side by side: make the shard again with its members sorted by name"),
+        (str(tmp_path / "twice.tar"), f"error: config key 'data_path': the shard {tmp_path / 'twice.tar'} holds "
+         f"a.jpg twice; make it again"),
         (str(tmp_path / "shards" / "{00000..00003}.tar"),
          f"error: config key 'data_path': the shard {tmp_path}/shards/00002.tar does not exist"),
         (str(truncated), f"error: config key 'data_path': the shard {truncated} is not a whole tar file ("),
@@ -309,7 +318,7 @@ def test_a_run_killed_in_shard_3_keeps_shards_1_and_2_and_redoes_a_changed_one(w
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.startswith(".")}
     assert sorted(before) == ["00000.parquet", "00000.tar", "00001.parquet", "00001.tar"]
     with tarfile.open(shards[1], "a") as tar:  # shard 2 changes: a second alt text for its last sample
-        add(tar, "000000007.txt", b"another alt text")
+        add(tar, "000000007.de.txt", b"another alt text")
 
     captioned = []
     original = Captioner.caption
@@ -319,7 +328,7 @@ def test_a_run_killed_in_shard_3_keeps_shards_1_and_2_and_redoes_a_changed_one(w
     after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.startswith(".")}
     assert {n: after[n] for n in ("00000.parquet", "00000.tar")} == {n: before[n] for n in ("00000.parquet", "00000.tar")}
     assert all(after[n] != before[n] for n in ("00001.parquet", "00001.tar"))
-    assert members(folder / "00001.tar")[-3] == ("000000007.txt", b"another alt text")
+    assert members(folder / "00001.tar")[-3] == ("000000007.de.txt", b"another alt text")
     reference = tmp_path / "ref"
     for name in ("s.prompts.csv", *(f"s.shards/{n}" for n in sorted(after) if n != "00001.tar")):
         assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes(), name
