@@ -228,15 +228,7 @@ def measure(args, command: str, scratch: Path) -> dict:
               "new_tokens": args.new_tokens, "kv_cache": args.cache_implementation, "dtype": str(dtype).replace("torch.", "")}
 
     start = time.perf_counter()
-    models = Models(captioner=build_captioner(args.tiny, device, dtype, args.new_tokens))
-    if args.cache_implementation == "static":
-        models.captioner.generate_options["cache_implementation"] = "static"
-    models.clip = build_clip(clip_name, device, dtype)
-    sentence_path = Path(args.embedding_path) if args.embedding_path else minilm_path()
-    if args.random_sentence_weights:
-        sentence_path = random_weight_copy(sentence_path, scratch)
-    models.sentence = load_sentence_model(str(sentence_path), device,
-                                          fp16=dtype == torch.float16)
+    models = build_models(args, clip_name, device, dtype, scratch)
     result["build_s"] = round(time.perf_counter() - start, 1)
 
     models.tables, label_seconds = encode_tables(models.clip, args.flavors, device)
@@ -246,24 +238,53 @@ def measure(args, command: str, scratch: Path) -> dict:
     result["label_encode_flavors_full_context_s"] = round(full_context_encode_seconds(models.clip, flavors, device), 3)
     result.update(tokenize_seconds(models.clip, flavors))
 
-    batch = args.batch_size
-    if batch is None:
-        if device.startswith("cuda"):
-            params = sum(p.numel() * p.element_size() for p in models.captioner.model.parameters())
-            per_image = caption_bytes_per_image(models.captioner.model.config.to_dict(), args.new_tokens, 1,
-                                                torch.finfo(dtype).bits // 8)
-            batch = auto_batch_size(torch.cuda.get_device_properties(device).total_memory, params, per_image)
-        else:
-            batch = 16
+    batch = args.batch_size or caption_batch(models, args.new_tokens, device, dtype)
     result["caption_batch"] = batch
-
     folder = image_folder(n_images, scratch)
+    result.update(time_pipeline(args, models, folder, n_images, batch, scratch))
+
+    result["loader_img_s"] = round(loader_img_s(models, scan_folder(folder).files, batch, result["loader_workers"], device), 1)
+    files = scan_folder(folder).files[:n_reference]
+    per_image = reference_loop(models, files, 3, device)
+    result["reference_images"] = len(files)
+    result["reference_img_s"] = round(1 / per_image, 3)
+    result["speedup_vs_reference"] = round(result["pipeline_img_s"] * per_image, 1)
+    return result
+
+
+def build_models(args, clip_name: str, device: str, dtype, scratch: Path) -> Models:
+    """The captioner, CLIP and the sentence model the run and the reference loop share."""
+    models = Models(captioner=build_captioner(args.tiny, device, dtype, args.new_tokens))
+    if args.cache_implementation == "static":
+        models.captioner.generate_options["cache_implementation"] = "static"
+    models.clip = build_clip(clip_name, device, dtype)
+    sentence_path = Path(args.embedding_path) if args.embedding_path else minilm_path()
+    if args.random_sentence_weights:
+        sentence_path = random_weight_copy(sentence_path, scratch)
+    models.sentence = load_sentence_model(str(sentence_path), device, fp16=dtype == torch.float16)
+    return models
+
+
+def caption_batch(models: Models, new_tokens: int, device: str, dtype) -> int:
+    """The caption batch the pipeline's memory rule picks for this GPU (16 on a CPU)."""
+    if not device.startswith("cuda"):
+        return 16
+    params = sum(p.numel() * p.element_size() for p in models.captioner.model.parameters())
+    per_image = caption_bytes_per_image(models.captioner.model.config.to_dict(), new_tokens, 1,
+                                        torch.finfo(dtype).bits // 8)
+    return auto_batch_size(torch.cuda.get_device_properties(device).total_memory, params, per_image)
+
+
+def time_pipeline(args, models: Models, folder: Path, n_images: int, batch: int, scratch: Path) -> dict:
+    """The project's pipeline over the folder, after a warm-up run of one batch: images per second, the caption
+    stage's, every stage's seconds and the peak GPU memory."""
+    device = args.device
     out = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
     config = load_config(None, data_path=str(folder), output=str(out / "submission.csv"), batch_size=batch,
                          clip_batch_size=args.clip_batch_size, embed_batch_size=max(batch, 256), device=device,
                          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, num_workers=args.workers,
                          max_flavors=3)
-    result["loader_workers"] = config.loader_workers()
+    result = {"loader_workers": config.loader_workers()}
     warm_folder = image_folder(min(batch, n_images), scratch)
     run(replace(config, data_path=str(warm_folder), output=str(out / "warm.csv")), progress=False, models=models)  # warm-up: kernels, allocator, loader workers
     if device.startswith("cuda"):
@@ -280,13 +301,6 @@ def measure(args, command: str, scratch: Path) -> dict:
     result["pipeline_over_caption_stage"] = round(result["pipeline_img_s"] / result["caption_stage_img_s"], 3)
     if device.startswith("cuda"):
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-
-    result["loader_img_s"] = round(loader_img_s(models, scan_folder(folder).files, batch, result["loader_workers"], device), 1)
-    files = scan_folder(folder).files[:n_reference]
-    per_image = reference_loop(models, files, 3, device)
-    result["reference_images"] = len(files)
-    result["reference_img_s"] = round(1 / per_image, 3)
-    result["speedup_vs_reference"] = round(result["pipeline_img_s"] * per_image, 1)
     return result
 
 
