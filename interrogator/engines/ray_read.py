@@ -27,6 +27,7 @@ the local loop makes.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import pickle
 from dataclasses import dataclass
@@ -137,17 +138,28 @@ def shard_dataset(ray, plan, todo: Sequence[int], transforms: Transforms, num_cp
     work = shard_batches(plan, todo)
     refs = {path: ray.put(batches) for path, batches in work.items()}
     columns = Columns.of(plan.config)
-    args = {"override_num_blocks": len(refs), "num_cpus": num_cpus}
     if columns.image is None:
-        ds = ray.data.read_webdataset(list(refs), decoder=None, suffixes=image_suffix, **args)
+        ds = ray.data.read_webdataset(list(refs), decoder=None, suffixes=image_suffix, override_num_blocks=len(refs),
+                                      **read_cpus(ray.data.read_webdataset, num_cpus))
     else:
         context = ray.data.DataContext.get_current()
         if hasattr(context, "use_datasource_v2"):  # the first Parquet datasource (module docstring)
             context.use_datasource_v2 = False
-        ds = ray.data.read_parquet(list(refs), columns=[columns.key, columns.image], include_paths=True, **args)
+        ds = ray.data.read_parquet(list(refs), columns=[columns.key, columns.image], include_paths=True,
+                                   override_num_blocks=len(refs), **read_cpus(ray.data.read_parquet, num_cpus))
     size = max(len(files) for batches in work.values() for files in batches.files)
     return ds.map_batches(read_rows, batch_size=size, num_cpus=num_cpus, fn_kwargs={
         "transforms": transforms, "shards": [ray.put(refs)], "columns": columns})  # the refs inside stay alive
+
+
+def read_cpus(reader, num_cpus: float) -> dict:
+    """The CPUs of each read task, as the installed Ray's reader takes them: ``num_cpus`` (Ray 2.60's readers take
+    it, and warn that ``ray_remote_args`` will go), else ``ray_remote_args``, else nothing (an older
+    ``read_webdataset`` takes neither; its tasks then take Ray's default of one CPU)."""
+    parameters = inspect.signature(reader).parameters
+    if "num_cpus" in parameters:
+        return {"num_cpus": num_cpus}
+    return {"ray_remote_args": {"num_cpus": num_cpus}} if "ray_remote_args" in parameters else {}
 
 
 @functools.lru_cache(maxsize=8)

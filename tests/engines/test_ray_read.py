@@ -30,7 +30,7 @@ def tar_shards(folder, sizes):
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
                 n += 1
-    return f"{folder}/{{00000..{len(sizes) - 1:05d}}}.tar"
+    return "::".join(f"{folder}/{s:05d}.tar" for s in range(len(sizes)))  # no brace pattern: the floor has no braceexpand
 
 
 def reader_rows(plan):
@@ -81,3 +81,19 @@ def test_each_batch_still_to_do_is_made_once_wherever_the_rows_are_cut(write_con
     no_image = plan.files[-1]
     with pytest.raises(ValueError, match="the sample has no image member"):
         no_image.read()
+
+
+def test_read_tasks_get_their_cpus_as_the_installed_ray_takes_them():
+    from interrogator.engines.ray_read import read_cpus
+
+    def named(paths, *, num_cpus=None, ray_remote_args=None):  # Ray 2.60's readers
+        pass
+
+    def remote_args(paths, *, ray_remote_args=None):  # read_parquet before num_cpus
+        pass
+
+    def neither(paths, *, override_num_blocks=None):  # an older read_webdataset
+        pass
+    assert read_cpus(named, 0.5) == {"num_cpus": 0.5}
+    assert read_cpus(remote_args, 0.5) == {"ray_remote_args": {"num_cpus": 0.5}}
+    assert read_cpus(neither, 0.5) == {}
