@@ -403,8 +403,10 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
         clip = ranked.clip
     transforms = loader_transforms(config, ("caption", "tag"), clip=clip)
     del clip
-    stage = ActorStage(pool, {"config": config, "tables": [shared], "out": str(folder),
-                              "threads": torch.get_num_threads(), "shards": [w for w in [shard_work(plan, strict)] if w]})
+    work = shard_work(plan, strict)
+    stage = ActorStage(pool.actor_cls, pool.actors or default_actors(), {
+        "config": config, "tables": [shared], "out": str(folder), "threads": torch.get_num_threads(),
+        "shards": [work] if work is not None else []})
     kind = input_kind(config.data_path)
     stored = kind in ("tar", "parquet")
     reader = shard_dataset if stored else offset_dataset
@@ -415,25 +417,22 @@ def _run_dataset(plan, folder: Path, todo: List[int], pool: Pool, progress: bool
             spent.reread += sum(len(plan.batches[b]) for b in left)
             _drain(stage(ray, offset_dataset(ray, plan, left, transforms, DECODE_CPUS)), spent, on_batch)
     spent.reader = {"tar": "read_webdataset", "parquet": "read_parquet"}.get(kind, "")
-    return stage.count()
+    return stage.count
 
 
 @dataclass(frozen=True)
 class ActorStage:
-    """The model stage: an actor pool of ``pool.actor_cls`` built with ``kwargs``, over the reader's rows."""
+    """The model stage: a pool of ``count`` actors of ``actor_cls`` built with ``kwargs``, over the reader's rows."""
 
-    pool: Pool
+    actor_cls: type
+    count: int
     kwargs: dict
-
-    def count(self) -> int:
-        return self.pool.actors or default_actors()
 
     def __call__(self, ray, ds):
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = ray.cluster_resources().get("CPU", 1)
-        actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / self.count()))
-        return ds.map_batches(self.pool.actor_cls, batch_size=1,
-                              compute=ray.data.ActorPoolStrategy(size=self.count()),
+        actor_cpus = 1.0 if gpus else max(0.25, min(1.0, (cpus - DECODE_CPUS) / self.count))
+        return ds.map_batches(self.actor_cls, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.count),
                               num_gpus=1 if gpus else 0, num_cpus=actor_cpus, fn_constructor_kwargs=self.kwargs)
 
 

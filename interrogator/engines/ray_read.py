@@ -185,7 +185,7 @@ def owned_batches(rows: Dict[str, np.ndarray], columns: Columns, shard_of) -> It
     """(number, plan files, relative paths, files to read, how many of them are read by offset) of each batch
     whose first sample is in ``rows``; ``shard_of(path)``: that shard's ShardBatches. A sample not in the rows is
     read by offset (its plan file)."""
-    found: Dict[Tuple[str, int], Dict[int, GivenFile]] = {}
+    found: Dict[Tuple[str, int], Dict[int, ImageFile]] = {}
     for index, (url, key) in enumerate(zip(rows[columns.url], rows[columns.key])):
         path = shard_path(str(url))
         hit = shard_of(path).where.get(str(key))
@@ -193,12 +193,9 @@ def owned_batches(rows: Dict[str, np.ndarray], columns: Columns, shard_of) -> It
             continue  # a sample of a batch already done
         batch, place = hit
         file = shard_of(path).files[batch][place]
-        data = row_image(rows, index, columns, file)
-        found.setdefault((path, batch), {})
-        if data is not None:
-            found[(path, batch)][place] = GivenFile(file.image_id, file.path, file.member, data)
-        else:
-            found[(path, batch)][place] = file  # no image member: the plan's fallback reason
+        data = row_image(rows, index, columns, file)  # None: no image member, the plan's file keeps its reason
+        found.setdefault((path, batch), {})[place] = file if data is None else GivenFile(
+            file.image_id, file.path, file.member, data)
     for (path, batch), given in found.items():
         if 0 not in given:
             continue  # its first sample is in another call, which makes it
