@@ -1,8 +1,8 @@
 """Datasets in shards: how fast the one batch path reads samples from WebDataset shards and Parquet against the
 same images as loose files, and what listing a large input costs the plan.
 
-    python bench/shards.py                                  # 2,000 images; plans of 1M and 10M listed paths, 10k shards
-    python bench/shards.py --images 200 --lists 10000 --shards 50 --out /tmp/b   # a quick check
+    python bench/shards.py                                  # 2,000 images; plans of 1M and 10M listed paths, a 1M folder, 10k shards
+    python bench/shards.py --images 200 --lists 10000 --folder 1000 --shards 50 --out /tmp/b   # quick
     python bench/shards.py --ray --lists '' --shards 10 --out /tmp/b            # Ray's readers against by offset
 
 Reading: ``image_batches`` (core/batches.py: read, hash, decode) over every image, batches of 32, no loader
@@ -13,7 +13,9 @@ engine's reader stage (``ray_read_rate``) over the shards and the Parquet file.
 
 Planning: ``make_plan`` (the listing, the duplicate-key check, the batches and every output path checked, before
 any model loads; a ``csv`` output, the models taken as given) in a fresh process each, its wall time and
-the process's peak memory (and its memory after the imports, before the listing), over a generated file list of 1M and 10M paths and over 10k shards of 10 samples.
+the process's peak memory (and its memory after the imports, before the listing), and what the plan holds when
+made (the resident memory it added, over the entries: bytes an entry), over a generated file list of 1M and 10M paths, a folder of 1M empty files and 10k shards
+of 10 samples.
 Writes bench/results/shards-cpu.json and .md.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import subprocess
 import sys
@@ -37,15 +40,21 @@ from PIL import Image  # noqa: E402
 from report import header, scratch_folder, write_report  # noqa: E402
 
 PLAN = """
-import resource, sys, time
+import gc, os, resource, sys, time
 sys.path.insert(0, {repo!r})
 from interrogator.core.config import load_config
 from interrogator.runner.planner import make_plan
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 config = load_config(data_path={data_path!r}, output={output!r}, formats=["csv"])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before, held_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, resident()
 start = time.perf_counter()
 plan = make_plan(config, models_given=True, key=False)
-print(len(plan.files), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before)
+seconds = time.perf_counter() - start
+gc.collect()
+print(len(plan.files), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before,
+      resident() - held_before)
 """
 
 
@@ -144,6 +153,14 @@ def make_list(path: Path, count: int) -> str:
     return str(path)
 
 
+def make_folder(folder: Path, count: int) -> str:
+    """A flat folder of ``count`` empty ``.jpg`` files: what the plan lists of a folder is names, not bytes."""
+    folder.mkdir()
+    for i in range(count):
+        os.close(os.open(folder / f"{i:09d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
+    return str(folder)
+
+
 def make_many_shards(folder: Path, shards: int, per: int = 10) -> str:
     folder.mkdir()
     data = next(jpegs(1))[1]
@@ -158,8 +175,9 @@ def plan_cost(data_path: str, scratch: Path) -> dict:
     output = str(scratch / "plan-output" / "out.csv")
     out = subprocess.run([sys.executable, "-c", PLAN.format(repo=str(REPO), data_path=data_path, output=output)],
                          capture_output=True, text=True, check=True).stdout.split()
-    return {"entries": int(out[0]), "seconds": round(float(out[1]), 2), "peak_rss_mib": round(float(out[2])),
-            "imports_rss_mib": round(float(out[3]))}
+    entries, peak, imports, held = int(out[0]), float(out[2]), float(out[3]), float(out[4])
+    return {"entries": entries, "seconds": round(float(out[1]), 2), "peak_rss_mib": round(peak),
+            "imports_rss_mib": round(imports), "held_bytes_per_entry": round(held * 2**20 / entries)}
 
 
 def main() -> int:
@@ -167,6 +185,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lists", default="1000000,10000000", help="file-list sizes whose plan is timed")
+    parser.add_argument("--folder", type=int, default=1000000, help="empty files in the folder whose plan is timed")
     parser.add_argument("--shards", type=int, default=10000, help="shards of 10 samples whose plan is timed")
     parser.add_argument("--ray", action="store_true", help="also the Ray engine's reader: by offset and Ray's own")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -181,6 +200,12 @@ def main() -> int:
             cost = plan_cost(make_list(scratch / f"list-{size}.txt", size), scratch)
             result[f"plan_s[file list, {size:,} paths]"] = cost["seconds"]
             result[f"plan_peak_rss_mib[file list, {size:,} paths]"] = cost["peak_rss_mib"]
+            result[f"plan_held_bytes_per_entry[file list, {size:,} paths]"] = cost["held_bytes_per_entry"]
+        if args.folder:
+            cost = plan_cost(make_folder(scratch / "folder", args.folder), scratch)
+            result[f"plan_s[folder, {args.folder:,} files]"] = cost["seconds"]
+            result[f"plan_peak_rss_mib[folder, {args.folder:,} files]"] = cost["peak_rss_mib"]
+            result[f"plan_held_bytes_per_entry[folder, {args.folder:,} files]"] = cost["held_bytes_per_entry"]
         cost = plan_cost(make_many_shards(scratch / "many", args.shards), scratch)
         result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
         result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]

@@ -73,7 +73,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, files: Sequence[ImageFile], caption_transform: Optional[Callable] = None,
                  clip_transform: Optional[Callable] = None, tagger_transform: Optional[Callable] = None):
         """A transform may be None when its model does not run (low_memory): its tensor is then empty."""
-        self.files = list(files)
+        self.files = files if isinstance(files, Sequence) else list(files)  # a plan's listing is not copied
         self.transforms = (caption_transform, clip_transform, tagger_transform)
         self._blanks: Optional[tuple] = None
 

@@ -14,13 +14,14 @@ import io
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageOps
 
 from .config import IMAGE_EXTENSIONS
 from .errors import ConfigError
-from .samples import Member, read_sample
+from .listing import FileListing, Strings, first_duplicate
+from .samples import ImageFile, read_sample  # noqa: F401  (ImageFile: its home before samples.py)
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,11 @@ COMPETITION_IMAGES = "images"  # where a data_path without images of its own may
 LINE_BREAKS = ("\u2028", "\u2029")  # line separators that are not control characters
 
 
-@dataclass(frozen=True)
-class ImageFile:
-    """One input image: its id (the file stem, or a shard sample's key) and path; ``member``: where in that file
-    (a tar shard or a Parquet file) the image's bytes are (samples.py), None for a loose file."""
-
-    image_id: str
-    path: Path
-    member: Optional[Member] = None
-
-    @property
-    def shown(self) -> str:
-        """How messages name it: the file's name, or ``shard.tar:key``."""
-        return self.path.name if self.member is None else f"{self.path.name}:{self.image_id}"
-
-    def read(self) -> Tuple[bytes, str]:
-        """The image's bytes and their content digest; ValueError with the reason."""
-        return read_sample(self.path, self.member)
-
-
 @dataclass
 class FolderScan:
     """The images of a folder, and the entries named like images that were skipped, with the reason."""
 
-    files: List[ImageFile]
+    files: Sequence[ImageFile]          # a listing.FileListing or ShardListing: a few bytes an image
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (name, why)
     extensions: Dict[str, frozenset] = field(default_factory=dict)  # a tar shard's member extensions, by its path
 
@@ -64,6 +46,12 @@ def unlisted(relative: str) -> Optional[str]:
     """Why the listing (scan_folder, scan_tree) never lists the file at ``relative`` (a path relative to the
     folder listed), or None when it lists it: the one rule that every command which names images itself
     (``--pairs``) checks too, so an image is never counted as undecodable for being left out."""
+    if "/" not in relative and os.sep == "/" and relative not in ("", ".", ".."):  # a bare name: no Path
+        if relative.startswith("."):
+            return "its name starts with '.', and hidden files and folders are never listed"
+        extension = relative[len(stem(relative)):]
+        return None if extension.lower() in IMAGE_EXTENSIONS else \
+            f"its extension is not one of {', '.join(IMAGE_EXTENSIONS)}"
     parts = Path(relative).parts
     hidden = next((p for p in parts if p.startswith(".") and p not in (".", "..")), None)
     if hidden is not None:
@@ -108,36 +96,59 @@ def check_name(name: str, folder: Path) -> None:
                           f"character {bad!r}, which a CSV id cannot carry; rename it")
 
 
+def stem(relative: str) -> str:
+    """``Path(relative).stem`` of a file's posix path, without making a Path (a listing takes millions)."""
+    name = relative.rsplit("/", 1)[-1]
+    if name == ".":
+        return ""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
+
+
+def _entry_skipped(entry: os.DirEntry) -> Optional[str]:
+    """_not_an_image_file of a listed entry; a regular file (or a link to one) costs no stat."""
+    return None if entry.is_file() else _not_an_image_file(Path(entry.path))
+
+
 def scan_folder(folder: str | Path) -> FolderScan:
     """The images of a folder, sorted by id, following the folder rule above; a folder with no images
     of its own but an ``images/`` sub-folder (the competition's layout) gives that sub-folder's.
 
     Entries named like images that are not regular files (broken symlinks, folders, FIFOs) are skipped
-    and listed; a name that cannot be an id in the CSV is an error naming it.
+    and listed; a name that cannot be an id in the CSV is an error naming it. The images come as a
+    ``listing.FileListing`` (ids and names in a few bytes each); only the sort holds every name as a ``str``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"config key 'data_path': not a folder: {folder}")
-    by_id, skipped = {}, []
-    for path in sorted(folder.iterdir()):
-        if unlisted(path.name) is not None:
-            continue
-        why = _not_an_image_file(path)
-        if why is not None:
-            skipped.append((path.name, why))
-            continue
-        check_name(path.name, folder)
-        if path.stem in by_id:
-            raise ConfigError(f"config key 'data_path': two images share the id '{path.stem}': "
-                              f"{by_id[path.stem].path.name} and {path.name}")
-        by_id[path.stem] = ImageFile(path.stem, path)
-    if not by_id:
+    names, skipped = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if unlisted(entry.name) is not None:
+                continue
+            why = _entry_skipped(entry)
+            if why is not None:
+                skipped.append((entry.name, why))
+                continue
+            check_name(entry.name, folder)
+            names.append(entry.name)
+    if not names:
         nested = folder / COMPETITION_IMAGES
         if nested.is_dir():  # the competition's folder: its images are in images/
             log.info("no images in %s itself; using its %s/ folder", folder, COMPETITION_IMAGES)
             return scan_folder(nested)
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    scan = FolderScan([by_id[k] for k in sorted(by_id)], skipped)
+    names.sort()
+    names.sort(key=stem)  # stable: two names of one stem stay in name order, for the error below
+    ids = Strings.of(stem(n) for n in names)
+    files = FileListing(folder, ids, Strings.of(names))
+    del names
+    twice = first_duplicate(ids)
+    if twice is not None:
+        raise ConfigError(f"config key 'data_path': two images share the id '{ids[twice[0]]}': "
+                          f"{files.paths[twice[0]]} and {files.paths[twice[1]]}")
+    skipped.sort()
+    scan = FolderScan(files, skipped)
     if skipped:
         log.warning("skipped %d entries of %s named like images: %s", len(skipped), folder, scan.skipped_line())
     return scan
@@ -159,21 +170,23 @@ def scan_tree(folder: str | Path) -> FolderScan:
         skipped.append((where + "/", f"cannot list: {error.strerror or error}"))
     for root, dirs, names in os.walk(folder, onerror=cannot_list):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        below = Path(root).relative_to(folder).as_posix()
         for name in sorted(names):
-            path = Path(root) / name
             if unlisted(name) is not None:
                 continue
-            relative = path.relative_to(folder).as_posix()
-            why = _not_an_image_file(path)
+            relative = name if below == "." else f"{below}/{name}"
+            why = _not_an_image_file(Path(root) / name)
             if why is not None:
                 skipped.append((relative, why))
                 continue
             check_name(relative, folder)
-            found.append(ImageFile(relative, path))
+            found.append(relative)
     if not found:
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder} "
                           f"or its sub-folders")
-    scan = FolderScan(sorted(found, key=lambda f: f.image_id), skipped)
+    found.sort()
+    ids = Strings.of(found)
+    scan = FolderScan(FileListing(folder, ids, ids), skipped)
     if skipped:
         log.warning("skipped %d entries of %s named like images: %s", len(skipped), folder, scan.skipped_line())
     return scan

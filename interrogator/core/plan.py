@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from array import array
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .atomic import TEMP_EXTRA, name_max
 from .config import Config, RunSettings
 from .errors import ConfigError
-from .images import FolderScan, ImageFile, check_name, scan_folder, scan_tree
-from .samples import expand_shards, input_kind, list_samples, parquet_samples, tar_listing
+from .images import FolderScan, ImageFile, check_name, scan_folder, scan_tree, stem
+from .listing import FileListing, ShardListing, Strings, first_duplicate
+from .samples import expand_shards, input_kind, list_lines, parquet_keys, tar_listing
 from .workdir import work_root
 
 Range = Tuple[int, int, int]  # lo, hi, total: images lo..hi-1 of a folder of total images
@@ -45,12 +47,12 @@ class Outputs:
 @dataclass(frozen=True)
 class Plan:
     config: Config
-    files: Tuple[ImageFile, ...]        # the images this process works on, sorted by id
-    relative: Tuple[str, ...]           # each one's path relative to data_path (posix)
-    kaggle: Tuple[str, ...]             # each one's id in the submission CSV
+    files: Sequence[ImageFile]          # the images this process works on, sorted by id (listing.py: compact)
+    relative: Sequence[str]             # each one's path relative to data_path (posix)
+    kaggle: Sequence[str]               # each one's id in the submission CSV
     skipped: Tuple[Tuple[str, str], ...]
     total: int                          # images in the whole folder
-    batches: Tuple[Tuple[int, ...], ...]  # positions in files
+    batches: Tuple[range, ...]          # positions in files: a batch is a run of consecutive images
     first_batch: int                    # the number of batches[0] in a run over the whole folder
     label_files: Tuple[Path, ...]
     clip_weights: object                # identity.Weights of the CLIP, or None where no CLIP runs
@@ -61,12 +63,14 @@ class Plan:
 
     @property
     def ids(self) -> List[str]:
-        return [f.image_id for f in self.files]
+        listed = getattr(self.files, "ids", None)  # a listing's ids, without making each ImageFile
+        return list(listed) if listed is not None else [f.image_id for f in self.files]
 
 
 def scan_images(running: RunSettings) -> FolderScan:
     """The images of data_path: ids are file stems, or with ``recursive`` relative paths below it; the samples of
-    shards, Parquet files or a file list (samples.py), ids their keys or paths, in the shards' order."""
+    shards, Parquet files or a file list (samples.py), ids their keys or paths, in the shards' order. Each as a
+    listing (listing.py): a few bytes an image."""
     kind = input_kind(running.data_path)
     if kind == "folder":
         return scan_tree(running.data_path) if running.recursive else scan_folder(running.data_path)
@@ -74,29 +78,37 @@ def scan_images(running: RunSettings) -> FolderScan:
         path = Path(running.data_path)
         if not path.is_file():
             raise ConfigError(f"config key 'data_path': the file list {path} does not exist")
-        files = [ImageFile(i, p) for i, p in list_samples(path)]
-        return FolderScan(unique_samples(files, running.data_path))
-    files, extensions = [], {}
-    for shard in expand_shards(running.data_path):
-        if kind == "tar":
-            listed, extensions[str(shard)] = tar_listing(shard)
-        else:
-            listed = parquet_samples(shard, running.image_column, running.key_column)
-        files += [ImageFile(key, shard, member) for key, member in listed]
-    return FolderScan(unique_samples(files, running.data_path), extensions=extensions)
+        ids = Strings.of(list_lines(path))
+        return FolderScan(unique_samples(FileListing(path.parent, ids, ids), ids, running.data_path))
+    shards, starts, extensions = expand_shards(running.data_path), array("q", [0]), {}
+
+    def keys() -> Iterator[str]:  # shard by shard: a shard's headers or key column, then only its keys kept
+        for shard in shards:
+            if kind == "tar":
+                listed, extensions[str(shard)] = tar_listing(shard)
+                names = [key for key, _ in listed]
+            else:
+                names = parquet_keys(shard, running.image_column, running.key_column)
+            starts.append(starts[-1] + len(names))
+            yield from names
+    ids = Strings.of(keys())
+    files = ShardListing(kind, tuple(shards), starts, ids, running.image_column)
+    return FolderScan(unique_samples(files, ids, running.data_path), extensions=extensions)
 
 
-def unique_samples(files: List[ImageFile], data_path: str) -> List[ImageFile]:
-    """The samples, each id a valid CSV id and no two alike (one line naming both where two are)."""
-    if not files:
+def unique_samples(files: Sequence[ImageFile], ids: Sequence[str], data_path: str) -> Sequence[ImageFile]:
+    """The samples (``ids``: each one's id), each id a valid CSV id and no two alike (one line naming both
+    where two are: listing.first_duplicate)."""
+    if not len(files):
         raise ConfigError(f"config key 'data_path': no samples in {data_path}")
-    seen: Dict[str, ImageFile] = {}
-    for file in files:
-        check_name(file.image_id, file.path)
-        other = seen.setdefault(file.image_id, file)
-        if other is not file:
-            raise ConfigError(f"config key 'data_path': two samples share the key {file.image_id!r}: "
-                              f"{other.shown} and {file.shown}")
+    for position, image_id in enumerate(ids):
+        if not (image_id.isascii() and image_id.isprintable()):
+            check_name(image_id, files[position].path)
+    twice = first_duplicate(ids)
+    if twice is not None:
+        first, second = files[twice[0]], files[twice[1]]
+        raise ConfigError(f"config key 'data_path': two samples share the key {first.image_id!r}: "
+                          f"{first.shown} and {second.shown}")
     return files
 
 
@@ -106,9 +118,17 @@ def relative_path(running: RunSettings, file: ImageFile) -> str:
     return relative_paths(running, [file])[0]
 
 
-def relative_paths(running: RunSettings, files: Sequence[ImageFile]) -> List[str]:
-    """relative_path of each file, the input's kind read once (a plan of millions lists them all)."""
+def relative_paths(running: RunSettings, files: Sequence[ImageFile]) -> Sequence[str]:
+    """relative_path of each file, the input's kind read once (a plan of millions lists them all); a listing's
+    own strings where they are those paths, else a new ``Strings``."""
     as_ids = running.recursive or input_kind(running.data_path) == "list"
+    if isinstance(files, ShardListing):
+        return files.ids
+    if isinstance(files, FileListing):
+        if as_ids:
+            return files.ids
+        below = _below(files.root / "x", running.data_path)[:-1]  # "" or "images/": the listing's root
+        return files.paths if not below else Strings.of(below + p for p in files.paths)
     return [file.image_id if as_ids or file.member is not None else _below(file.path, running.data_path)
             for file in files]
 
@@ -120,29 +140,16 @@ def _below(path: Path, root: str) -> str:
         return path.name
 
 
-def stem(relative: str) -> str:
-    """``Path(relative).stem`` of a file's posix path, without making a Path (the plan takes millions)."""
-    name = relative.rsplit("/", 1)[-1]
-    if name == ".":
-        return ""
-    dot = name.rfind(".")
-    return name[:dot] if 0 < dot < len(name) - 1 else name
-
-
-def kaggle_ids(relative: Sequence[str], recursive: bool, unique: bool = True) -> List[str]:
+def kaggle_ids(relative: Sequence[str], recursive: bool, unique: bool = True) -> Sequence[str]:
     """The submission's ids: the file stems. With ``recursive`` two images may share a stem: an error naming
     both when the kaggle format is written (``unique``)."""
-    if not recursive:
-        return [stem(r) for r in relative]
-    stems, seen = [], {}
-    for path in relative:
-        short = stem(path)
-        if unique and short in seen:
-            raise ConfigError(f"config key 'formats': the kaggle format needs unique file stems, and "
-                              f"{seen[short]!r} and {path!r} share {short!r}; leave kaggle out of formats "
-                              f"or rename one")
-        seen[short] = path
-        stems.append(short)
+    stems = Strings.of(stem(r) for r in relative)
+    twice = first_duplicate(stems) if recursive and unique else None
+    if twice is not None:
+        first, second = relative[twice[0]], relative[twice[1]]
+        raise ConfigError(f"config key 'formats': the kaggle format needs unique file stems, and "
+                          f"{first!r} and {second!r} share {stems[twice[0]]!r}; leave kaggle out of formats "
+                          f"or rename one")
     return stems
 
 

@@ -8,8 +8,9 @@ batch path (``core/batches.py``) reads them from the container as it reads a loo
   one sample, ``0000205``); the image is the sample's first member with an image extension, read by offset. A
   ``.jpg`` member may hold PNG, WebP or GIF bytes (img2dataset without re-encoding): decoding goes by content.
 - **Parquet** (``.parquet``, the same patterns): a row per sample; the key and image-bytes columns are
-  ``key_column`` and ``image_column`` (img2dataset's ``key`` and ``jpg`` unless set). Counted from the files'
-  metadata; each row group's image column is read when a batch needs it.
+  ``key_column`` and ``image_column`` (img2dataset's ``key`` and ``jpg`` unless set). The plan reads the key
+  column alone; a row's place (row group, row) comes from the file's metadata, and each row group's image column
+  is read when a batch needs it.
 - **A file list** (``.txt``): one image path a line, relative to the list's folder; the sample's id is the path
   as written.
 
@@ -19,6 +20,9 @@ samples with one key are an error naming both, before any model loads; so are a 
 a tar whose sample has its members apart or a member named twice (WebDataset's readers, Ray's among them, refuse
 or split those), and a Parquet file without the configured columns. A sample without an image member has a digest
 of its own (``MissingImage``), so a rerun keeps its batch.
+
+The plan keeps of a shard input only the shards, their sample counts and the keys (``listing.ShardListing``);
+where a sample's image lies is read again from the shard's headers or metadata when its batches are read.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from .config import IMAGE_EXTENSIONS, SHARD_JOIN
 from .errors import ConfigError
@@ -76,6 +80,25 @@ class MissingImage(ValueError):
     def __init__(self, why: str):
         super().__init__(why)
         self.digest = content_digest(f"no image member: {why}".encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One input image: its id (the file stem, or a shard sample's key) and path; ``member``: where in that file
+    (a tar shard or a Parquet file) the image's bytes are (samples.py), None for a loose file."""
+
+    image_id: str
+    path: Path
+    member: Optional[Member] = None
+
+    @property
+    def shown(self) -> str:
+        """How messages name it: the file's name, or ``shard.tar:key``."""
+        return self.path.name if self.member is None else f"{self.path.name}:{self.image_id}"
+
+    def read(self) -> Tuple[bytes, str]:
+        """The image's bytes and their content digest; ValueError with the reason."""
+        return read_sample(self.path, self.member)
 
 
 def input_kind(data_path: str) -> str:
@@ -166,8 +189,9 @@ def image_member(key: str, infos: List[tarfile.TarInfo]) -> Member:
     return NoImage(f"the sample has no image member ({names})")
 
 
-def parquet_samples(path: Path, image_column: str, key_column: str) -> List[Tuple[str, Member]]:
-    """(key, where its image is) of each row of one Parquet file, from its metadata and key column."""
+def parquet_keys(path: Path, image_column: str, key_column: str) -> List[str]:
+    """The key of each row of one Parquet file, in order (its key column, a row group at a time; where each
+    row's image lies comes from the file's metadata: listing.shard_members)."""
     import pyarrow.parquet as pq  # lazy: the [parquet] extra
     try:
         file = pq.ParquetFile(path)
@@ -178,20 +202,22 @@ def parquet_samples(path: Path, image_column: str, key_column: str) -> List[Tupl
         if column not in names:
             raise ConfigError(f"config key '{key}': {path} has no column {column!r} (its columns: "
                               f"{', '.join(names)})")
-    samples = []
+    keys: List[str] = []
     for group in range(file.num_row_groups):
-        keys = file.read_row_group(group, columns=[key_column]).column(0).to_pylist()
-        samples += [(str(k), ParquetRow(group, row, image_column)) for row, k in enumerate(keys)]
-    return samples
+        keys += map(str, file.read_row_group(group, columns=[key_column]).column(0).to_pylist())
+    return keys
 
 
-def list_samples(path: Path) -> List[Tuple[str, Path]]:
-    """(id, path) of each line of a file list: paths relative to the list's folder; blank lines left out."""
+def list_lines(path: Path) -> Iterator[str]:
+    """Each image path of a file list, as written (relative to the list's folder), blank lines left out; read a
+    line at a time."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    yield line.strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config key 'data_path': cannot read the file list {path}: {exc}") from None
-    return [(line.strip(), path.parent / line.strip()) for line in lines if line.strip()]
 
 
 def read_member(path: Path, member: Member) -> bytes:
@@ -231,21 +257,6 @@ def read_sample(path: Path, member: Optional[Member]) -> Tuple[bytes, str]:
     else:
         data = read_member(path, member)
     return data, content_digest(data)
-
-
-def shard_groups(files: Sequence) -> Optional[List[int]]:
-    """The number of consecutive samples of each input shard (images.ImageFile: their ``member`` says they lie in a
-    tar or Parquet file), which the run's batches never cross (shards.Layout); None for loose files or a list."""
-    if not files or files[0].member is None:
-        return None
-    sizes: List[int] = []
-    last = None
-    for file in files:
-        if file.path != last:
-            sizes.append(0)
-            last = file.path
-        sizes[-1] += 1
-    return sizes
 
 
 def member_text(member: Optional[Member]) -> str:

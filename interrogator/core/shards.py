@@ -58,10 +58,10 @@ class Layout:
         """The number of the batch that begins at ``lo`` in the whole run."""
         return bisect.bisect_left(self.starts, lo)
 
-    def batches(self, lo: int, hi: int) -> List[List[int]]:
+    def batches(self, lo: int, hi: int) -> List[range]:
         """The batches of the range [lo, hi), as positions counted from lo."""
         first, last = self.first_batch(lo), self.first_batch(hi)
-        return [list(range(self.position(b) - lo, min(self.position(b + 1), hi) - lo)) for b in range(first, last)]
+        return [range(self.position(b) - lo, min(self.position(b + 1), hi) - lo) for b in range(first, last)]
 
     def ranges(self, count: int) -> List[Tuple[int, int]]:
         """[lo, hi) of each of ``count`` shards: near-equal numbers of whole batches, each beginning at a cut."""

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 from ..core.atomic import write_bytes
 from ..core.config import Config, replace
 from ..core.errors import ConfigError, InterrogatorError
-from ..core.samples import shard_groups
+from ..core.listing import shard_groups
 from ..core.shards import Layout
 from ..core.workdir import WorkDir, work_root
 from ..runner.finish import collect, finish

@@ -149,7 +149,7 @@ def collect(plan: Plan, load: Callable[[int], Optional[BatchRecord]],
             verified: Collection[int] = ()) -> Tuple[Dict[int, BatchRecord], List[int]]:
     """The records of a store (``load``) that the resume rule keeps (workdir.resume: ``verified`` batches are not
     hashed again), and the batches that have none."""
-    records = resume(load, list(plan.files), plan.batches, verified)
+    records = resume(load, plan.files, plan.batches, verified)
     return records, [b for b in range(len(plan.batches)) if b not in records]
 
 

@@ -69,8 +69,8 @@ class RunState:
     """What every stage of one run shares: the images, their batches, their records, where records go."""
 
     config: Config
-    files: List[ImageFile]
-    batches: List[List[int]]
+    files: Sequence[ImageFile]          # the plan's listing (core/listing.py)
+    batches: List[range]
     work: Optional[WorkDir]
     timer: StageTimer
     batcher: StageBatcher
@@ -141,13 +141,13 @@ def run_plan(plan: Plan, progress: bool = True, strict: bool = False, models: Op
     ``on_batch(done, of)``: called with the images done and of how many after each batch is saved (a progress
     report, resumed batches counted); when it returns True the run
     raises Stopped there, and the same plan run again resumes."""
-    config, batches = plan.config, [list(b) for b in plan.batches]
+    config, batches = plan.config, list(plan.batches)
     work = None
     if plan.outputs is not None and plan.key is not None:
         work = WorkDir(config.output, plan.key, plan.first_batch)
         work.adopt(legacy_key(plan))
     timer = StageTimer(config.resolved_device())
-    state = RunState(config, list(plan.files), batches, work, timer, StageBatcher.of(config), progress,
+    state = RunState(config, plan.files, batches, work, timer, StageBatcher.of(config), progress,
                      needs_of(config), on_batch=on_batch)
     if not records_only:
         state.captions = CaptionFiles.of(plan, strict)

@@ -16,7 +16,8 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.identity import digest, library_versions, run_identity
 from ..core.images import ImageFile
-from ..core.samples import input_kind, shard_groups
+from ..core.listing import shard_groups
+from ..core.samples import input_kind
 from ..core.plan import (Outputs, Plan, Range, check_output, kaggle_ids, relative_paths, scan_images, txt_base,
                          txt_file, txt_paths)
 from ..core.owned import check_write, config_inputs
@@ -51,9 +52,9 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     todo, captioned = without_captioned(config, scan.files, shard)
     layout = Layout.of(len(todo), batch_size, shard_groups(todo))
     lo, hi = layout.select(shard, images)
-    files = tuple(todo[lo:hi])
-    relative = tuple(relative_paths(config.running, files))
-    kaggle = tuple(kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats))
+    files = todo[lo:hi]  # a listing's window (listing.py), or a list where existing_txt left images out
+    relative = relative_paths(config.running, files)
+    kaggle = kaggle_ids(relative, config.recursive or stored, "kaggle" in config.formats)
     if "kaggle" in config.formats:
         check_ids(files, kaggle)
     shard_outputs = shard_paths(config, input_kind(config.data_path), scan.files, files, scan.extensions)
@@ -62,7 +63,7 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
     if outputs is not None and captioned:  # their rows come from the earlier outputs, or one line says why not
         kept = relative_paths(config.running, captioned)
         earlier = check_earlier(outputs, config.formats, kept, kaggle_ids(kept, config.recursive, False))
-    batches = tuple(tuple(b) for b in layout.batches(lo, hi))
+    batches = tuple(layout.batches(lo, hi))
     resume_key = None
     if key and not models_given:
         resume_key = digest(identity_of(config, labels))
@@ -70,11 +71,12 @@ def make_plan(config: Config, shard: Optional[Tuple[int, int]] = None, images: O
                 tuple(labels), weights, resume_key, outputs, len(captioned), earlier)
 
 
-def without_captioned(config: Config, files: Sequence[ImageFile], shard) -> Tuple[List[ImageFile], List[ImageFile]]:
+def without_captioned(config: Config, files: Sequence[ImageFile], shard
+                      ) -> Tuple[Sequence[ImageFile], List[ImageFile]]:
     """With ``existing_txt: skip``, the images whose caption file does not exist yet, and those whose file does:
-    they are not even decoded. Every image otherwise."""
+    they are not even decoded. Every image otherwise (the listing itself)."""
     if "txt" not in config.formats or config.txt_policy() != "skip":
-        return list(files), []
+        return files, []
     if shard is not None:
         raise ConfigError("--shard with existing_txt skip: each shard writes caption files as it goes, so the "
                           "shards would see different folders; use --devices or the Ray engine, or another "

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import tarfile
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..core.atomic import atomic_write
 from ..core.errors import ConfigError
+from ..core.listing import shard_counts
 from ..core.samples import KEY_PATTERN
 
 SHARD_FORMATS = ("shard-parquet", "wds")
@@ -51,7 +51,7 @@ def shard_paths(config, kind: str, all_files: Sequence, files: Sequence,
     if "wds" in asked and kind != "tar":
         raise ConfigError(f"config key 'formats': wds copies each sample's tar members, and data_path "
                           f"{config.data_path} is Parquet; write shard-parquet")
-    total, here = Counter(str(f.path) for f in all_files), Counter(str(f.path) for f in files)
+    total, here = shard_counts(all_files), shard_counts(files)
     complete = [Path(p) for p in here if here[p] == total[p]]
     folder = shards_folder(config.output)
     out: Dict[str, Dict[Path, Path]] = {}

@@ -186,3 +186,25 @@ def test_check_names_ascii_shortcut_refuses_exactly_what_the_full_rule_refuses()
                 check_name(f"a{c}b", "folder")
         else:
             check_name(f"a{c}b", "folder")
+
+
+def test_the_listings_bare_name_rule_is_the_path_rule_for_every_short_name():
+    """unlisted() decides a bare name (what a folder listing meets millions of times) without a Path: over every
+    name of up to 5 pieces of a, '.', png, JPG, jpeg, x and é, it says what the Path-based rule says."""
+    import itertools
+    from pathlib import Path
+    from interrogator.core.config import IMAGE_EXTENSIONS
+    from interrogator.core.images import unlisted
+    checked = 0
+    for k in range(1, 6):
+        for pieces in itertools.product(["a", ".", "png", "JPG", "jpeg", "x", "é"], repeat=k):
+            name = "".join(pieces)
+            if name in (".", ".."):
+                continue
+            hidden = name.startswith(".")
+            expected = "hidden" if hidden else None if Path(name).suffix.lower() in IMAGE_EXTENSIONS else "extension"
+            got = unlisted(name)
+            assert (got is None and expected is None) or (got is not None and expected in got.replace(
+                "starts with '.'", "hidden")), name
+            checked += 1
+    assert checked > 15000

@@ -24,8 +24,8 @@ def test_input_shards_are_batched_on_their_own_and_split_where_one_begins():
     --devices) begins only where an input shard does."""
     layout = Layout.of(14, 2, [5, 3, 6])
     assert layout.starts == (0, 2, 4, 5, 7, 8, 10, 12) and layout.cuts == (0, 3, 5)
-    assert layout.batches(0, 14) == [[0, 1], [2, 3], [4], [5, 6], [7], [8, 9], [10, 11], [12, 13]]
-    assert layout.batches(5, 8) == [[0, 1], [2]] and layout.first_batch(5) == 3
+    assert [list(b) for b in layout.batches(0, 14)] == [[0, 1], [2, 3], [4], [5, 6], [7], [8, 9], [10, 11], [12, 13]]
+    assert [list(b) for b in layout.batches(5, 8)] == [[0, 1], [2]] and layout.first_batch(5) == 3
     assert layout.ranges(2) == [(0, 8), (8, 14)]  # batch 4 of 8 lies in the second shard: the next cut
     assert layout.ranges(3) == [(0, 5), (5, 8), (8, 14)]
     assert layout.ranges(5) == [(0, 5), (5, 5), (5, 8), (8, 14), (14, 14)]  # more ranges than shards: some empty
