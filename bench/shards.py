@@ -206,9 +206,10 @@ def main() -> int:
             result[f"plan_s[folder, {args.folder:,} files]"] = cost["seconds"]
             result[f"plan_peak_rss_mib[folder, {args.folder:,} files]"] = cost["peak_rss_mib"]
             result[f"plan_held_bytes_per_entry[folder, {args.folder:,} files]"] = cost["held_bytes_per_entry"]
-        cost = plan_cost(make_many_shards(scratch / "many", args.shards), scratch)
-        result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
-        result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]
+        if args.shards:
+            cost = plan_cost(make_many_shards(scratch / "many", args.shards), scratch)
+            result[f"plan_s[{args.shards:,} shards, {cost['entries']:,} samples]"] = cost["seconds"]
+            result[f"plan_peak_rss_mib[{args.shards:,} shards]"] = cost["peak_rss_mib"]
         result["plan_imports_rss_mib"] = cost["imports_rss_mib"]  # the same in every fresh process
     write_report(result, args.out, "shards-cpu")
     return 0

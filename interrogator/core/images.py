@@ -138,15 +138,14 @@ def scan_folder(folder: str | Path) -> FolderScan:
             log.info("no images in %s itself; using its %s/ folder", folder, COMPETITION_IMAGES)
             return scan_folder(nested)
         raise ConfigError(f"config key 'data_path': no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    names.sort()
-    names.sort(key=stem)  # stable: two names of one stem stay in name order, for the error below
+    names.sort(key=stem)
     ids = Strings.of(stem(n) for n in names)
     files = FileListing(folder, ids, Strings.of(names))
     del names
     twice = first_duplicate(ids)
     if twice is not None:
-        raise ConfigError(f"config key 'data_path': two images share the id '{ids[twice[0]]}': "
-                          f"{files.paths[twice[0]]} and {files.paths[twice[1]]}")
+        one, other = sorted(files.paths[i] for i in twice)
+        raise ConfigError(f"config key 'data_path': two images share the id '{ids[twice[0]]}': {one} and {other}")
     skipped.sort()
     scan = FolderScan(files, skipped)
     if skipped:

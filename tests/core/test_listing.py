@@ -123,3 +123,18 @@ def test_a_shard_changed_during_the_run_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"the shard .*00001.tar holds 5 samples, and held 4 when the run was "
                                           r"planned; it changed during the run: run again"):
         listing[5]
+
+
+def test_listings_travel_to_loader_workers_whole(tmp_path):
+    """A loader worker or a Ray task gets the listing pickled: the same items come back, windows included."""
+    import pickle
+    paths = shards(tmp_path, [3, 4])
+    listing = shard_listing(paths)[2:6]
+    back = pickle.loads(pickle.dumps(listing))
+    assert list(back) == list(listing) and len(back) == 4
+    (tmp_path / "f").mkdir()
+    for name in ("b.png", "a.jpg", "c.webp"):
+        (tmp_path / "f" / name).write_bytes(b"")
+    files = scan_folder(tmp_path / "f").files[1:]
+    assert list(pickle.loads(pickle.dumps(files))) == list(files) == [ImageFile("b", tmp_path / "f" / "b.png"),
+                                                                       ImageFile("c", tmp_path / "f" / "c.webp")]
