@@ -7,7 +7,7 @@ command line's parsers, the plan's checks) imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
@@ -92,8 +92,10 @@ class ImageDataset(torch.utils.data.Dataset):
             self._blanks = tuple(torch.zeros(v.shape) if isinstance(v, torch.Tensor) else v for v in values)
         return self._blanks
 
-    def __getitem__(self, index: int) -> DecodedImage:
-        file, digest = self.files[index], ""
+    def __getitem__(self, index: Union[int, Tuple[int, ImageFile]]) -> DecodedImage:
+        """The image at ``index`` of the files, or ``(index, its file)`` as FilesOf hands them to workers."""
+        index, file = index if isinstance(index, tuple) else (index, self.files[index])
+        digest = ""
         try:
             data, digest = file.read()
             image = decode_image(data, file.shown)
@@ -139,6 +141,21 @@ def split_batches(batches: Sequence[Sequence[int]], workers: int, min_part: int 
     return out
 
 
+class FilesOf:
+    """The loader's batch sampler: each part's positions with their files, made in the loader's own process as it
+    hands out parts. A shard sample's file comes from the plan's listing, which reads a shard's members once
+    (listing.shard_members); the workers get each file whole and never read a shard's headers themselves."""
+
+    def __init__(self, files: Sequence[ImageFile], parts: Sequence[Sequence[int]]):
+        self.files, self.parts = files, parts
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __iter__(self) -> Iterator[List[Tuple[int, ImageFile]]]:
+        return ([(i, self.files[i]) for i in part] for part in self.parts)
+
+
 def image_batches(files: Sequence[ImageFile], batches: Sequence[Sequence[int]], transforms: Transforms,
                   num_workers: int = 0, pin_memory: bool = False, min_part: int = MIN_PART) -> Iterator[ImageBatch]:
     """The one path from image files to batches: the given batches (lists of positions in ``files``) read,
@@ -155,7 +172,7 @@ def image_batches(files: Sequence[ImageFile], batches: Sequence[Sequence[int]], 
             yield join([collate([dataset[i] for i in batch])], pin_memory)
         return
     parts = split_batches(batches, num_workers, min_part)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[p for batch in parts for p in batch],
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=FilesOf(files, [p for batch in parts for p in batch]),
                                          num_workers=num_workers, collate_fn=collate, prefetch_factor=2)
     iterator = iter(loader)
     for batch in parts:

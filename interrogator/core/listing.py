@@ -8,7 +8,8 @@
 - ``ShardListing``: the samples of WebDataset or Parquet shards: the shards, each one's sample count, and each
   sample's key. Where a sample's image lies (its tar member, its Parquet row) is not kept: a shard's members
   are read again from its tar headers or Parquet metadata when a batch of that shard is read (``shard_members``,
-  the last few shards kept), and checked against the count the plan took.
+  the last few shards kept), and checked against the count the plan took. The image loader reads them in its own
+  process and hands its workers each file whole (``batches.FilesOf``).
 
 Both are ``Sequence[ImageFile]``: ``listing[i]`` makes the ``ImageFile`` when asked; a slice is a view that
 copies nothing. ``first_duplicate`` finds two equal ids among millions with 8 bytes an id (their hashes, sorted

@@ -138,3 +138,43 @@ def test_listings_travel_to_loader_workers_whole(tmp_path):
     files = scan_folder(tmp_path / "f").files[1:]
     assert list(pickle.loads(pickle.dumps(files))) == list(files) == [ImageFile("b", tmp_path / "f" / "b.png"),
                                                                        ImageFile("c", tmp_path / "f" / "c.webp")]
+
+
+def test_loader_workers_get_shard_samples_whole_and_never_list_a_shard(tmp_path, monkeypatch):
+    """With loader workers, the loader's own process reads each shard's headers (once: listing.shard_members)
+    and hands each worker its files whole: a worker that listed a shard would fail this test."""
+    import io
+    import os
+    import numpy as np
+    import torch
+    from PIL import Image
+    import interrogator.core.listing as listing_module
+    from interrogator.core.batches import Transforms, image_batches
+    paths = []
+    for n in range(3):
+        paths.append(tmp_path / f"{n:05d}.tar")
+        with tarfile.open(paths[-1], "w") as tar:
+            for k in range(n * 6, n * 6 + 6):
+                buffer = io.BytesIO()
+                Image.new("RGB", (8, 8), (k * 9, 0, 0)).save(buffer, format="PNG")
+                info = tarfile.TarInfo(f"{k:07d}.png")
+                info.size = len(buffer.getvalue())
+                tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    files = shard_listing(paths)
+    parent, listed = os.getpid(), listing_module.tar_listing
+
+    def only_here(shard):
+        if os.getpid() != parent:
+            raise AssertionError(f"a loader worker listed {shard}")
+        return listed(shard)
+    monkeypatch.setattr(listing_module, "tar_listing", only_here)
+    shard_members.cache_clear()
+    to_tensor = lambda im: torch.tensor(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)
+    batches = [range(0, 6), range(6, 12), range(12, 18)]
+    parallel = list(image_batches(files, batches, Transforms(clip=to_tensor), 2, min_part=2))
+    serial = list(image_batches(files, batches, Transforms(clip=to_tensor), 0))
+    for one, many in zip(serial, parallel):
+        assert one.indices == many.indices and one.errors == many.errors == [""] * 6
+        assert torch.equal(one.clip_pixels, many.clip_pixels)
+    assert [b.clip_pixels[:, 0, 0, 0].tolist() for b in parallel] == [[k * 9.0 for k in b] for b in batches]
+    assert shard_members.cache_info().misses == 3  # each shard's headers read once, here
