@@ -123,20 +123,23 @@ def offset_dataset(ray, plan, todo: Sequence[int], transforms: Transforms, num_c
 
 
 # ---- shards: Ray Data's readers ---------------------------------------------------------------
-def shard_batches(plan, todo: Sequence[int]) -> Dict[str, ShardBatches]:
-    """The batches still to do, by their input shard's absolute path, in the plan's order."""
+def shard_batches(plan, todo: Sequence[int]) -> Iterator[Tuple[str, ShardBatches]]:
+    """The batches still to do, by their input shard's absolute path, in the plan's order: a shard at a time, so
+    the driver holds one shard's samples while it puts them in the object store."""
     grouped: Dict[str, List[int]] = {}
     for b in todo:
         grouped.setdefault(str(plan.files[plan.batches[b][0]].path), []).append(b)
-    return {path: ShardBatches(tuple(numbers), tuple(tuple(plan.files[i] for i in plan.batches[b]) for b in numbers),
-                               tuple(tuple(plan.relative[i] for i in plan.batches[b]) for b in numbers))
-            for path, numbers in grouped.items()}
+    for path, numbers in grouped.items():
+        yield path, ShardBatches(tuple(numbers), tuple(tuple(plan.files[i] for i in plan.batches[b]) for b in numbers),
+                                 tuple(tuple(plan.relative[i] for i in plan.batches[b]) for b in numbers))
 
 
 def shard_dataset(ray, plan, todo: Sequence[int], transforms: Transforms, num_cpus: float):
     """The batches still to do, read by Ray Data's own reader of the input's kind (module docstring)."""
-    work = shard_batches(plan, todo)
-    refs = {path: ray.put(batches) for path, batches in work.items()}
+    refs, size = {}, 0
+    for path, batches in shard_batches(plan, todo):
+        refs[path] = ray.put(batches)
+        size = max([size] + [len(files) for files in batches.files])
     columns = Columns.of(plan.config)
     if columns.image is None:
         ds = ray.data.read_webdataset(list(refs), decoder=None, suffixes=image_suffix, override_num_blocks=len(refs),
@@ -147,7 +150,6 @@ def shard_dataset(ray, plan, todo: Sequence[int], transforms: Transforms, num_cp
             context.use_datasource_v2 = False
         ds = ray.data.read_parquet(list(refs), columns=[columns.key, columns.image], include_paths=True,
                                    override_num_blocks=len(refs), **read_cpus(ray.data.read_parquet, num_cpus))
-    size = max(len(files) for batches in work.values() for files in batches.files)
     return ds.map_batches(read_rows, batch_size=size, num_cpus=num_cpus, fn_kwargs={
         "transforms": transforms, "shards": [ray.put(refs)], "columns": columns})  # the refs inside stay alive
 

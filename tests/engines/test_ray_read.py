@@ -56,7 +56,7 @@ def test_each_batch_still_to_do_is_made_once_wherever_the_rows_are_cut(write_con
     plan = make_plan(load_config(write_config(batch_size=2, data_path=data_path)), write=False)
     assert [list(b) for b in plan.batches] == [[0, 1], [2, 3], [4], [5, 6], [7]]
     todo = [0, 2, 3, 4]  # batch 1 is done: its rows are left out
-    work = shard_batches(plan, todo)
+    work = dict(shard_batches(plan, todo))
     rows = reader_rows(plan)
     n = len(plan.files)
     for a, b in itertools.combinations(range(1, n), 2):  # every cut of the rows into three calls
