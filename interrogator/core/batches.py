@@ -166,12 +166,13 @@ def image_batches(files: Sequence[ImageFile], batches: Sequence[Sequence[int]], 
     times sooner than if one worker decoded all of it, and about two batches wait in memory.
     ``min_part`` as large as the batch gives the plain one-worker-per-batch loader.
     """
-    dataset = ImageDataset(files, *transforms)
     if num_workers == 0:
+        dataset = ImageDataset(files, *transforms)
         for batch in batches:
             yield join([collate([dataset[i] for i in batch])], pin_memory)
         return
     parts = split_batches(batches, num_workers, min_part)
+    dataset = ImageDataset((), *transforms)  # each worker gets its files from FilesOf, not the whole listing
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=FilesOf(files, [p for batch in parts for p in batch]),
                                          num_workers=num_workers, collate_fn=collate, prefetch_factor=2)
     iterator = iter(loader)
