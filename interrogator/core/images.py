@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from .config import IMAGE_EXTENSIONS
 from .errors import ConfigError
 from .listing import FileListing, Strings, first_duplicate
-from .samples import ImageFile, read_sample  # noqa: F401  (ImageFile: its home before samples.py)
+from .samples import ImageFile, read_sample  # noqa: F401  (ImageFile lives in samples.py; callers import it here)
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections import Counter
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 

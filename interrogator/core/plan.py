@@ -18,9 +18,9 @@ line, before a model loads.
 from __future__ import annotations
 
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from array import array
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .atomic import TEMP_EXTRA, name_max
